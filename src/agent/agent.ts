@@ -1,0 +1,267 @@
+/**
+ * kq-agent: registers with kq, takes one task at a time, streams its log, obeys stop, heartbeats.
+ * If kq goes away it keeps retrying; when kq comes back it registers again, reporting the task it still runs.
+ */
+import crypto from 'node:crypto';
+import dns from 'node:dns/promises';
+import * as zmq from 'zeromq';
+import { pino, type Logger } from 'pino';
+import {
+  AssignSchema, BroadcastSchema, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Topics, decode, encode,
+  type Broadcast, type RegisterReply, type RequestInput, type TaskAssignment, type Update,
+} from '../protocol/index.js';
+import { tcpEndpoint } from '../common/endpoint.js';
+import { SendQueue } from '../common/send-queue.js';
+import { TaskRun } from './runner.js';
+
+export interface AgentOptions {
+  kqHost: string;
+  requestPort: number;
+  updatePort: number;
+  broadcastPort: number;
+  agentId: string;
+  hostName: string;
+  local: boolean;
+  minimalEnv: boolean;
+  killGraceMs: number;
+  registerTimeoutMs: number;
+}
+
+export type AgentLifecycle = 'starting' | 'registering' | 'running' | 'stopping' | 'stopped';
+
+const LOG_FLUSH_MS = 50;
+const LOG_FLUSH_LINES = 500;
+
+export class Agent {
+  state: AgentLifecycle = 'starting';
+  private readonly log: Logger;
+  private readonly dealer: zmq.Dealer;
+  private readonly push: zmq.Push;
+  private readonly sub: zmq.Subscriber;
+  private readonly dealerQueue: SendQueue;
+  private readonly pushQueue: SendQueue;
+  private heartbeatMs = 2000;
+  private heartbeatTimer: NodeJS.Timeout | null = null;
+  private current: TaskRun | null = null;
+  private pendingReplies = new Map<string, (reply: RegisterReply | null) => void>();
+  private registering: Promise<void> | null = null;
+  private stopped: Promise<void> | null = null;
+  private logBuffer: string[] = [];
+  private logTimer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly o: AgentOptions) {
+    this.log = pino({ base: { agent: o.agentId, pid: process.pid } }, pino.destination({ dest: 2, sync: true }));
+    const common = { linger: 0, maxMessageSize: MAX_MESSAGE_BYTES, reconnectInterval: 100, reconnectMaxInterval: 2000 };
+    // sendTimeout: while kq is away, a request gives up instead of queueing behind a full pipe forever.
+    this.dealer = new zmq.Dealer({ ...common, routingId: o.agentId, sendTimeout: o.registerTimeoutMs });
+    // Updates (log lines, task finished) get a little linger so a stopping agent still delivers them.
+    this.push = new zmq.Push({ ...common, linger: 2000, sendHighWaterMark: 100_000 });
+    this.sub = new zmq.Subscriber(common);
+    this.dealerQueue = new SendQueue(this.dealer);
+    this.pushQueue = new SendQueue(this.push);
+  }
+
+  async start(): Promise<void> {
+    await this.resolveKqHost();
+    const at = (port: number) => tcpEndpoint(this.o.kqHost, port);
+    this.sub.subscribe(Topics.agent(this.o.agentId), Topics.allAgents);
+    this.sub.connect(at(this.o.broadcastPort));
+    this.dealer.connect(at(this.o.requestPort));
+    this.push.connect(at(this.o.updatePort));
+    void this.receiveRequests();
+    void this.receiveBroadcasts();
+    this.heartbeatTimer = setInterval(() => this.heartbeat(), this.heartbeatMs);
+    await this.register();
+  }
+
+  stop(): Promise<void> {
+    this.stopped ??= this.shutdown();
+    return this.stopped;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.state = 'stopping';
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    const run = this.current;
+    if (run) {
+      run.stop('agent stopped');
+      await run.done.catch(() => undefined);
+    }
+    this.flushLogs();
+    await this.send({ v: PROTOCOL_VERSION, type: 'bye', agentId: this.o.agentId }).catch(() => undefined);
+    for (const s of [this.dealer, this.sub, this.push]) if (!s.closed) s.close();
+    this.state = 'stopped';
+  }
+
+  // ---------- registration ----------
+
+  private register(): Promise<void> {
+    this.registering ??= this.registerLoop().finally(() => { this.registering = null; });
+    return this.registering;
+  }
+
+  private async registerLoop(): Promise<void> {
+    this.state = 'registering';
+    let warned = false;
+    while (this.state === 'registering') {
+      const running = this.current ? { taskId: this.current.task.taskId, attempt: this.current.task.attempt } : null;
+      const reply = await this.request({
+        v: PROTOCOL_VERSION, rid: crypto.randomUUID(), type: 'register', agentId: this.o.agentId,
+        host: this.o.hostName, pid: process.pid, local: this.o.local, running,
+      });
+      if (reply) {
+        this.heartbeatMs = reply.heartbeatMs;
+        if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+        this.heartbeatTimer = setInterval(() => this.heartbeat(), this.heartbeatMs);
+        if (this.current && !reply.keepRunning) this.current.stop('kq gave this task to another agent');
+        this.state = 'running';
+        this.log.info({ kq: tcpEndpoint(this.o.kqHost, this.o.requestPort), keepRunning: reply.keepRunning }, 'registered with kq');
+        return;
+      }
+      if (!warned) {
+        this.log.warn(`cannot reach kq at ${tcpEndpoint(this.o.kqHost, this.o.requestPort)} (no reply in ${this.o.registerTimeoutMs} ms): ` +
+          'is kq running, listening on this address (--bind), and are its ports open in the firewall? retrying');
+        warned = true;
+      }
+    }
+  }
+
+  private request(req: RequestInput & { rid: string }): Promise<RegisterReply | null> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.pendingReplies.delete(req.rid);
+        resolve(null);
+      }, this.o.registerTimeoutMs);
+      this.pendingReplies.set(req.rid, (reply) => {
+        clearTimeout(timer);
+        resolve(reply);
+      });
+      this.dealerQueue.send([encode(req)]).catch(() => undefined);
+    });
+  }
+
+  private async resolveKqHost(): Promise<void> {
+    for (let warned = false; ; warned = true) {
+      try {
+        await dns.lookup(this.o.kqHost);
+        return;
+      } catch (err) {
+        if (!warned) this.log.error(`cannot resolve kq host "${this.o.kqHost}" (${(err as NodeJS.ErrnoException).code}): use an address or a name this machine resolves; retrying`);
+        await new Promise((r) => setTimeout(r, 2000));
+      }
+    }
+  }
+
+  // ---------- messages from kq ----------
+
+  private async receiveRequests(): Promise<void> {
+    try {
+      for await (const [frame] of this.dealer) {
+        const raw = safeJson(frame);
+        if (raw?.type === 'reply' && typeof raw.rid === 'string') {
+          const pending = this.pendingReplies.get(raw.rid);
+          this.pendingReplies.delete(raw.rid);
+          pending?.(raw.ok === true ? (raw.data as RegisterReply) : null);
+          if (raw.ok !== true) this.log.error({ error: raw.error }, 'kq refused registration');
+          continue;
+        }
+        const assign = decode(AssignSchema, frame);
+        if (assign.ok) this.onAssign(assign.value.task);
+        else this.log.warn({ error: assign.error }, 'dropped a message from kq');
+      }
+    } catch (err) {
+      if (this.state !== 'stopping' && this.state !== 'stopped') this.log.error({ err: (err as Error).message }, 'request socket failed');
+    }
+  }
+
+  private async receiveBroadcasts(): Promise<void> {
+    try {
+      for await (const [, frame] of this.sub) {
+        const msg = decode(BroadcastSchema, frame);
+        if (msg.ok) this.onBroadcast(msg.value);
+      }
+    } catch (err) {
+      if (this.state !== 'stopping' && this.state !== 'stopped') this.log.error({ err: (err as Error).message }, 'broadcast socket failed');
+    }
+  }
+
+  private onBroadcast(msg: Broadcast): void {
+    switch (msg.type) {
+      case 'stop-task':
+        if (this.current && this.current.task.taskId === msg.taskId && this.current.task.attempt === msg.attempt) this.current.stop(`stopped: ${msg.reason}`);
+        return;
+      case 'reregister':
+        if (this.state === 'running') void this.register();
+        return;
+      case 'kq-stopping':
+        // kq requeues our task itself; kill the render so it does not run twice once kq is back.
+        this.current?.stop('kq stopped');
+        void this.register();
+        return;
+      default:
+        return;
+    }
+  }
+
+  private onAssign(task: TaskAssignment): void {
+    if (this.state === 'stopping' || this.state === 'stopped') return;
+    if (this.current) {
+      this.log.warn({ task: task.taskId, busyWith: this.current.task.taskId }, 'assignment while busy; refusing it');
+      void this.send({ v: PROTOCOL_VERSION, type: 'finished', agentId: this.o.agentId, taskId: task.taskId, attempt: task.attempt,
+        exitCode: null, signal: null, durationMs: 0, reason: 'agent was busy with another task' });
+      return;
+    }
+    const ref = { agentId: this.o.agentId, taskId: task.taskId, attempt: task.attempt };
+    const run = new TaskRun(task, {
+      minimalEnv: this.o.minimalEnv,
+      killGraceMs: this.o.killGraceMs,
+      onStarted: (pid) => void this.send({ v: PROTOCOL_VERSION, type: 'started', ...ref, pid }),
+      onLines: (lines) => this.queueLines(lines),
+    });
+    this.current = run;
+    void run.done.then((result) => {
+      this.flushLogs();
+      this.current = null;
+      if (result.reason === 'kq stopped') return; // kq already requeued it
+      void this.send({ v: PROTOCOL_VERSION, type: 'finished', ...ref, ...result });
+    });
+  }
+
+  // ---------- updates to kq ----------
+
+  private queueLines(lines: string[]): void {
+    this.logBuffer.push(...lines);
+    if (this.logBuffer.length >= LOG_FLUSH_LINES) this.flushLogs();
+    else this.logTimer ??= setTimeout(() => this.flushLogs(), LOG_FLUSH_MS);
+  }
+
+  private flushLogs(): void {
+    if (this.logTimer) clearTimeout(this.logTimer);
+    this.logTimer = null;
+    const run = this.current;
+    if (!run || this.logBuffer.length === 0) return;
+    const lines = this.logBuffer;
+    this.logBuffer = [];
+    void this.send({ v: PROTOCOL_VERSION, type: 'log', agentId: this.o.agentId, taskId: run.task.taskId, attempt: run.task.attempt, lines });
+  }
+
+  private heartbeat(): void {
+    const running = this.current ? { taskId: this.current.task.taskId, attempt: this.current.task.attempt } : null;
+    void this.send({ v: PROTOCOL_VERSION, type: 'heartbeat', agentId: this.o.agentId, running });
+  }
+
+  private send(update: Update): Promise<void> {
+    return this.pushQueue.send([encode(update)]).catch((err: Error) => {
+      if (this.state !== 'stopped') this.log.warn({ err: err.message, type: update.type }, 'update not sent');
+    });
+  }
+}
+
+function safeJson(frame: Buffer | undefined): Record<string, unknown> | null {
+  try {
+    const v = JSON.parse(frame?.toString() ?? '') as unknown;
+    return typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,48 @@
+/** `kq-agent`: the seed's command line (`--minimal-env True --request-port P ... KQ_HOST`) plus kq's own flags. */
+import os from 'node:os';
+import { Command, InvalidArgumentError } from 'commander';
+import { durationArg, portArg, usageExitCodes } from '../common/cli.js';
+import { DEFAULT_PORTS } from '../common/paths.js';
+import { Agent } from './agent.js';
+
+function boolArg(value: string): boolean {
+  if (/^(true|1|yes)$/i.test(value)) return true;
+  if (/^(false|0|no)$/i.test(value)) return false;
+  throw new InvalidArgumentError(`expected True or False, got "${value}"`);
+}
+
+const program = usageExitCodes(new Command('kq-agent'))
+  .description('kq render agent: connects to kq, runs one render at a time, streams its log back.')
+  .argument('[host]', 'address or name of the machine running kq [env KQ_HOST]', process.env.KQ_HOST ?? '127.0.0.1')
+  .option('--request-port <port>', 'kq request port', portArg, DEFAULT_PORTS.request)
+  .option('--update-port <port>', 'kq update port', portArg, DEFAULT_PORTS.update)
+  .option('--broadcast-port <port>', 'kq broadcast port', portArg, DEFAULT_PORTS.broadcast)
+  .option('--minimal-env <bool>', 'renders get only PATH, HOME, USER, LANG, TMPDIR… plus the job env (True/False)', boolArg, false)
+  .option('--agent-id <id>', 'unique id of this agent (default: <host name>:<pid>)')
+  .option('--host-name <name>', 'host name reported to kq (blocklists are per host) [env KQ_AGENT_HOST]', process.env.KQ_AGENT_HOST ?? os.hostname())
+  .option('--kill-grace <duration>', 'time a stopped render gets between SIGTERM and SIGKILL', durationArg, 5000)
+  .option('--register-timeout <duration>', 'wait this long for kq to answer before retrying', durationArg, 2000)
+  .option('--local', 'started by kq itself on this machine', false)
+  .addHelpText('after', '\nExit codes: 0 stopped by SIGINT/SIGTERM, 2 bad usage. The agent keeps retrying while kq is unreachable.')
+  .parse();
+
+const opts = program.opts();
+const hostName: string = opts.hostName;
+const agent = new Agent({
+  kqHost: program.args[0] ?? process.env.KQ_HOST ?? '127.0.0.1',
+  requestPort: opts.requestPort,
+  updatePort: opts.updatePort,
+  broadcastPort: opts.broadcastPort,
+  agentId: opts.agentId ?? `${os.hostname()}:${process.pid}`,
+  hostName,
+  local: opts.local,
+  minimalEnv: opts.minimalEnv,
+  killGraceMs: opts.killGrace,
+  registerTimeoutMs: opts.registerTimeout,
+});
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => void agent.stop().then(() => process.exit(0)));
+}
+process.on('SIGHUP', () => undefined);
+await agent.start();

@@ -1,0 +1,10 @@
+/** Parse `90`, `90s`, `30m`, `2h`, `500ms` into milliseconds (a bare number is seconds). */
+export function parseDuration(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(text);
+  if (!m) throw new Error(`invalid duration "${text}" (examples: 90s, 30m, 2h)`);
+  const n = Number(m[1]);
+  const unit = m[2] ?? 's';
+  const ms = unit === 'ms' ? n : unit === 's' ? n * 1000 : unit === 'm' ? n * 60_000 : n * 3_600_000;
+  if (ms <= 0) throw new Error(`duration must be positive: "${text}"`);
+  return Math.round(ms);
+}

@@ -1,0 +1,33 @@
+/** Where kq keeps its files, shared by the daemon (writer) and kqctl (reads kq.json only). */
+import os from 'node:os';
+import path from 'node:path';
+
+export function defaultDataRoot(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.KQ_DATA_ROOT) return path.resolve(env.KQ_DATA_ROOT);
+  const xdg = env.XDG_DATA_HOME || path.join(os.homedir(), '.local', 'share');
+  return path.join(xdg, 'kq');
+}
+
+export const dataFiles = (root: string) => ({
+  db: path.join(root, 'kq.db'),
+  info: path.join(root, 'kq.json'),
+  lock: path.join(root, 'kq.lock'),
+  logs: path.join(root, 'logs'),
+  daemonLog: path.join(root, 'logs', 'kq.log'),
+  jobLog: (jobId: number) => path.join(root, 'logs', `job-${jobId}.log`),
+  agentLog: (n: number) => path.join(root, 'logs', `local_agent_${n}.log`),
+});
+
+/** What kq writes to kq.json so kqctl finds it without flags. */
+export interface DaemonInfo {
+  pid: number;
+  host: string;
+  bind: string;
+  requestPort: number;
+  updatePort: number;
+  broadcastPort: number;
+  dataRoot: string;
+  startedAt: string;
+}
+
+export const DEFAULT_PORTS = { request: 5560, update: 5561, broadcast: 5562 } as const;

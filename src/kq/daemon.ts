@@ -1,0 +1,416 @@
+/**
+ * The kq daemon: a message arrives → it is validated → the store changes in one transaction →
+ * the scheduler hands out work → the effect goes out on a socket.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { pino, type Logger } from 'pino';
+import {
+  PROTOCOL_VERSION, RequestSchema, isTerminalState, Topics, UpdateSchema, decode, encode,
+  type Broadcast, type ErrorCode, type Request, type Update, type Assign, type LogChunk,
+} from '../protocol/index.js';
+import { dataFiles, type DaemonInfo } from '../common/paths.js';
+import { isLoopback } from '../common/endpoint.js';
+import { commandLineOf, isAlive, killGroup } from '../common/processes.js';
+import { Store, type TaskRef } from './store.js';
+import { JobLogs } from './job-logs.js';
+import { bindSockets, type DaemonSockets } from './sockets.js';
+import { LocalAgents } from './local-agents.js';
+import { acquireLock, type Lock } from './lock.js';
+import { prepareJob, RequestError } from './submit.js';
+import { RateLimitedLog } from './rate-limited-log.js';
+import type { DaemonOptions } from './options.js';
+
+export type Lifecycle = 'starting' | 'running' | 'stopping' | 'stopped';
+
+const AGENT_SCRIPT = fileURLToPath(new URL('../agent/main.js', import.meta.url));
+
+export class Daemon {
+  state: Lifecycle = 'starting';
+  readonly epoch = crypto.randomUUID();
+  private readonly files;
+  private log!: Logger;
+  private store!: Store;
+  private logs!: JobLogs;
+  private sockets!: DaemonSockets;
+  private agents: LocalAgents | null = null;
+  private lock: Lock | null = null;
+  private lostTimer: NodeJS.Timeout | null = null;
+  private stopped: Promise<void> | null = null;
+  private readonly dropped: RateLimitedLog;
+  private readonly reregisterSentAt = new Map<string, number>();
+  info!: DaemonInfo;
+
+  constructor(private readonly o: DaemonOptions) {
+    this.files = dataFiles(o.dataRoot);
+    this.dropped = new RateLimitedLog(() => this.log, 1000);
+  }
+
+  async start(): Promise<DaemonInfo> {
+    ensureWritableDir(this.o.dataRoot);
+    ensureWritableDir(this.files.logs);
+    this.lock = acquireLock(this.files.lock);
+    try {
+      this.log = pino({ base: { pid: process.pid }, level: this.o.logLevel },
+        pino.destination({ dest: this.files.daemonLog, sync: false, minLength: 4096 }));
+      this.store = new Store(this.files.db, { blocklistAfter: this.o.blocklistAfter }, this.files.jobLog);
+      this.logs = new JobLogs(this.files.jobLog, { maxTaskBytes: this.o.maxTaskLogBytes, maxOpen: 64 });
+      this.sockets = await bindSockets(this.o);
+    } catch (err) {
+      this.lock.release();
+      throw err;
+    }
+    this.store.beginEpoch();
+    this.info = {
+      pid: process.pid,
+      host: this.o.bind === '0.0.0.0' || this.o.bind === '*' ? '127.0.0.1' : this.o.bind === '::' ? '::1' : this.o.bind,
+      bind: this.o.bind,
+      requestPort: this.sockets.ports.request,
+      updatePort: this.sockets.ports.update,
+      broadcastPort: this.sockets.ports.broadcast,
+      dataRoot: this.o.dataRoot,
+      startedAt: new Date().toISOString(),
+    };
+    fs.writeFileSync(this.files.info, JSON.stringify(this.info, null, 2) + '\n');
+    void this.receiveRequests();
+    void this.receiveUpdates();
+    this.lostTimer = setInterval(() => this.checkSilentAgents(), Math.max(100, Math.min(1000, this.o.agentTimeoutMs / 4)));
+    this.startLocalAgents();
+    this.state = 'running';
+    this.log.info({ ...this.info, epoch: this.epoch, loopback: isLoopback(this.o.bind) }, 'kq running');
+    return this.info;
+  }
+
+  /** Idempotent: every step runs even if one fails; the same promise is returned to every caller. */
+  stop(): Promise<void> {
+    this.stopped ??= this.shutdown();
+    return this.stopped;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.state = 'stopping';
+    const steps: Array<[string, () => unknown]> = [
+      ['stop timer', () => this.lostTimer && clearInterval(this.lostTimer)],
+      ['tell agents', () => this.publish(Topics.allAgents, { v: PROTOCOL_VERSION, type: 'kq-stopping' })],
+      ['kill renders of local agents', () => this.killLocalRenders()],
+      ['requeue running tasks', () => this.store.requeueAll('kq stopped')],
+      ['stop local agents', () => this.agents?.stop()],
+      ['close sockets', () => this.sockets.close()],
+      ['close logs', () => this.logs.close()],
+      ['close store', () => this.store.close()],
+      ['remove kq.json', () => this.info && fs.rmSync(this.files.info, { force: true })],
+      ['release lock', () => this.lock?.release()],
+    ];
+    for (const [name, step] of steps) {
+      try {
+        await step();
+      } catch (err) {
+        this.log?.error({ step: name, err: (err as Error).message }, 'shutdown step failed');
+      }
+    }
+    this.log?.info('kq stopped');
+    this.log?.flush();
+    this.state = 'stopped';
+  }
+
+  // ---------- local agents ----------
+
+  private startLocalAgents(): void {
+    if (this.o.numAgents <= 0) return;
+    const host = os.hostname();
+    const adopt = this.store.localAgentsFromBefore(this.epoch)
+      .filter((a) => a.host === host && isAgentProcess(a.pid))
+      .map((a) => a.pid);
+    this.agents = new LocalAgents({
+      count: this.o.numAgents,
+      log: this.log.child({ component: 'local-agents' }),
+      stopGraceMs: this.o.killGraceMs + 2000,
+      logFile: (n) => this.files.agentLog(n),
+      command: () => [process.execPath, AGENT_SCRIPT, '--local',
+        '--request-port', String(this.info.requestPort), '--update-port', String(this.info.updatePort),
+        '--broadcast-port', String(this.info.broadcastPort), '--kill-grace', `${this.o.killGraceMs}ms`,
+        ...(this.o.agentArgs ?? []), this.info.host],
+      onExit: (pid, why) => this.localAgentExited(`${host}:${pid}`, why),
+    });
+    this.agents.start(adopt);
+  }
+
+  private localAgentExited(agentId: string, why: string): void {
+    if (this.state !== 'running') return;
+    for (const pid of this.store.renderPidsOf(agentId)) killGroup(pid, 'SIGKILL');
+    const jobs = this.store.agentGone(agentId, `agent ended (${why})`);
+    this.afterChange(jobs);
+  }
+
+  private killLocalRenders(): void {
+    for (const a of this.store.listAgents()) {
+      if (a.local) for (const pid of this.store.renderPidsOf(a.id)) killGroup(pid, 'SIGTERM');
+    }
+  }
+
+  // ---------- request socket ----------
+
+  private async receiveRequests(): Promise<void> {
+    try {
+      for await (const [routingId, ...frames] of this.sockets.router) {
+        if (!routingId) continue;
+        try {
+          await this.onRequest(routingId, frames);
+        } catch (err) {
+          this.log.error({ err: (err as Error).stack }, 'request handler failed');
+        }
+      }
+    } catch (err) {
+      if (this.state === 'running') this.log.error({ err: (err as Error).message }, 'request socket failed');
+    }
+  }
+
+  private async onRequest(routingId: Buffer, frames: Buffer[]): Promise<void> {
+    const decoded = decode(RequestSchema, frames.length === 1 ? frames[0] : undefined);
+    if (!decoded.ok) {
+      this.dropped.warn('request', decoded.error);
+      const rid = ridOf(frames[0]);
+      if (rid !== null) await this.reply(routingId, rid, { ok: false, code: 'bad-request', error: decoded.error });
+      return;
+    }
+    const req = decoded.value;
+    try {
+      const data = this.handle(req, routingId.toString());
+      await this.reply(routingId, req.rid, { ok: true, data });
+    } catch (err) {
+      const code: ErrorCode = err instanceof RequestError ? err.code : 'internal';
+      if (code === 'internal') this.log.error({ err: (err as Error).stack, type: req.type }, 'request failed');
+      await this.reply(routingId, req.rid, { ok: false, code, error: (err as Error).message });
+    }
+    if (req.type === 'register' || req.type === 'submit' || req.type === 'restart') this.dispatch();
+  }
+
+  private handle(req: Request, routingId: string): unknown {
+    switch (req.type) {
+      case 'ping':
+        return { epoch: this.epoch, pid: process.pid, version: PROTOCOL_VERSION };
+      case 'register': {
+        if (routingId !== req.agentId) throw new RequestError('bad-request', 'agent routing id must equal its agent id');
+        const r = this.store.registerAgent({ id: req.agentId, host: req.host, pid: req.pid, local: req.local, running: req.running, epoch: this.epoch });
+        this.reregisterSentAt.delete(req.agentId);
+        this.log.info({ agent: req.agentId, host: req.host, keep: r.keepRunning }, 'agent registered');
+        this.afterChange(r.requeuedJobs);
+        return { heartbeatMs: this.o.heartbeatMs, keepRunning: r.keepRunning };
+      }
+      case 'submit': {
+        const job = this.store.submitJob(prepareJob(req.job));
+        this.logs.append(job.id, `[kq] job ${job.id} "${job.name}" submitted at ${job.submittedAt}: ${job.framesTotal} frames\n`);
+        this.log.info({ job: job.id, name: job.name, frames: job.framesTotal }, 'job submitted');
+        this.afterChange([job.id]);
+        return job;
+      }
+      case 'list':
+        return this.store.listJobs(req.states);
+      case 'show':
+        return this.existingJob(req.jobId) && this.store.showJob(req.jobId);
+      case 'log': {
+        const job = this.existingJob(req.jobId);
+        const chunk = this.logs.read(req.jobId, req.from, req.max);
+        return { ...chunk, from: req.from, state: job.state } satisfies LogChunk;
+      }
+      case 'stop': {
+        req.jobIds.forEach((id) => this.existingJob(id));
+        const kill = this.store.stopJobs(req.jobIds);
+        this.stopRenders(kill, 'job stopped');
+        for (const id of req.jobIds) this.logs.append(id, `[kq] job ${id} stopped at ${new Date().toISOString()}\n`);
+        this.afterChange(req.jobIds);
+        return this.req(req.jobIds);
+      }
+      case 'restart': {
+        req.jobIds.forEach((id) => this.existingJob(id));
+        const kill = this.store.restartJobs(req.jobIds, req.failedOnly);
+        this.stopRenders(kill, 'job restarted');
+        for (const id of req.jobIds) this.logs.append(id, `[kq] job ${id} restarted${req.failedOnly ? ' (failed tasks only)' : ''} at ${new Date().toISOString()}\n`);
+        this.afterChange(req.jobIds);
+        return this.req(req.jobIds);
+      }
+      case 'agents':
+        return this.store.listAgents();
+    }
+  }
+
+  private req(jobIds: number[]) {
+    return jobIds.map((id) => this.store.showJob(id)!).map(({ taskList: _t, ...summary }) => summary);
+  }
+
+  private existingJob(jobId: number) {
+    const job = this.store.jobRow(jobId);
+    if (!job) throw new RequestError('not-found', `no job with id ${jobId}`);
+    return job;
+  }
+
+  private reply(routingId: Buffer, rid: string, body: { ok: true; data: unknown } | { ok: false; code: ErrorCode; error: string }) {
+    return this.sockets.routerQueue.send([routingId, encode({ v: PROTOCOL_VERSION, rid, type: 'reply', ...body })])
+      .catch((err: Error) => this.log.debug({ err: err.message }, 'reply not delivered (peer gone)'));
+  }
+
+  // ---------- update socket ----------
+
+  private async receiveUpdates(): Promise<void> {
+    try {
+      for await (const frames of this.sockets.pull) {
+        const decoded = decode(UpdateSchema, frames.length === 1 ? frames[0] : undefined);
+        if (!decoded.ok) {
+          this.dropped.warn('update', decoded.error);
+          continue;
+        }
+        try {
+          this.onUpdate(decoded.value);
+        } catch (err) {
+          this.log.error({ err: (err as Error).stack }, 'update handler failed');
+        }
+      }
+    } catch (err) {
+      if (this.state === 'running') this.log.error({ err: (err as Error).message }, 'update socket failed');
+    }
+  }
+
+  private onUpdate(u: Update): void {
+    if (u.type === 'heartbeat') {
+      if (!this.store.heartbeat(u.agentId, this.epoch)) this.askToReregister(u.agentId);
+      return;
+    }
+    if (u.type === 'bye') {
+      this.log.info({ agent: u.agentId }, 'agent left');
+      this.afterChange(this.store.agentGone(u.agentId, 'agent stopped'));
+      return;
+    }
+    const ref: TaskRef = { agentId: u.agentId, taskId: u.taskId, attempt: u.attempt };
+    const key = `${u.taskId}.${u.attempt}`;
+    switch (u.type) {
+      case 'started': {
+        const task = this.store.markStarted(ref, u.pid);
+        if (!task) return this.stopRenders([ref], 'task is no longer assigned to this agent');
+        const frames = JSON.parse(task.frames) as number[];
+        this.appendLog(task.job_id, `[kq] task ${task.id} (${describeFrames(frames)}) attempt ${u.attempt} started on ${task.host} (agent ${u.agentId}, pid ${u.pid}) at ${new Date().toISOString()}\n`);
+        return;
+      }
+      case 'log': {
+        const task = this.store.currentTask(ref);
+        if (!task) return;
+        const written = this.logs.appendTaskOutput(task.job_id, key, u.lines);
+        if (written) this.publishLog(task.job_id, written.offset, written.text);
+        return;
+      }
+      case 'finished': {
+        const result = this.store.finishTask(ref, u.exitCode, u.reason);
+        this.logs.endTask(key);
+        if (result.outcome !== 'ignored') {
+          const how = u.reason ?? (u.signal ? `killed by ${u.signal}` : `exit code ${u.exitCode}`);
+          const next = result.outcome === 'retry' ? ' (will retry)' : result.outcome === 'failed' ? ' (no attempts left)' : '';
+          this.appendLog(result.jobId, `[kq] task ${u.taskId} attempt ${u.attempt} ${result.outcome === 'completed' ? 'completed' : `failed: ${how}${next}`} after ${(u.durationMs / 1000).toFixed(2)}s\n`);
+          if (result.blocklisted) this.appendLog(result.jobId, `[kq] host ${result.blocklisted} blocklisted for this job after ${this.o.blocklistAfter} failures\n`);
+          this.afterChange([result.jobId]);
+        } else {
+          this.dispatch();
+        }
+        return;
+      }
+    }
+  }
+
+  private askToReregister(agentId: string): void {
+    const last = this.reregisterSentAt.get(agentId) ?? 0;
+    if (Date.now() - last < 1000) return;
+    this.reregisterSentAt.set(agentId, Date.now());
+    this.publish(Topics.agent(agentId), { v: PROTOCOL_VERSION, type: 'reregister' });
+  }
+
+  // ---------- scheduling ----------
+
+  /** Hand waiting tasks to idle agents of this epoch until one or the other runs out. */
+  private dispatch(): void {
+    if (this.state !== 'running') return;
+    for (const agent of this.store.idleAgents(this.epoch)) {
+      const task = this.store.claimTask(agent.id);
+      if (!task) continue;
+      const msg: Assign = { v: PROTOCOL_VERSION, type: 'assign', task };
+      this.sockets.routerQueue.send([Buffer.from(agent.id), encode(msg)]).catch((err: Error) => {
+        this.log.warn({ agent: agent.id, task: task.taskId, err: err.message }, 'assignment not delivered; requeued');
+        this.store.unassign({ agentId: agent.id, taskId: task.taskId, attempt: task.attempt });
+        this.afterChange([task.jobId]);
+      });
+      this.announceJob(task.jobId);
+    }
+  }
+
+  private checkSilentAgents(): void {
+    if (this.state !== 'running') return;
+    const lost = this.store.markSilentAgentsLost(Date.now() - this.o.agentTimeoutMs);
+    for (const { agent, requeuedJobs } of lost) {
+      this.log.warn({ agent: agent.id, host: agent.host, lastSeen: agent.lastSeen }, 'agent lost: no heartbeat');
+      for (const jobId of requeuedJobs) this.appendLog(jobId, `[kq] agent ${agent.id} on ${agent.host} lost (silent for over ${this.o.agentTimeoutMs} ms): task requeued\n`);
+      // A local agent that hangs is killed and replaced; a remote one is told to drop its task if it wakes.
+      if (agent.local && agent.host === os.hostname()) this.agents?.kill(agent.pid);
+      if (agent.taskId !== null) this.publish(Topics.agent(agent.id), { v: PROTOCOL_VERSION, type: 'reregister' });
+      this.afterChange(requeuedJobs);
+    }
+  }
+
+  private stopRenders(refs: TaskRef[], reason: string): void {
+    for (const r of refs) {
+      this.publish(Topics.agent(r.agentId), { v: PROTOCOL_VERSION, type: 'stop-task', taskId: r.taskId, attempt: r.attempt, reason });
+    }
+  }
+
+  /** After jobs changed: tell subscribers, then hand out whatever became available. */
+  private afterChange(jobIds: number[]): void {
+    for (const id of new Set(jobIds)) this.announceJob(id);
+    this.dispatch();
+  }
+
+  private announceJob(jobId: number): void {
+    const job = this.store.jobRow(jobId);
+    if (!job) return;
+    this.publish(Topics.job(jobId), { v: PROTOCOL_VERSION, type: 'job', jobId, state: job.state, framesDone: job.frames_done, framesTotal: job.frames_total });
+    if (isTerminalState(job.state)) this.log.info({ job: jobId, state: job.state }, 'job ended');
+  }
+
+  private appendLog(jobId: number, text: string): void {
+    this.publishLog(jobId, this.logs.append(jobId, text), text);
+  }
+
+  private publishLog(jobId: number, offset: number, text: string): void {
+    this.publish(Topics.log(jobId), { v: PROTOCOL_VERSION, type: 'log', jobId, offset, text });
+  }
+
+  private publish(topic: string, msg: Broadcast): void {
+    this.sockets.pubQueue.send([topic, encode(msg)]).catch((err: Error) => this.log.warn({ err: err.message }, 'broadcast failed'));
+  }
+}
+
+function ensureWritableDir(dir: string): void {
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+    fs.accessSync(dir, fs.constants.W_OK);
+  } catch (err) {
+    throw new Error(`data root not writable: ${dir} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): choose another with --data-root or KQ_DATA_ROOT`);
+  }
+}
+
+function ridOf(frame: Buffer | undefined): string | null {
+  try {
+    const raw = JSON.parse(frame?.toString() ?? '') as { rid?: unknown };
+    return typeof raw.rid === 'string' && raw.rid.length <= 64 ? raw.rid : null;
+  } catch {
+    return null;
+  }
+}
+
+/** A pid from the table is only adopted if it still is a kq agent (pids get reused). */
+function isAgentProcess(pid: number): boolean {
+  return isAlive(pid) && (commandLineOf(pid)?.includes('agent') ?? false);
+}
+
+export function describeFrames(frames: number[]): string {
+  if (frames.length === 0) return 'no frames';
+  if (frames.length === 1) return `frame ${frames[0]}`;
+  return `frames ${frames[0]}-${frames[frames.length - 1]}`;
+}

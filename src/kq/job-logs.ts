@@ -1,0 +1,117 @@
+/**
+ * One log file per job under <data root>/logs, named by job id only (a job's name never reaches a path).
+ * Appends go straight to the file with write(2): lines kq has received survive a kill -9 of kq.
+ */
+import fs from 'node:fs';
+
+export interface JobLogOptions {
+  /** Bytes a single task may write to the job log before its output is cut (a marker is written). */
+  maxTaskBytes: number;
+  /** Open file handles kept; older ones are closed. */
+  maxOpen: number;
+}
+
+interface OpenLog { fd: number; size: number }
+
+export class JobLogs {
+  private readonly open = new Map<number, OpenLog>();
+  /** Bytes written per running task attempt, for the per-task cap. */
+  private readonly taskBytes = new Map<string, number>();
+
+  constructor(private readonly pathOf: (jobId: number) => string, private readonly options: JobLogOptions) {}
+
+  /** Append text; returns the offset it was written at (for `log -f` de-duplication). */
+  append(jobId: number, text: string): number {
+    const log = this.handle(jobId);
+    const offset = log.size;
+    const bytes = Buffer.from(text);
+    fs.writeSync(log.fd, bytes);
+    log.size += bytes.length;
+    return offset;
+  }
+
+  /**
+   * Append a task's output lines, honouring the per-task cap. Returns what was written, or null when the
+   * task is already over its cap.
+   */
+  appendTaskOutput(jobId: number, taskKey: string, lines: string[]): { offset: number; text: string } | null {
+    const used = this.taskBytes.get(taskKey) ?? 0;
+    if (used >= this.options.maxTaskBytes) return null;
+    let text = lines.map((l) => l + '\n').join('');
+    if (used + Buffer.byteLength(text) > this.options.maxTaskBytes) {
+      text = Buffer.from(text).subarray(0, Math.max(0, this.options.maxTaskBytes - used)).toString() +
+        `\n[kq] task output over ${this.options.maxTaskBytes} bytes: the rest is not logged\n`;
+      this.taskBytes.set(taskKey, this.options.maxTaskBytes);
+    } else {
+      this.taskBytes.set(taskKey, used + Buffer.byteLength(text));
+    }
+    return { offset: this.append(jobId, text), text };
+  }
+
+  endTask(taskKey: string): void {
+    this.taskBytes.delete(taskKey);
+  }
+
+  size(jobId: number): number {
+    try {
+      return fs.statSync(this.pathOf(jobId)).size;
+    } catch {
+      return 0;
+    }
+  }
+
+  /** Read up to `max` bytes from `from`. */
+  read(jobId: number, from: number, max: number): { text: string; next: number; size: number } {
+    let fd: number;
+    try {
+      fd = fs.openSync(this.pathOf(jobId), 'r');
+    } catch {
+      return { text: '', next: from, size: 0 };
+    }
+    try {
+      const size = fs.fstatSync(fd).size;
+      const length = Math.max(0, Math.min(max, size - from));
+      const buf = Buffer.alloc(length);
+      const n = length > 0 ? fs.readSync(fd, buf, 0, length, from) : 0;
+      const end = n < size - from ? completeUtf8Prefix(buf.subarray(0, n)) : n;
+      return { text: buf.subarray(0, end).toString('utf8'), next: from + end, size };
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  close(): void {
+    for (const log of this.open.values()) fs.closeSync(log.fd);
+    this.open.clear();
+  }
+
+  private handle(jobId: number): OpenLog {
+    let log = this.open.get(jobId);
+    if (log) {
+      // Refresh recency for the LRU.
+      this.open.delete(jobId);
+      this.open.set(jobId, log);
+      return log;
+    }
+    const fd = fs.openSync(this.pathOf(jobId), 'a', 0o644);
+    log = { fd, size: fs.fstatSync(fd).size };
+    this.open.set(jobId, log);
+    if (this.open.size > this.options.maxOpen) {
+      const [oldestId, oldest] = this.open.entries().next().value as [number, OpenLog];
+      fs.closeSync(oldest.fd);
+      this.open.delete(oldestId);
+    }
+    return log;
+  }
+}
+
+/** Length of the longest prefix that does not end inside a UTF-8 character (reads never split one). */
+export function completeUtf8Prefix(buf: Buffer): number {
+  for (let i = buf.length - 1; i >= Math.max(0, buf.length - 4); i--) {
+    const b = buf[i]!;
+    if ((b & 0xc0) === 0x80) continue; // continuation byte: keep looking for the lead byte
+    const need = b < 0x80 ? 1 : b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : 2;
+    return i + need <= buf.length ? buf.length : i;
+  }
+  return buf.length;
+}

@@ -1,0 +1,64 @@
+/** `kq`: the daemon's command line. */
+import { Command } from 'commander';
+import { durationArg, intArg, portArg, usageExitCodes } from '../common/cli.js';
+import { tcpEndpoint } from '../common/endpoint.js';
+import { Daemon } from './daemon.js';
+import { DAEMON_DEFAULTS, envDefaults, type DaemonOptions } from './options.js';
+
+const env = envDefaults();
+const program = usageExitCodes(new Command('kq'))
+  .description('kq daemon: owns the job table and supervises render agents over ZeroMQ.')
+  .option('--request-port <port>', 'request port (ROUTER) [env KQ_REQUEST_PORT]; 0 picks a free one', portArg, portArg(env.requestPort))
+  .option('--update-port <port>', 'update port (PULL) [env KQ_UPDATE_PORT]', portArg, portArg(env.updatePort))
+  .option('--broadcast-port <port>', 'broadcast port (PUB) [env KQ_BROADCAST_PORT]', portArg, portArg(env.broadcastPort))
+  .option('--bind <addr>', 'address to listen on [env KQ_BIND]; use 0.0.0.0 for remote agents', env.bind)
+  .option('--data-root <dir>', 'where kq.db, kq.json and logs/ live [env KQ_DATA_ROOT]', env.dataRoot)
+  .option('--num-agents <n>', 'local agents to keep running [env KQ_NUM_AGENTS]', intArg(0, 256), intArg(0, 256)(env.numAgents))
+  .option('--heartbeat <duration>', 'how often agents send heartbeats', durationArg, DAEMON_DEFAULTS.heartbeatMs)
+  .option('--agent-timeout <duration>', 'an agent silent this long is lost and its task requeued', durationArg, DAEMON_DEFAULTS.agentTimeoutMs)
+  .option('--kill-grace <duration>', 'time a stopped render gets between SIGTERM and SIGKILL', durationArg, DAEMON_DEFAULTS.killGraceMs)
+  .option('--blocklist-after <n>', "failures of one job on one host before the host is blocklisted for that job", intArg(1, 1000), DAEMON_DEFAULTS.blocklistAfter)
+  .option('--max-task-log <bytes>', 'log bytes kept per task attempt; the rest is cut with a marker', intArg(1024, 2 ** 40), DAEMON_DEFAULTS.maxTaskLogBytes)
+  .option('--log-level <level>', 'daemon log level (logs/kq.log)', DAEMON_DEFAULTS.logLevel)
+  .option('--agent-arg <arg>', 'extra flag passed to every local agent (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+  .addHelpText('after', `
+Exit codes: 0 stopped cleanly (SIGINT/SIGTERM), 1 could not start, 2 bad usage.
+Files: <data root>/kq.db (job table), kq.json (address for kqctl), logs/job-<id>.log, logs/kq.log.`)
+  .parse();
+
+const opts = program.opts();
+const options: DaemonOptions = {
+  dataRoot: opts.dataRoot,
+  bind: opts.bind,
+  requestPort: opts.requestPort,
+  updatePort: opts.updatePort,
+  broadcastPort: opts.broadcastPort,
+  numAgents: opts.numAgents,
+  heartbeatMs: opts.heartbeat,
+  agentTimeoutMs: opts.agentTimeout,
+  killGraceMs: opts.killGrace,
+  blocklistAfter: opts.blocklistAfter,
+  maxTaskLogBytes: opts.maxTaskLog,
+  logLevel: opts.logLevel,
+  agentArgs: opts.agentArg,
+};
+
+const daemon = new Daemon(options);
+const SHUTDOWN_SIGNALS = ['SIGINT', 'SIGTERM'] as const;
+for (const signal of SHUTDOWN_SIGNALS) {
+  process.on(signal, () => {
+    void daemon.stop().then(() => process.exit(0));
+  });
+}
+process.on('SIGHUP', () => undefined); // a closed terminal must not take the farm down
+
+try {
+  const info = await daemon.start();
+  const at = (port: number) => tcpEndpoint(info.host, port);
+  process.stdout.write(`kq ${info.pid} ready: request ${at(info.requestPort)}, update ${at(info.updatePort)}, broadcast ${at(info.broadcastPort)}\n` +
+    `  data root ${info.dataRoot}; ${options.numAgents} local agent(s); log ${info.dataRoot}/logs/kq.log\n`);
+} catch (err) {
+  process.stderr.write(`kq: ${(err as Error).message}\n`);
+  await daemon.stop().catch(() => undefined);
+  process.exit(1);
+}

@@ -1,0 +1,41 @@
+/** The daemon's options, compiled once into a fully defaulted object (flags > environment > defaults). */
+import { defaultDataRoot, DEFAULT_PORTS } from '../common/paths.js';
+
+export interface DaemonOptions {
+  dataRoot: string;
+  bind: string;
+  requestPort: number;
+  updatePort: number;
+  broadcastPort: number;
+  numAgents: number;
+  heartbeatMs: number;
+  agentTimeoutMs: number;
+  killGraceMs: number;
+  blocklistAfter: number;
+  maxTaskLogBytes: number;
+  logLevel: string;
+  /** Extra flags for local agents (tests use it to shorten timers). */
+  agentArgs?: string[];
+}
+
+export const DAEMON_DEFAULTS = {
+  bind: '127.0.0.1',
+  numAgents: 2,
+  heartbeatMs: 2000,
+  agentTimeoutMs: 10_000,
+  killGraceMs: 5000,
+  blocklistAfter: 3,
+  maxTaskLogBytes: 64 * 1024 * 1024,
+  logLevel: 'info',
+} as const;
+
+export function envDefaults(env: NodeJS.ProcessEnv = process.env) {
+  return {
+    dataRoot: defaultDataRoot(env),
+    requestPort: env.KQ_REQUEST_PORT ?? String(DEFAULT_PORTS.request),
+    updatePort: env.KQ_UPDATE_PORT ?? String(DEFAULT_PORTS.update),
+    broadcastPort: env.KQ_BROADCAST_PORT ?? String(DEFAULT_PORTS.broadcast),
+    numAgents: env.KQ_NUM_AGENTS ?? String(DAEMON_DEFAULTS.numAgents),
+    bind: env.KQ_BIND ?? DAEMON_DEFAULTS.bind,
+  };
+}

@@ -1,0 +1,74 @@
+/** The job table's SQL schema. Only the daemon opens the database. */
+export const SCHEMA_VERSION = 1;
+
+export const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  name TEXT NOT NULL,
+  argv TEXT NOT NULL,
+  frame_spec TEXT,
+  chunk INTEGER NOT NULL,
+  priority INTEGER NOT NULL,
+  cwd TEXT,
+  env TEXT NOT NULL,
+  max_attempts INTEGER NOT NULL,
+  timeout_ms INTEGER,
+  shell INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  submitted_at TEXT NOT NULL,
+  completed_at TEXT,
+  frames_total INTEGER NOT NULL,
+  frames_done INTEGER NOT NULL DEFAULT 0,
+  n_waiting INTEGER NOT NULL DEFAULT 0,
+  n_running INTEGER NOT NULL DEFAULT 0,
+  n_completed INTEGER NOT NULL DEFAULT 0,
+  n_failed INTEGER NOT NULL DEFAULT 0,
+  n_cancelled INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS tasks (
+  id INTEGER PRIMARY KEY,
+  job_id INTEGER NOT NULL REFERENCES jobs(id),
+  seq INTEGER NOT NULL,
+  frames TEXT NOT NULL,
+  n_frames INTEGER NOT NULL,
+  priority INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  -- attempts counts dispatches: it is the assignment's epoch, so stale messages can be told apart.
+  attempts INTEGER NOT NULL DEFAULT 0,
+  -- fails counts failed runs: the retry limit applies to it.
+  fails INTEGER NOT NULL DEFAULT 0,
+  agent_id TEXT,
+  host TEXT,
+  pid INTEGER,
+  exit_code INTEGER,
+  reason TEXT,
+  started_at TEXT,
+  finished_at TEXT
+);
+CREATE INDEX IF NOT EXISTS tasks_queue ON tasks (state, priority DESC, job_id, seq);
+CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks (job_id, seq);
+CREATE INDEX IF NOT EXISTS tasks_by_agent ON tasks (agent_id) WHERE state = 'running';
+CREATE TABLE IF NOT EXISTS agents (
+  id TEXT PRIMARY KEY,
+  host TEXT NOT NULL,
+  pid INTEGER NOT NULL,
+  local INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  task_id INTEGER,
+  epoch TEXT NOT NULL,
+  registered_at TEXT NOT NULL,
+  last_seen INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS failures (
+  job_id INTEGER NOT NULL,
+  host TEXT NOT NULL,
+  count INTEGER NOT NULL,
+  PRIMARY KEY (job_id, host)
+);
+CREATE TABLE IF NOT EXISTS blocklist (
+  job_id INTEGER NOT NULL,
+  host TEXT NOT NULL,
+  PRIMARY KEY (job_id, host)
+);
+`;

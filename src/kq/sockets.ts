@@ -1,0 +1,60 @@
+/** kq's three ZeroMQ sockets, bound with the options that keep a peer from hurting the daemon. */
+import * as zmq from 'zeromq';
+import { MAX_MESSAGE_BYTES } from '../protocol/index.js';
+import { portOf, tcpEndpoint } from '../common/endpoint.js';
+import { SendQueue } from '../common/send-queue.js';
+
+export interface BindOptions {
+  bind: string;
+  requestPort: number;
+  updatePort: number;
+  broadcastPort: number;
+}
+
+export interface DaemonSockets {
+  router: zmq.Router;
+  pull: zmq.Pull;
+  pub: zmq.Publisher;
+  routerQueue: SendQueue;
+  pubQueue: SendQueue;
+  ports: { request: number; update: number; broadcast: number };
+  close(): void;
+}
+
+const common = { linger: 0, maxMessageSize: MAX_MESSAGE_BYTES } as const;
+
+export async function bindSockets(o: BindOptions): Promise<DaemonSockets> {
+  // handover: an agent reconnecting under its routing id takes it back; mandatory: a send to a peer that
+  // is gone rejects (EHOSTUNREACH) instead of vanishing, so the task can be requeued at once.
+  const router = new zmq.Router({ ...common, handover: true, mandatory: true, sendHighWaterMark: 10_000 });
+  const pull = new zmq.Pull({ ...common, receiveHighWaterMark: 100_000 });
+  const pub = new zmq.Publisher({ ...common, sendHighWaterMark: 100_000 });
+  const sockets = [router, pull, pub];
+  try {
+    await bindOne(router, o.bind, o.requestPort, 'request');
+    await bindOne(pull, o.bind, o.updatePort, 'update');
+    await bindOne(pub, o.bind, o.broadcastPort, 'broadcast');
+  } catch (err) {
+    for (const s of sockets) s.close();
+    throw err;
+  }
+  return {
+    router, pull, pub,
+    routerQueue: new SendQueue(router),
+    pubQueue: new SendQueue(pub),
+    ports: { request: portOf(router.lastEndpoint!), update: portOf(pull.lastEndpoint!), broadcast: portOf(pub.lastEndpoint!) },
+    close() {
+      for (const s of sockets) if (!s.closed) s.close();
+    },
+  };
+}
+
+async function bindOne(socket: zmq.Socket, host: string, port: number, name: string): Promise<void> {
+  const endpoint = tcpEndpoint(host, port === 0 ? '*' : port);
+  try {
+    await socket.bind(endpoint);
+  } catch (err) {
+    const why = (err as Error).message;
+    throw new Error(`cannot bind the ${name} port at ${endpoint} (${why}): is another kq or program using it? choose another with --${name}-port`);
+  }
+}

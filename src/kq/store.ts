@@ -1,0 +1,459 @@
+/**
+ * The job table: every job, task and agent state change happens here, each in one SQLite transaction.
+ * The daemon is the only writer; everything it sends out is derived from what this returns.
+ */
+import Database from 'better-sqlite3';
+import { isTerminalState, type AgentInfo, type JobDetail, type JobState, type JobSummary, type TaskAssignment, type TaskInfo, type TaskState } from '../protocol/index.js';
+import { expandCommands } from '../common/placeholders.js';
+import { SCHEMA, SCHEMA_VERSION } from './schema.js';
+
+export interface NewJob {
+  name: string;
+  argv: string[];
+  frameSpec: string | null;
+  chunks: number[][];
+  chunk: number;
+  priority: number;
+  cwd: string | null;
+  env: Record<string, string>;
+  maxAttempts: number;
+  timeoutMs: number | null;
+  shell: boolean;
+}
+
+export interface TaskRef { agentId: string; taskId: number; attempt: number }
+
+export interface FinishResult {
+  jobId: number;
+  outcome: 'completed' | 'retry' | 'failed' | 'ignored';
+  blocklisted: string | null;
+}
+
+export interface StoreOptions {
+  /** Failures of one job on one host before that host is blocklisted for the job. */
+  blocklistAfter: number;
+}
+
+interface JobRow {
+  id: number; name: string; argv: string; frame_spec: string | null; chunk: number; priority: number;
+  cwd: string | null; env: string; max_attempts: number; timeout_ms: number | null; shell: number;
+  state: JobState; submitted_at: string; completed_at: string | null; frames_total: number; frames_done: number;
+  n_waiting: number; n_running: number; n_completed: number; n_failed: number; n_cancelled: number;
+}
+export interface TaskRow {
+  id: number; job_id: number; seq: number; frames: string; n_frames: number; priority: number; state: TaskState;
+  attempts: number; fails: number; agent_id: string | null; host: string | null; pid: number | null;
+  exit_code: number | null; reason: string | null; started_at: string | null; finished_at: string | null;
+}
+interface AgentRow {
+  id: string; host: string; pid: number; local: number; state: AgentInfo['state']; task_id: number | null;
+  epoch: string; registered_at: string; last_seen: number;
+}
+
+const TASK_STATES: TaskState[] = ['waiting', 'running', 'completed', 'failed', 'cancelled'];
+const now = () => new Date().toISOString();
+
+/** A job's state follows from its task counts: the one rule, used everywhere. */
+export function deriveJobState(c: Pick<JobRow, 'n_waiting' | 'n_running' | 'n_failed' | 'n_cancelled'>): JobState {
+  if (c.n_running > 0) return 'Running';
+  if (c.n_waiting > 0) return 'Waiting';
+  if (c.n_failed > 0) return 'Failed';
+  if (c.n_cancelled > 0) return 'Cancelled';
+  return 'Completed';
+}
+
+
+export class Store {
+  readonly db: Database.Database;
+  private readonly stmt: ReturnType<typeof prepareStatements>;
+
+  constructor(file: string, private readonly options: StoreOptions, private readonly logPathOf: (jobId: number) => string) {
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    // NORMAL in WAL mode keeps the database consistent across a kill -9 of kq (only an OS crash can lose
+    // the last transactions), at a fraction of FULL's fsync cost.
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('busy_timeout = 5000');
+    this.db.exec(SCHEMA);
+    this.cached(`INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)`).run(String(SCHEMA_VERSION));
+    this.stmt = prepareStatements(this.db);
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+
+  // ---------- jobs ----------
+
+  readonly submitJob = (job: NewJob): JobSummary => this.tx(() => {
+    const framesTotal = job.chunks.reduce((n, c) => n + c.length, 0);
+    const tasks = job.chunks.length === 0 ? [[]] : job.chunks;
+    const { lastInsertRowid } = this.stmt.insertJob.run({
+      name: job.name, argv: JSON.stringify(job.argv), frameSpec: job.frameSpec, chunk: job.chunk, priority: job.priority,
+      cwd: job.cwd, env: JSON.stringify(job.env), maxAttempts: job.maxAttempts, timeoutMs: job.timeoutMs,
+      shell: job.shell ? 1 : 0, submittedAt: now(), framesTotal, nTasks: tasks.length,
+    });
+    const jobId = Number(lastInsertRowid);
+    tasks.forEach((frames, seq) => this.stmt.insertTask.run(jobId, seq, JSON.stringify(frames), frames.length, job.priority));
+    return this.summary(this.jobRow(jobId)!);
+  });
+
+  jobRow(jobId: number): JobRow | undefined {
+    return this.stmt.job.get(jobId) as JobRow | undefined;
+  }
+
+  listJobs(states?: JobState[]): JobSummary[] {
+    const rows = this.stmt.jobs.all() as JobRow[];
+    const wanted = states && states.length > 0 ? new Set(states) : null;
+    return rows.filter((r) => !wanted || wanted.has(r.state)).map((r) => this.summary(r));
+  }
+
+  showJob(jobId: number): JobDetail | null {
+    const row = this.jobRow(jobId);
+    if (!row) return null;
+    const tasks = this.stmt.tasksOfJob.all(jobId) as TaskRow[];
+    return {
+      ...this.summary(row),
+      argv: JSON.parse(row.argv) as string[],
+      frameSpec: row.frame_spec,
+      chunk: row.chunk,
+      cwd: row.cwd,
+      env: JSON.parse(row.env) as Record<string, string>,
+      maxAttempts: row.max_attempts,
+      timeoutMs: row.timeout_ms,
+      blocklist: (this.stmt.blocklistOf.all(jobId) as Array<{ host: string }>).map((b) => b.host),
+      taskList: tasks.map(taskInfo),
+    };
+  }
+
+  /** Cancel every unfinished task of these jobs. Returns the running ones, whose renders must be killed. */
+  readonly stopJobs = (jobIds: number[]): TaskRef[] => this.tx(() => {
+    const toKill: TaskRef[] = [];
+    for (const jobId of jobIds) {
+      for (const t of this.stmt.tasksOfJob.all(jobId) as TaskRow[]) {
+        if (t.state === 'running') toKill.push({ agentId: t.agent_id!, taskId: t.id, attempt: t.attempts });
+      }
+      this.cached(`UPDATE tasks SET state = 'cancelled', reason = 'stopped by user', finished_at = ?
+        WHERE job_id = ? AND state IN ('waiting', 'running')`).run(now(), jobId);
+      this.recount(jobId);
+    }
+    return toKill;
+  });
+
+  /**
+   * Put tasks back to Waiting: all of them, or with failedOnly just the failed and cancelled ones.
+   * Clears the job's blocklist and failure counts. Returns running tasks whose renders must be killed.
+   */
+  readonly restartJobs = (jobIds: number[], failedOnly: boolean): TaskRef[] => this.tx(() => {
+    const toKill: TaskRef[] = [];
+    const states = failedOnly ? `('failed', 'cancelled')` : `('failed', 'cancelled', 'completed', 'running')`;
+    for (const jobId of jobIds) {
+      if (!failedOnly) {
+        for (const t of this.stmt.tasksOfJob.all(jobId) as TaskRow[]) {
+          if (t.state === 'running') toKill.push({ agentId: t.agent_id!, taskId: t.id, attempt: t.attempts });
+        }
+      }
+      this.cached(`UPDATE tasks SET state = 'waiting', fails = 0, exit_code = NULL, reason = NULL, pid = NULL,
+        started_at = NULL, finished_at = NULL WHERE job_id = ? AND state IN ${states}`).run(jobId);
+      this.cached(`DELETE FROM blocklist WHERE job_id = ?`).run(jobId);
+      this.cached(`DELETE FROM failures WHERE job_id = ?`).run(jobId);
+      this.recount(jobId);
+    }
+    return toKill;
+  });
+
+  // ---------- dispatch ----------
+
+  /** Give the highest-priority waiting task this agent's host may run to the agent, or null. */
+  readonly claimTask = (agentId: string): TaskAssignment | null => this.tx(() => {
+    const agent = this.stmt.agent.get(agentId) as AgentRow | undefined;
+    if (!agent || agent.state !== 'idle') return null;
+    const task = this.stmt.claim.get({ agentId, host: agent.host, at: now() }) as TaskRow | undefined;
+    if (!task) return null;
+    this.stmt.setAgent.run({ id: agentId, state: 'busy', taskId: task.id });
+    this.countMove(task.job_id, 'waiting', 'running', 0);
+    const job = this.jobRow(task.job_id)!;
+    const frames = JSON.parse(task.frames) as number[];
+    return {
+      taskId: task.id, jobId: task.job_id, attempt: task.attempts, frames,
+      commands: expandCommands(JSON.parse(job.argv) as string[], frames),
+      cwd: job.cwd, env: JSON.parse(job.env) as Record<string, string>, timeoutMs: job.timeout_ms, shell: job.shell === 1,
+    };
+  });
+
+  /** The assignment never reached the agent: the task goes back to the queue, the agent is offline. */
+  readonly unassign = (ref: TaskRef): void => this.tx(() => {
+    const task = this.stmt.runningOf.get(ref) as TaskRow | undefined;
+    if (task) this.requeue(task, 'agent unreachable');
+    this.stmt.setAgent.run({ id: ref.agentId, state: 'offline', taskId: null });
+  });
+
+  readonly markStarted = (ref: TaskRef, pid: number): TaskRow | null => this.tx(() => {
+    const task = this.stmt.runningOf.get(ref) as TaskRow | undefined;
+    if (!task) return null;
+    this.stmt.setTaskPid.run(pid, task.id);
+    return task;
+  });
+
+  /** The task if this agent currently runs this attempt of it (a message about it is current), else null. */
+  currentTask(ref: TaskRef): TaskRow | null {
+    return (this.stmt.runningOf.get(ref) as TaskRow | undefined) ?? null;
+  }
+
+  isCurrent(ref: TaskRef): boolean {
+    return this.currentTask(ref) !== null;
+  }
+
+  /** Process ids of the renders this agent runs (each leads its own process group). */
+  renderPidsOf(agentId: string): number[] {
+    return (this.stmt.runningByAgent.all(agentId) as TaskRow[]).map((t) => t.pid).filter((p): p is number => p !== null && p > 0);
+  }
+
+  readonly finishTask = (ref: TaskRef, exitCode: number | null, reason: string | null): FinishResult => this.tx(() => {
+    const agent = this.stmt.agent.get(ref.agentId) as AgentRow | undefined;
+    if (agent && agent.task_id === ref.taskId && agent.state === 'busy') {
+      this.stmt.setAgent.run({ id: ref.agentId, state: 'idle', taskId: null });
+    }
+    const task = this.stmt.runningOf.get(ref) as TaskRow | undefined;
+    if (!task) {
+      const stale = this.stmt.task.get(ref.taskId) as TaskRow | undefined;
+      return { jobId: stale?.job_id ?? -1, outcome: 'ignored', blocklisted: null };
+    }
+    const at = now();
+    if (exitCode === 0 && reason === null) {
+      this.stmt.endTask.run({ id: task.id, state: 'completed', exitCode, reason, at, failed: 0 });
+      this.countMove(task.job_id, 'running', 'completed', task.n_frames);
+      return { jobId: task.job_id, outcome: 'completed', blocklisted: null };
+    }
+    const job = this.jobRow(task.job_id)!;
+    let blocklisted: string | null = null;
+    if (task.host) {
+      const { count } = this.stmt.bumpFailure.get(task.job_id, task.host) as { count: number };
+      if (count >= this.options.blocklistAfter) {
+        this.stmt.blocklist.run(task.job_id, task.host);
+        blocklisted = task.host;
+      }
+    }
+    const why = reason ?? `exit code ${exitCode}`;
+    if (task.fails + 1 < job.max_attempts) {
+      this.stmt.endTask.run({ id: task.id, state: 'waiting', exitCode, reason: why, at, failed: 1 });
+      this.countMove(task.job_id, 'running', 'waiting', 0);
+      return { jobId: task.job_id, outcome: 'retry', blocklisted };
+    }
+    this.stmt.endTask.run({ id: task.id, state: 'failed', exitCode, reason: why, at, failed: 1 });
+    this.countMove(task.job_id, 'running', 'failed', 0);
+    return { jobId: task.job_id, outcome: 'failed', blocklisted };
+  });
+
+  // ---------- agents ----------
+
+  /**
+   * An agent (re)registers. If it reports a task it still runs and the store agrees, the task stays
+   * Running; otherwise `keepRunning` is false and the agent must drop it. Any other task the store
+   * thought this agent had is requeued.
+   */
+  readonly registerAgent = (a: { id: string; host: string; pid: number; local: boolean; running: { taskId: number; attempt: number } | null; epoch: string }):
+    { keepRunning: boolean; requeuedJobs: number[] } => this.tx(() => {
+    const keep = a.running !== null && this.isCurrent({ agentId: a.id, ...a.running });
+    const requeuedJobs: number[] = [];
+    for (const t of this.stmt.runningByAgent.all(a.id) as TaskRow[]) {
+      if (keep && t.id === a.running!.taskId) continue;
+      this.requeue(t, 'agent re-registered without it');
+      requeuedJobs.push(t.job_id);
+    }
+    this.stmt.upsertAgent.run({
+      id: a.id, host: a.host, pid: a.pid, local: a.local ? 1 : 0, state: keep ? 'busy' : 'idle',
+      taskId: keep ? a.running!.taskId : null, epoch: a.epoch, at: now(), seen: Date.now(),
+    });
+    return { keepRunning: keep, requeuedJobs };
+  });
+
+  /** Record a heartbeat. Returns false when the agent must register again (unknown, lost, or older epoch). */
+  heartbeat(agentId: string, epoch: string): boolean {
+    const agent = this.stmt.agent.get(agentId) as AgentRow | undefined;
+    if (!agent || agent.epoch !== epoch || agent.state === 'lost' || agent.state === 'offline') return false;
+    this.stmt.seen.run(Date.now(), agentId);
+    return true;
+  }
+
+  /** Agents silent since `before` (ms) are lost; their tasks go back to the queue. */
+  readonly markSilentAgentsLost = (before: number): Array<{ agent: AgentInfo; requeuedJobs: number[] }> => this.tx(() => {
+    const lost: Array<{ agent: AgentInfo; requeuedJobs: number[] }> = [];
+    for (const row of this.stmt.silentAgents.all(before) as AgentRow[]) {
+      const info = this.agentInfo(row);
+      lost.push({ agent: info, requeuedJobs: this.dropAgent(row.id, 'lost', 'agent lost (no heartbeat)') });
+    }
+    return lost;
+  });
+
+  /** The agent process is gone (exited, or kq stops it): requeue its task, mark it offline. */
+  readonly agentGone = (agentId: string, reason: string): number[] => this.tx(() => this.dropAgent(agentId, 'offline', reason));
+
+  /** kq is shutting down: every running task goes back to Waiting, every agent is offline. */
+  readonly requeueAll = (reason: string): number[] => this.tx(() => {
+    const jobs = new Set<number>();
+    for (const row of this.stmt.agents.all() as AgentRow[]) {
+      for (const j of this.dropAgent(row.id, 'offline', reason)) jobs.add(j);
+    }
+    return [...jobs];
+  });
+
+  /**
+   * At start-up, agents the previous kq knew get one heartbeat timeout to come back (they re-register
+   * and keep their running task); the lost-agent timer requeues the rest.
+   */
+  readonly beginEpoch = (): void => this.tx(() => {
+    this.cached(`UPDATE agents SET last_seen = ? WHERE state IN ('idle', 'busy')`).run(Date.now());
+    // Tasks whose agent row is missing or not busy with them cannot come back.
+    const orphans = this.cached(`SELECT t.* FROM tasks t LEFT JOIN agents a ON a.id = t.agent_id
+      WHERE t.state = 'running' AND (a.id IS NULL OR a.state NOT IN ('idle', 'busy'))`).all() as TaskRow[];
+    for (const t of orphans) this.requeue(t, 'agent gone while kq was down');
+  });
+
+  idleAgents(epoch: string): AgentInfo[] {
+    return (this.stmt.idleAgents.all(epoch) as AgentRow[]).map((r) => this.agentInfo(r));
+  }
+
+  listAgents(): AgentInfo[] {
+    return (this.stmt.agents.all() as AgentRow[]).map((r) => this.agentInfo(r));
+  }
+
+  agent(agentId: string): AgentInfo | null {
+    const row = this.stmt.agent.get(agentId) as AgentRow | undefined;
+    return row ? this.agentInfo(row) : null;
+  }
+
+  /** Local agents the previous kq started that were still alive-looking when it stopped. */
+  localAgentsFromBefore(epoch: string): AgentInfo[] {
+    return (this.stmt.agents.all() as AgentRow[])
+      .filter((r) => r.local === 1 && (r.state === 'idle' || r.state === 'busy') && r.epoch !== epoch)
+      .map((r) => this.agentInfo(r));
+  }
+
+  // ---------- internals ----------
+
+  private readonly statements = new Map<string, Database.Statement>();
+  /** Statements built from a closed set of SQL strings, prepared once. */
+  private cached(sql: string): Database.Statement {
+    let st = this.statements.get(sql);
+    if (!st) this.statements.set(sql, (st = this.db.prepare(sql)));
+    return st;
+  }
+
+  private tx<T>(fn: () => T): T {
+    return this.db.transaction(fn).immediate();
+  }
+
+  private dropAgent(agentId: string, state: 'lost' | 'offline', reason: string): number[] {
+    const jobs: number[] = [];
+    for (const t of this.stmt.runningByAgent.all(agentId) as TaskRow[]) {
+      this.requeue(t, reason);
+      jobs.push(t.job_id);
+    }
+    this.stmt.setAgent.run({ id: agentId, state, taskId: null });
+    return jobs;
+  }
+
+  private requeue(task: TaskRow, reason: string): void {
+    this.stmt.requeueTask.run({ id: task.id, reason });
+    this.countMove(task.job_id, task.state, 'waiting', 0);
+  }
+
+  private countMove(jobId: number, from: TaskState, to: TaskState, framesDone: number): void {
+    if (from !== to) {
+      this.cached(`UPDATE jobs SET n_${from} = n_${from} - 1, n_${to} = n_${to} + 1, frames_done = frames_done + ? WHERE id = ?`)
+        .run(framesDone, jobId);
+    }
+    this.refreshJobState(jobId);
+  }
+
+  /** Recount a job's tasks from scratch (after bulk updates). */
+  private recount(jobId: number): void {
+    const counts: Record<string, number> = { id: jobId, framesDone: 0 };
+    for (const s of TASK_STATES) counts[s] = 0;
+    for (const r of this.stmt.counts.all(jobId) as Array<{ state: TaskState; n: number; frames: number }>) {
+      counts[r.state] = r.n;
+      if (r.state === 'completed') counts.framesDone = r.frames;
+    }
+    this.stmt.saveCounts.run(counts);
+    this.refreshJobState(jobId);
+  }
+
+  private refreshJobState(jobId: number): void {
+    const row = this.jobRow(jobId);
+    if (!row) return;
+    const state = deriveJobState(row);
+    if (state === row.state) return;
+    const completedAt = isTerminalState(state) ? now() : null;
+    this.stmt.setJobState.run(state, completedAt, jobId);
+  }
+
+  private summary(r: JobRow): JobSummary {
+    return {
+      id: r.id, name: r.name, state: r.state, priority: r.priority,
+      framesDone: r.frames_done, framesTotal: r.frames_total,
+      tasks: { waiting: r.n_waiting, running: r.n_running, completed: r.n_completed, failed: r.n_failed, cancelled: r.n_cancelled },
+      submittedAt: r.submitted_at, completedAt: r.completed_at, logFile: this.logPathOf(r.id),
+    };
+  }
+
+  private agentInfo(r: AgentRow): AgentInfo {
+    const task = r.task_id === null ? undefined : (this.stmt.task.get(r.task_id) as TaskRow | undefined);
+    return {
+      id: r.id, host: r.host, pid: r.pid, local: r.local === 1, state: r.state,
+      jobId: task?.job_id ?? null, taskId: r.task_id, frames: task ? (JSON.parse(task.frames) as number[]) : null,
+      registeredAt: r.registered_at, lastSeen: new Date(r.last_seen).toISOString(),
+    };
+  }
+}
+
+function taskInfo(t: TaskRow): TaskInfo {
+  return {
+    id: t.id, seq: t.seq, frames: JSON.parse(t.frames) as number[], state: t.state, attempts: t.attempts,
+    agentId: t.agent_id, host: t.host, pid: t.pid, exitCode: t.exit_code, reason: t.reason,
+    startedAt: t.started_at, finishedAt: t.finished_at,
+  };
+}
+
+function prepareStatements(db: Database.Database) {
+  return {
+      insertJob: db.prepare(`INSERT INTO jobs (name, argv, frame_spec, chunk, priority, cwd, env, max_attempts, timeout_ms, shell,
+        state, submitted_at, frames_total, n_waiting) VALUES (@name, @argv, @frameSpec, @chunk, @priority, @cwd, @env,
+        @maxAttempts, @timeoutMs, @shell, 'Waiting', @submittedAt, @framesTotal, @nTasks)`),
+      insertTask: db.prepare(`INSERT INTO tasks (job_id, seq, frames, n_frames, priority, state) VALUES (?, ?, ?, ?, ?, 'waiting')`),
+      job: db.prepare(`SELECT * FROM jobs WHERE id = ?`),
+      jobs: db.prepare(`SELECT * FROM jobs ORDER BY id`),
+      tasksOfJob: db.prepare(`SELECT * FROM tasks WHERE job_id = ? ORDER BY seq`),
+      task: db.prepare(`SELECT * FROM tasks WHERE id = ?`),
+      claim: db.prepare(`UPDATE tasks SET state = 'running', attempts = attempts + 1, agent_id = @agentId, host = @host,
+          pid = NULL, exit_code = NULL, reason = NULL, started_at = @at, finished_at = NULL
+        WHERE id = (SELECT t.id FROM tasks t WHERE t.state = 'waiting'
+          AND NOT EXISTS (SELECT 1 FROM blocklist b WHERE b.job_id = t.job_id AND b.host = @host)
+          ORDER BY t.priority DESC, t.job_id, t.seq LIMIT 1)
+        RETURNING *`),
+      runningOf: db.prepare(`SELECT * FROM tasks WHERE id = @taskId AND state = 'running' AND agent_id = @agentId AND attempts = @attempt`),
+      runningByAgent: db.prepare(`SELECT * FROM tasks WHERE state = 'running' AND agent_id = ?`),
+      setTaskPid: db.prepare(`UPDATE tasks SET pid = ? WHERE id = ?`),
+      endTask: db.prepare(`UPDATE tasks SET state = @state, exit_code = @exitCode, reason = @reason, finished_at = @at,
+        fails = fails + @failed WHERE id = @id`),
+      requeueTask: db.prepare(`UPDATE tasks SET state = 'waiting', reason = @reason, pid = NULL WHERE id = @id`),
+      agent: db.prepare(`SELECT * FROM agents WHERE id = ?`),
+      agents: db.prepare(`SELECT * FROM agents ORDER BY registered_at, id`),
+      idleAgents: db.prepare(`SELECT * FROM agents WHERE state = 'idle' AND epoch = ? ORDER BY last_seen`),
+      upsertAgent: db.prepare(`INSERT INTO agents (id, host, pid, local, state, task_id, epoch, registered_at, last_seen)
+        VALUES (@id, @host, @pid, @local, @state, @taskId, @epoch, @at, @seen)
+        ON CONFLICT (id) DO UPDATE SET host = @host, pid = @pid, local = @local, state = @state, task_id = @taskId,
+          epoch = @epoch, last_seen = @seen`),
+      setAgent: db.prepare(`UPDATE agents SET state = @state, task_id = @taskId WHERE id = @id`),
+      seen: db.prepare(`UPDATE agents SET last_seen = ? WHERE id = ?`),
+      silentAgents: db.prepare(`SELECT * FROM agents WHERE state IN ('idle', 'busy') AND last_seen < ?`),
+      bumpFailure: db.prepare(`INSERT INTO failures (job_id, host, count) VALUES (?, ?, 1)
+        ON CONFLICT (job_id, host) DO UPDATE SET count = count + 1 RETURNING count`),
+      blocklist: db.prepare(`INSERT OR IGNORE INTO blocklist (job_id, host) VALUES (?, ?)`),
+      blocklistOf: db.prepare(`SELECT host FROM blocklist WHERE job_id = ? ORDER BY host`),
+      counts: db.prepare(`SELECT state, count(*) AS n, sum(n_frames) AS frames FROM tasks WHERE job_id = ? GROUP BY state`),
+      saveCounts: db.prepare(`UPDATE jobs SET n_waiting = @waiting, n_running = @running, n_completed = @completed,
+        n_failed = @failed, n_cancelled = @cancelled, frames_done = @framesDone WHERE id = @id`),
+      setJobState: db.prepare(`UPDATE jobs SET state = ?, completed_at = ? WHERE id = ?`),
+  };
+}

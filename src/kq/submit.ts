@@ -1,0 +1,45 @@
+/** Turn a validated submit request into the rows the store inserts. */
+import path from 'node:path';
+import type { ErrorCode, JobSubmit } from '../protocol/index.js';
+import { JobSubmitSchema } from '../protocol/index.js';
+import { chunkFrames, FrameRangeError, parseFrameRange } from '../common/frames.js';
+import type { NewJob } from './store.js';
+
+export class RequestError extends Error {
+  constructor(readonly code: ErrorCode, message: string) {
+    super(message);
+  }
+}
+
+export function prepareJob(input: JobSubmit): NewJob {
+  const job = JobSubmitSchema.parse(input);
+  if (job.argv[0]!.trim() === '') throw new RequestError('bad-request', 'empty command: give the program to run after --');
+  let frames: number[] = [];
+  if (job.frames !== undefined) {
+    try {
+      frames = parseFrameRange(job.frames);
+    } catch (err) {
+      if (err instanceof FrameRangeError) throw new RequestError('bad-request', err.message);
+      throw err;
+    }
+  }
+  if (job.cwd !== undefined && !path.isAbsolute(job.cwd)) throw new RequestError('bad-request', `cwd must be an absolute path: ${job.cwd}`);
+  return {
+    name: job.name?.trim() || defaultName(job.argv),
+    argv: job.argv,
+    frameSpec: job.frames ?? null,
+    chunks: chunkFrames(frames, job.chunk),
+    chunk: job.chunk,
+    priority: job.priority,
+    cwd: job.cwd ?? null,
+    env: job.env,
+    maxAttempts: job.maxAttempts,
+    timeoutMs: job.timeoutMs ?? null,
+    shell: job.shell,
+  };
+}
+
+function defaultName(argv: string[]): string {
+  const text = [path.basename(argv[0]!), ...argv.slice(1)].join(' ');
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}

@@ -1,0 +1,65 @@
+/** kqctl's connection to kq: one request → one reply, within a deadline; and broadcast subscriptions. */
+import crypto from 'node:crypto';
+import * as zmq from 'zeromq';
+import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION, BroadcastSchema, decode, encode, type Broadcast, type Reply, type RequestInput } from '../protocol/index.js';
+import { tcpEndpoint } from '../common/endpoint.js';
+import type { KqAddress } from './address.js';
+import { CliError, EXIT } from './exit-codes.js';
+
+type Body<T extends RequestInput['type']> = Omit<Extract<RequestInput, { type: T }>, 'v' | 'rid' | 'type'>;
+
+export class KqClient {
+  private dealer: zmq.Dealer | null = null;
+  private sub: zmq.Subscriber | null = null;
+
+  constructor(readonly address: KqAddress, private readonly timeoutMs: number) {}
+
+  get endpoint(): string {
+    return tcpEndpoint(this.address.host, this.address.requestPort);
+  }
+
+  async request<T, K extends RequestInput['type'] = RequestInput['type']>(type: K, body: Body<K>): Promise<T> {
+    if (!this.dealer) {
+      this.dealer = new zmq.Dealer({ linger: 0, receiveTimeout: this.timeoutMs, sendTimeout: this.timeoutMs, maxMessageSize: MAX_MESSAGE_BYTES });
+      this.dealer.connect(this.endpoint);
+    }
+    const rid = crypto.randomUUID();
+    try {
+      await this.dealer.send(encode({ v: PROTOCOL_VERSION, rid, type, ...body }));
+      for (;;) {
+        const [frame] = await this.dealer.receive();
+        const reply = JSON.parse(frame!.toString()) as Reply;
+        if (reply.rid !== rid) continue; // a late answer to an earlier request
+        if (reply.ok) return reply.data as T;
+        throw new CliError(reply.code === 'internal' ? 1 : EXIT.usage, reply.error);
+      }
+    } catch (err) {
+      if (err instanceof CliError) throw err;
+      if ((err as { code?: string }).code === 'EAGAIN') throw this.unreachable();
+      throw err;
+    }
+  }
+
+  unreachable(): CliError {
+    return new CliError(EXIT.unreachable, `cannot reach kq at ${this.endpoint} (no reply in ${this.timeoutMs / 1000}s; address from ${this.address.source}): ` +
+      'is kq running? start it with `kq`, or check KQ_HOST/KQ_REQUEST_PORT/--data-root');
+  }
+
+  /** Subscribe to broadcast topics. Subscribe before fetching state, then drop what the state already covers. */
+  async subscribe(topics: string[]): Promise<AsyncIterable<Broadcast>> {
+    this.sub = new zmq.Subscriber({ linger: 0, maxMessageSize: MAX_MESSAGE_BYTES });
+    this.sub.subscribe(...topics);
+    this.sub.connect(tcpEndpoint(this.address.host, this.address.broadcastPort));
+    const sub = this.sub;
+    return (async function* () {
+      for await (const [, frame] of sub) {
+        const msg = decode(BroadcastSchema, frame);
+        if (msg.ok) yield msg.value;
+      }
+    })();
+  }
+
+  close(): void {
+    for (const s of [this.dealer, this.sub]) if (s && !s.closed) s.close();
+  }
+}

@@ -1,0 +1,18 @@
+import type { Command } from 'commander';
+import type { AgentInfo } from '../../protocol/index.js';
+import { EXIT } from '../exit-codes.js';
+import { agentsTable, printJson } from '../format.js';
+import { withClient, type ConnectionFlags } from '../connect.js';
+
+export function register(program: Command, connection: (c: Command) => Command): void {
+  connection(program.command('agents')
+    .description('list agents: host, pid, state (idle, busy, lost, offline), current job and frames, last seen')
+    .option('--all', 'include agents that are offline', false)
+    .option('--json', 'print as JSON', false))
+    .action(withClient(async (client, flags: ConnectionFlags & { json: boolean; all: boolean }) => {
+      const agents = (await client.request<AgentInfo[]>('agents', {})).filter((a) => flags.all || a.state !== 'offline');
+      if (flags.json) printJson(agents);
+      else process.stdout.write(agentsTable(agents));
+      return EXIT.ok;
+    }));
+}

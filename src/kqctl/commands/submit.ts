@@ -1,0 +1,58 @@
+import type { Command } from 'commander';
+import type { JobSubmit, JobSummary } from '../../protocol/index.js';
+import { durationArg, intArg } from '../../common/cli.js';
+import { CliError, EXIT } from '../exit-codes.js';
+import { printJson } from '../format.js';
+import { waitForJobs } from '../wait.js';
+import { withClient, type ConnectionFlags } from '../connect.js';
+
+interface SubmitFlags extends ConnectionFlags {
+  name?: string; frames?: string; chunk: number; priority: number; cwd?: string; env: string[];
+  retries: number; timeout?: number; shell: boolean; wait: boolean; json: boolean;
+}
+
+function envPair(value: string, prev: string[]): string[] {
+  return [...prev, value];
+}
+
+export function register(program: Command, connection: (c: Command) => Command): void {
+  connection(program.command('submit')
+    .description('queue a job: kqctl submit [options] -- CMD ARGS…  (placeholders {frame} {start} {end}, padded {frame:04})')
+    .argument('<command...>', 'the program to run and its arguments')
+    .option('--name <name>', 'job name (default: the command)')
+    .option('--frames <range>', 'frames, e.g. "1-10, 20, 30-45" or "1-100x5"')
+    .option('--chunk <n>', 'frames per task', intArg(1, 1_000_000), 1)
+    .option('--priority <n>', 'higher runs first (-1000..1000)', intArg(-1000, 1000), 0)
+    .option('--cwd <dir>', 'working directory of the render (default: the current directory)')
+    .option('--env <K=V>', 'environment variable for the render (repeatable)', envPair, [] as string[])
+    .option('--retries <n>', 'attempts per task before it fails', intArg(1, 100), 3)
+    .option('--timeout <duration>', 'kill a task running longer than this (e.g. 30m)', durationArg)
+    .option('--shell', 'run the command through /bin/sh -c (off: argv is run as is)', false)
+    .option('--wait', 'wait for the job to end; exit 1 if it failed or was cancelled', false)
+    .option('--json', 'print the job as JSON', false))
+    .action(withClient(async (client, flags: SubmitFlags, command: string[]) => {
+      const env: Record<string, string> = {};
+      for (const pair of flags.env) {
+        const eq = pair.indexOf('=');
+        if (eq <= 0) throw new CliError(EXIT.usage, `--env takes KEY=VALUE, got "${pair}"`);
+        env[pair.slice(0, eq)] = pair.slice(eq + 1);
+      }
+      if (command.length === 0 || command[0]!.trim() === '') throw new CliError(EXIT.usage, 'empty command: give the program to run after --');
+      const job: JobSubmit = {
+        name: flags.name, argv: command, frames: flags.frames, chunk: flags.chunk, priority: flags.priority,
+        cwd: flags.cwd ? (await import('node:path')).resolve(flags.cwd) : process.cwd(), env, maxAttempts: flags.retries,
+        timeoutMs: flags.timeout, shell: flags.shell,
+      };
+      const submitted = await client.request<JobSummary>('submit', { job });
+      if (!flags.wait) {
+        if (flags.json) printJson(submitted);
+        else process.stdout.write(`${submitted.id}\n`);
+        return EXIT.ok;
+      }
+      if (!flags.json) process.stdout.write(`${submitted.id}\n`);
+      const [done] = await waitForJobs(client, [submitted.id]);
+      if (flags.json) printJson(done);
+      else if (done!.state !== 'Completed') process.stderr.write(`kqctl: job ${done!.id} ${done!.state.toLowerCase()}: see kqctl log ${done!.id}\n`);
+      return done!.state === 'Completed' ? EXIT.ok : EXIT.jobFailed;
+    }));
+}

@@ -1,0 +1,16 @@
+/** kqctl's exit codes: a shell script can trust them (documented in `kqctl --help` and README). */
+export const EXIT = {
+  ok: 0,
+  /** A job the command waited on ended Failed or Cancelled. */
+  jobFailed: 1,
+  /** Bad usage or input: unknown option, invalid frame range, unknown job id, empty command. */
+  usage: 2,
+  /** kq is not running or not reachable at the address tried. */
+  unreachable: 3,
+} as const;
+
+export class CliError extends Error {
+  constructor(readonly exitCode: number, message: string) {
+    super(message);
+  }
+}

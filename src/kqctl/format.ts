@@ -1,0 +1,52 @@
+/** Output for people (aligned tables) and for scripts (--json: the same data the table shows). */
+import type { AgentInfo, JobDetail, JobSummary } from '../protocol/index.js';
+
+export function printJson(data: unknown): void {
+  process.stdout.write(JSON.stringify(data, null, 2) + '\n');
+}
+
+export function table(headers: string[], rows: string[][]): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  return [line(headers), ...rows.map(line)].join('\n') + '\n';
+}
+
+/** `2026-11-25 12:34:56` in local time; `-` for none. */
+export function when(iso: string | null): string {
+  if (!iso) return '-';
+  const d = new Date(iso);
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+}
+
+export const progress = (j: JobSummary) => `${j.framesDone}/${j.framesTotal}`;
+
+export function jobsTable(jobs: JobSummary[]): string {
+  return table(['Id', 'Name', 'State', 'Progress', 'Submitted', 'Completed', 'Log File'],
+    jobs.map((j) => [String(j.id), j.name, j.state, progress(j), when(j.submittedAt), when(j.completedAt), j.logFile]));
+}
+
+export function framesText(frames: number[] | null): string {
+  if (!frames || frames.length === 0) return '-';
+  return frames.length === 1 ? String(frames[0]) : `${frames[0]}-${frames[frames.length - 1]}`;
+}
+
+export function jobDetail(j: JobDetail): string {
+  const fields: Array<[string, string]> = [
+    ['Id', String(j.id)], ['Name', j.name], ['State', j.state], ['Progress', `${progress(j)} frames`],
+    ['Command', JSON.stringify(j.argv)], ['Frames', j.frameSpec ?? '-'], ['Chunk', String(j.chunk)], ['Priority', String(j.priority)],
+    ['Attempts', `up to ${j.maxAttempts} per task`], ['Timeout', j.timeoutMs ? `${j.timeoutMs / 1000}s` : '-'],
+    ['Cwd', j.cwd ?? '-'], ['Submitted', when(j.submittedAt)], ['Completed', when(j.completedAt)], ['Log File', j.logFile],
+    ['Blocklist', j.blocklist.length ? j.blocklist.join(', ') : '-'],
+  ];
+  const head = fields.map(([k, v]) => `${(k + ':').padEnd(11)} ${v}`).join('\n') + '\n\n';
+  return head + table(['Task', 'Frames', 'State', 'Attempts', 'Host', 'Exit', 'Reason'],
+    j.taskList.map((t) => [String(t.seq), framesText(t.frames), t.state, String(t.attempts), t.host ?? '-',
+      t.exitCode === null ? '-' : String(t.exitCode), t.reason ?? '']));
+}
+
+export function agentsTable(agents: AgentInfo[]): string {
+  return table(['Agent', 'Host', 'Pid', 'Local', 'State', 'Job', 'Frames', 'Last Seen'],
+    agents.map((a) => [a.id, a.host, String(a.pid), a.local ? 'yes' : 'no', a.state, a.jobId === null ? '-' : String(a.jobId),
+      framesText(a.frames), when(a.lastSeen)]));
+}

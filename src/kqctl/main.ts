@@ -1,0 +1,22 @@
+/** `kqctl`: the command line for kq. A thin client: it prints what the daemon says. */
+import { Command } from 'commander';
+import { usageExitCodes } from '../common/cli.js';
+import { connectionOptions } from './connect.js';
+import { register as submit } from './commands/submit.js';
+import { register as list } from './commands/list.js';
+import { register as show } from './commands/show.js';
+import { register as log } from './commands/log.js';
+import { register as jobsAction } from './commands/jobs-action.js';
+import { register as wait } from './commands/wait.js';
+import { register as agents } from './commands/agents.js';
+
+const program = usageExitCodes(connectionOptions(new Command('kqctl')))
+  .description('Control kq, the render queue: submit jobs, list them, follow logs, stop and restart.')
+  .showHelpAfterError('(run kqctl <command> --help for usage)')
+  .addHelpText('after', `
+Exit codes: 0 ok, 1 a job failed or was cancelled (submit --wait, wait), 2 bad usage or input
+(invalid frame range, unknown job id, empty command), 3 kq unreachable.
+kqctl finds kq through <data root>/kq.json (KQ_DATA_ROOT, default ~/.local/share/kq), or KQ_HOST/KQ_REQUEST_PORT.`);
+
+for (const add of [submit, list, show, log, jobsAction, wait, agents]) add(program, (c) => usageExitCodes(connectionOptions(c)));
+await program.parseAsync();

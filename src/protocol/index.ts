@@ -1,0 +1,3 @@
+export * from './version.js';
+export * from './messages.js';
+export * from './codec.js';

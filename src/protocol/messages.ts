@@ -1,0 +1,179 @@
+/**
+ * Every message that crosses a kq socket, as a zod schema and its TypeScript type.
+ *
+ * Sockets (see DESIGN.md):
+ * - request   kq ROUTER <- agents and kqctl DEALER. Requests carry `rid` and get exactly one Reply.
+ *             kq also sends unsolicited `assign` messages to an agent over this socket.
+ * - update    kq PULL   <- agents PUSH: heartbeat, started, log, finished.
+ * - broadcast kq PUB    -> agents and `kqctl log -f` / `wait`: frames [topic, message].
+ */
+import { z } from 'zod';
+import { PROTOCOL_VERSION } from './version.js';
+
+const v = z.literal(PROTOCOL_VERSION);
+const id = z.number().int().nonnegative();
+const agentId = z.string().min(1).max(200);
+const shortText = z.string().max(4096);
+
+// ---------- jobs and tasks as clients see them ----------
+
+export const JobStateSchema = z.enum(['Waiting', 'Running', 'Completed', 'Cancelled', 'Failed']);
+export type JobState = z.infer<typeof JobStateSchema>;
+export const isTerminalState = (s: JobState) => s === 'Completed' || s === 'Failed' || s === 'Cancelled';
+
+export const TaskStateSchema = z.enum(['waiting', 'running', 'completed', 'failed', 'cancelled']);
+export type TaskState = z.infer<typeof TaskStateSchema>;
+
+export const JobSubmitSchema = z.object({
+  name: z.string().max(256).optional(),
+  argv: z.array(z.string().max(65536)).min(1).max(4096),
+  frames: z.string().max(65536).optional(),
+  chunk: z.number().int().min(1).max(1_000_000).default(1),
+  priority: z.number().int().min(-1000).max(1000).default(0),
+  cwd: z.string().max(4096).optional(),
+  env: z.record(z.string().max(1024), z.string().max(65536)).default({}),
+  maxAttempts: z.number().int().min(1).max(100).default(3),
+  timeoutMs: z.number().int().positive().optional(),
+  shell: z.boolean().default(false),
+});
+export type JobSubmit = z.input<typeof JobSubmitSchema>;
+
+export interface JobSummary {
+  id: number;
+  name: string;
+  state: JobState;
+  priority: number;
+  framesDone: number;
+  framesTotal: number;
+  tasks: Record<TaskState, number>;
+  submittedAt: string;
+  completedAt: string | null;
+  logFile: string;
+}
+
+export interface TaskInfo {
+  id: number;
+  seq: number;
+  frames: number[];
+  state: TaskState;
+  attempts: number;
+  agentId: string | null;
+  host: string | null;
+  pid: number | null;
+  exitCode: number | null;
+  reason: string | null;
+  startedAt: string | null;
+  finishedAt: string | null;
+}
+
+export interface JobDetail extends JobSummary {
+  argv: string[];
+  frameSpec: string | null;
+  chunk: number;
+  cwd: string | null;
+  env: Record<string, string>;
+  maxAttempts: number;
+  timeoutMs: number | null;
+  blocklist: string[];
+  taskList: TaskInfo[];
+}
+
+export interface AgentInfo {
+  id: string;
+  host: string;
+  pid: number;
+  local: boolean;
+  state: 'idle' | 'busy' | 'lost' | 'offline';
+  jobId: number | null;
+  taskId: number | null;
+  frames: number[] | null;
+  registeredAt: string;
+  lastSeen: string;
+}
+
+// ---------- request socket: agent and client requests ----------
+
+const RunningTaskSchema = z.object({ taskId: id, attempt: id });
+
+export const RequestSchema = z.discriminatedUnion('type', [
+  z.object({ v, rid: z.string().max(64), type: z.literal('register'), agentId, host: z.string().min(1).max(255), pid: id, local: z.boolean(), running: RunningTaskSchema.nullable() }),
+  z.object({ v, rid: z.string().max(64), type: z.literal('ping') }),
+  z.object({ v, rid: z.string().max(64), type: z.literal('submit'), job: JobSubmitSchema }),
+  z.object({ v, rid: z.string().max(64), type: z.literal('list'), states: z.array(JobStateSchema).optional() }),
+  z.object({ v, rid: z.string().max(64), type: z.literal('show'), jobId: id }),
+  z.object({ v, rid: z.string().max(64), type: z.literal('log'), jobId: id, from: z.number().int().nonnegative().default(0), max: z.number().int().positive().max(2_000_000).default(1_000_000) }),
+  z.object({ v, rid: z.string().max(64), type: z.literal('stop'), jobIds: z.array(id).min(1).max(10000) }),
+  z.object({ v, rid: z.string().max(64), type: z.literal('restart'), jobIds: z.array(id).min(1).max(10000), failedOnly: z.boolean().default(false) }),
+  z.object({ v, rid: z.string().max(64), type: z.literal('agents') }),
+]);
+export type Request = z.infer<typeof RequestSchema>;
+export type RequestInput = z.input<typeof RequestSchema>;
+export type RequestType = Request['type'];
+
+/** Error codes a reply can carry; kqctl maps them to exit codes. */
+export type ErrorCode = 'bad-request' | 'not-found' | 'internal';
+
+export type Reply =
+  | { v: typeof PROTOCOL_VERSION; rid: string; type: 'reply'; ok: true; data: unknown }
+  | { v: typeof PROTOCOL_VERSION; rid: string; type: 'reply'; ok: false; code: ErrorCode; error: string };
+
+export interface LogChunk { text: string; from: number; next: number; size: number; state: JobState }
+export interface RegisterReply { heartbeatMs: number; keepRunning: boolean }
+
+// ---------- request socket: kq -> agent ----------
+
+export interface TaskAssignment {
+  taskId: number;
+  jobId: number;
+  attempt: number;
+  frames: number[];
+  /** Commands to run in order; placeholders already filled. */
+  commands: string[][];
+  cwd: string | null;
+  env: Record<string, string>;
+  timeoutMs: number | null;
+  shell: boolean;
+}
+export const AssignSchema = z.object({
+  v, type: z.literal('assign'),
+  task: z.object({
+    taskId: id, jobId: id, attempt: id, frames: z.array(z.number().int()),
+    commands: z.array(z.array(z.string())).min(1), cwd: z.string().nullable(),
+    env: z.record(z.string(), z.string()), timeoutMs: z.number().int().positive().nullable(), shell: z.boolean(),
+  }),
+});
+export type Assign = z.infer<typeof AssignSchema>;
+
+// ---------- update socket: agent -> kq ----------
+
+const taskRef = { agentId, taskId: id, attempt: id };
+export const UpdateSchema = z.discriminatedUnion('type', [
+  z.object({ v, type: z.literal('heartbeat'), agentId, running: RunningTaskSchema.nullable() }),
+  /** The agent is stopping (SIGTERM): its render is already killed; requeue its task without counting a failure. */
+  z.object({ v, type: z.literal('bye'), agentId }),
+  z.object({ v, type: z.literal('started'), ...taskRef, pid: id }),
+  z.object({ v, type: z.literal('log'), ...taskRef, lines: z.array(z.string()).max(10000) }),
+  z.object({ v, type: z.literal('finished'), ...taskRef, exitCode: z.number().int().nullable(), signal: z.string().max(32).nullable(), durationMs: z.number().nonnegative(), reason: shortText.nullable() }),
+]);
+export type Update = z.infer<typeof UpdateSchema>;
+
+// ---------- broadcast socket: kq -> subscribers ----------
+
+export const Topics = {
+  agent: (agentId: string) => `agent.${agentId}`,
+  allAgents: 'agents',
+  log: (jobId: number) => `log.${jobId}`,
+  job: (jobId: number) => `job.${jobId}`,
+} as const;
+
+export const BroadcastSchema = z.discriminatedUnion('type', [
+  /** Kill the render of this task (job stopped, or the task is no longer this agent's). */
+  z.object({ v, type: z.literal('stop-task'), taskId: id, attempt: id, reason: shortText }),
+  /** kq does not know this agent (it restarted or declared it lost): register again. */
+  z.object({ v, type: z.literal('reregister') }),
+  /** kq is shutting down: stop renders (they are requeued). */
+  z.object({ v, type: z.literal('kq-stopping') }),
+  z.object({ v, type: z.literal('log'), jobId: id, offset: z.number().int().nonnegative(), text: z.string() }),
+  z.object({ v, type: z.literal('job'), jobId: id, state: JobStateSchema, framesDone: z.number().int(), framesTotal: z.number().int() }),
+]);
+export type Broadcast = z.infer<typeof BroadcastSchema>;
