@@ -66,7 +66,7 @@ describe('rendering', () => {
     const id = await kq.submit('--', 'sh', '-c', 'for i in 1 2 3 4 5; do echo line $i; sleep 0.2; done');
     const r = await kq.ctl('log', '-f', String(id));
     expect(r.exitCode).toBe(0);
-    expect(r.stdout.match(/^line \d$/gm)).toEqual(['line 1', 'line 2', 'line 3', 'line 4', 'line 5']);
+    expect(r.stdout.match(/^line \d$/gm), r.stdout).toEqual(['line 1', 'line 2', 'line 3', 'line 4', 'line 5']);
     expect(r.stdout).toMatch(/completed after/);
   });
 });

@@ -3,13 +3,14 @@
  * the scheduler hands out work → the effect goes out on a socket.
  */
 import crypto from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { pino, type Logger } from 'pino';
 import {
   PROTOCOL_VERSION, RequestSchema, isTerminalState, Topics, UpdateSchema, decode, encode,
-  type Broadcast, type ErrorCode, type Request, type Update, type Assign, type LogChunk,
+  type Broadcast, type ErrorCode, type Request, type RequestInput, type Update, type Assign, type LogChunk,
 } from '../protocol/index.js';
 import { dataFiles, type DaemonInfo } from '../common/paths.js';
 import { isLoopback } from '../common/endpoint.js';
@@ -22,6 +23,9 @@ import { acquireLock, type Lock } from './lock.js';
 import { prepareJob, RequestError } from './submit.js';
 import { RateLimitedLog } from './rate-limited-log.js';
 import type { DaemonOptions } from './options.js';
+
+/** A request as in-process callers write it: no protocol version or request id. */
+export type LocalRequest = RequestInput extends infer R ? (R extends unknown ? Omit<R, 'v' | 'rid'> : never) : never;
 
 export type Lifecycle = 'starting' | 'running' | 'stopping' | 'stopped';
 
@@ -42,6 +46,8 @@ export class Daemon {
   private readonly dropped: RateLimitedLog;
   private readonly reregisterSentAt = new Map<string, number>();
   info!: DaemonInfo;
+  /** Every broadcast kq publishes, also emitted in-process as ('message', topic, msg) for the HTTP monitor. */
+  readonly broadcasts = new EventEmitter<{ message: [string, Broadcast] }>();
 
   constructor(private readonly o: DaemonOptions) {
     this.files = dataFiles(o.dataRoot);
@@ -54,7 +60,7 @@ export class Daemon {
     this.lock = acquireLock(this.files.lock);
     try {
       this.log = pino({ base: { pid: process.pid }, level: this.o.logLevel },
-        pino.destination({ dest: this.files.daemonLog, sync: false, minLength: 4096 }));
+        pino.destination({ dest: this.files.daemonLog, sync: false }));
       this.store = new Store(this.files.db, { blocklistAfter: this.o.blocklistAfter }, this.files.jobLog);
       this.logs = new JobLogs(this.files.jobLog, { maxTaskBytes: this.o.maxTaskLogBytes, maxOpen: 64 });
       this.sockets = await bindSockets(this.o);
@@ -185,6 +191,22 @@ export class Daemon {
       await this.reply(routingId, req.rid, { ok: false, code, error: (err as Error).message });
     }
     if (req.type === 'register' || req.type === 'submit' || req.type === 'restart') this.dispatch();
+  }
+
+  /**
+   * The same requests kqctl sends, for in-process callers (the HTTP monitor): validated like wire input,
+   * answered with the same data shapes. Throws RequestError for bad input or unknown jobs.
+   */
+  request(input: LocalRequest): unknown {
+    const parsed = RequestSchema.safeParse({ ...input, v: PROTOCOL_VERSION, rid: 'in-process' });
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new RequestError('bad-request', `invalid request: ${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'unknown'}`);
+    }
+    if (parsed.data.type === 'register') throw new RequestError('bad-request', 'agents register over the request socket');
+    const data = this.handle(parsed.data, '');
+    if (parsed.data.type === 'submit' || parsed.data.type === 'restart') this.dispatch();
+    return data;
   }
 
   private handle(req: Request, routingId: string): unknown {
@@ -382,6 +404,7 @@ export class Daemon {
   }
 
   private publish(topic: string, msg: Broadcast): void {
+    this.broadcasts.emit('message', topic, msg);
     this.sockets.pubQueue.send([topic, encode(msg)]).catch((err: Error) => this.log.warn({ err: err.message }, 'broadcast failed'));
   }
 }

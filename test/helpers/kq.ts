@@ -69,7 +69,6 @@ export class Kq {
       ? ['--request-port', String(this.info.requestPort), '--update-port', String(this.info.updatePort), '--broadcast-port', String(this.info.broadcastPort)]
       : ['--request-port', '0', '--update-port', '0', '--broadcast-port', '0'];
     const infoFile = path.join(this.dataRoot, 'kq.json');
-    fs.rmSync(infoFile, { force: true });
     this.output = '';
     this.proc = execa('node', [BIN.kq, '--data-root', this.dataRoot, '--num-agents', String(this.options.numAgents ?? 2), ...ports, ...(this.options.args ?? [])], {
       env: { ...this.options.env }, detached: true, reject: false, all: true, buffer: false,
@@ -82,6 +81,8 @@ export class Kq {
       exited.then((r) => { throw new Error(`kq exited (${r.exitCode}) before it was ready: ${this.output}`); }),
     ]);
     this.info = JSON.parse(fs.readFileSync(infoFile, 'utf8')) as DaemonInfo;
+    const want = this.options.numAgents ?? 2;
+    await waitFor(`${want} local agents`, async () => (await this.agents()).filter((a) => a.local && a.state !== 'lost').length >= want);
   }
 
   /** Run kqctl against this kq. */
