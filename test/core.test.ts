@@ -50,11 +50,14 @@ describe('rendering', () => {
 
   it('runs higher priority jobs first, otherwise first submitted first served', async () => {
     const kq = await start({ numAgents: 1 });
-    const blocker = await kq.submit('--', 'sleep', '1');
+    const dir = tempDir();
+    // The only agent stays busy until every job below is queued.
+    const blocker = await kq.submit('--cwd', dir, '--', 'sh', '-c', 'while [ ! -f go ]; do sleep 0.05; done');
     await waitFor('blocker running', async () => (await kq.json('show', String(blocker))).state === 'Running');
     const low = await kq.submit('--name', 'low', '--', 'true');
     const normal = await kq.submit('--name', 'normal', '--', 'true');
     const high = await kq.submit('--name', 'high', '--priority', '10', '--', 'true');
+    fs.writeFileSync(path.join(dir, 'go'), '');
     const jobs = await Promise.all([low, normal, high].map((id) => kq.waitJob(id)));
     const startedAt = jobs.map((j) => Date.parse(j.taskList[0].startedAt));
     expect(startedAt[2]).toBeLessThan(startedAt[0]!);
