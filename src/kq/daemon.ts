@@ -23,6 +23,7 @@ import { acquireLock, type Lock } from './lock.js';
 import { prepareJob, RequestError } from './submit.js';
 import { RateLimitedLog } from './rate-limited-log.js';
 import type { DaemonOptions } from './options.js';
+import { ProgressTracker } from './progress.js';
 
 /** A request as in-process callers write it: no protocol version or request id. */
 export type LocalRequest = RequestInput extends infer R ? (R extends unknown ? Omit<R, 'v' | 'rid'> : never) : never;
@@ -45,6 +46,7 @@ export class Daemon {
   private stopped: Promise<void> | null = null;
   private readonly dropped: RateLimitedLog;
   private readonly reregisterSentAt = new Map<string, number>();
+  private readonly progress = new ProgressTracker();
   info!: DaemonInfo;
   /** Every broadcast kq publishes, also emitted in-process as ('message', topic, msg) for the HTTP monitor. */
   readonly broadcasts = new EventEmitter<{ message: [string, Broadcast] }>();
@@ -229,7 +231,7 @@ export class Daemon {
         return job;
       }
       case 'list':
-        return this.store.listJobs(req.states);
+        return this.store.listJobs(req.states, req.jobIds);
       case 'show':
         return this.existingJob(req.jobId) && this.store.showJob(req.jobId);
       case 'log': {
@@ -319,6 +321,8 @@ export class Daemon {
         if (!task) return;
         const written = this.logs.appendTaskOutput(task.job_id, key, u.lines);
         if (written) this.publishLog(task.job_id, written.offset, written.text);
+        const percent = this.progress.feed(key, u.lines, () => ({ argv: JSON.parse(this.store.jobRow(task.job_id)!.argv) as string[], frames: JSON.parse(task.frames) as number[] }));
+        if (percent !== null && this.store.setTaskProgress(ref, percent)) this.announceJob(task.job_id);
         return;
       }
       case 'finished': {

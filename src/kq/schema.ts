@@ -72,3 +72,19 @@ CREATE TABLE IF NOT EXISTS blocklist (
   PRIMARY KEY (job_id, host)
 );
 `;
+
+/**
+ * Columns added after SCHEMA_VERSION 1, for databases created before them: [table, column, declaration].
+ * Each is nullable, so old rows need no rewrite.
+ */
+const ADDED_COLUMNS: Array<[string, string, string]> = [
+  ['jobs', 'output', 'TEXT'], // the job's output pattern (the monitor's thumbnails)
+  ['tasks', 'progress', 'REAL'], // percent done of the current attempt, parsed from its log
+];
+
+export function addMissingColumns(db: { prepare(sql: string): { all(): unknown[] }; exec(sql: string): unknown }): void {
+  for (const [table, column, decl] of ADDED_COLUMNS) {
+    const have = (db.prepare(`PRAGMA table_info(${table})`).all() as Array<{ name: string }>).some((c) => c.name === column);
+    if (!have) db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${decl}`);
+  }
+}

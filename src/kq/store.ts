@@ -5,7 +5,7 @@
 import Database from 'better-sqlite3';
 import { isTerminalState, type AgentInfo, type JobDetail, type JobState, type JobSummary, type TaskAssignment, type TaskInfo, type TaskState } from '../protocol/index.js';
 import { expandCommands } from '../common/placeholders.js';
-import { SCHEMA, SCHEMA_VERSION } from './schema.js';
+import { addMissingColumns, SCHEMA, SCHEMA_VERSION } from './schema.js';
 
 export interface NewJob {
   name: string;
@@ -19,6 +19,7 @@ export interface NewJob {
   maxAttempts: number;
   timeoutMs: number | null;
   shell: boolean;
+  output: string | null;
 }
 
 export interface TaskRef { agentId: string; taskId: number; attempt: number }
@@ -39,11 +40,13 @@ interface JobRow {
   cwd: string | null; env: string; max_attempts: number; timeout_ms: number | null; shell: number;
   state: JobState; submitted_at: string; completed_at: string | null; frames_total: number; frames_done: number;
   n_waiting: number; n_running: number; n_completed: number; n_failed: number; n_cancelled: number;
+  output: string | null;
 }
 export interface TaskRow {
   id: number; job_id: number; seq: number; frames: string; n_frames: number; priority: number; state: TaskState;
   attempts: number; fails: number; agent_id: string | null; host: string | null; pid: number | null;
   exit_code: number | null; reason: string | null; started_at: string | null; finished_at: string | null;
+  progress: number | null;
 }
 interface AgentRow {
   id: string; host: string; pid: number; local: number; state: AgentInfo['state']; task_id: number | null;
@@ -75,6 +78,7 @@ export class Store {
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
+    addMissingColumns(this.db);
     this.cached(`INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)`).run(String(SCHEMA_VERSION));
     this.stmt = prepareStatements(this.db);
   }
@@ -91,7 +95,7 @@ export class Store {
     const { lastInsertRowid } = this.stmt.insertJob.run({
       name: job.name, argv: JSON.stringify(job.argv), frameSpec: job.frameSpec, chunk: job.chunk, priority: job.priority,
       cwd: job.cwd, env: JSON.stringify(job.env), maxAttempts: job.maxAttempts, timeoutMs: job.timeoutMs,
-      shell: job.shell ? 1 : 0, submittedAt: now(), framesTotal, nTasks: tasks.length,
+      shell: job.shell ? 1 : 0, submittedAt: now(), framesTotal, nTasks: tasks.length, output: job.output,
     });
     const jobId = Number(lastInsertRowid);
     tasks.forEach((frames, seq) => this.stmt.insertTask.run(jobId, seq, JSON.stringify(frames), frames.length, job.priority));
@@ -102,10 +106,12 @@ export class Store {
     return this.stmt.job.get(jobId) as JobRow | undefined;
   }
 
-  listJobs(states?: JobState[]): JobSummary[] {
-    const rows = this.stmt.jobs.all() as JobRow[];
+  /** All jobs, or those in `states`, or those with these ids (unknown ids are left out). */
+  listJobs(states?: JobState[], jobIds?: number[]): JobSummary[] {
+    const rows = (jobIds ? this.stmt.jobsById.all(JSON.stringify(jobIds)) : this.stmt.jobs.all()) as JobRow[];
     const wanted = states && states.length > 0 ? new Set(states) : null;
-    return rows.filter((r) => !wanted || wanted.has(r.state)).map((r) => this.summary(r));
+    const running = new Map((this.stmt.runningProgress.all() as Array<RunningProgress & { job_id: number }>).map((p) => [p.job_id, p]));
+    return rows.filter((r) => !wanted || wanted.has(r.state)).map((r) => this.summary(r, running.get(r.id) ?? null));
   }
 
   showJob(jobId: number): JobDetail | null {
@@ -118,6 +124,7 @@ export class Store {
       frameSpec: row.frame_spec,
       chunk: row.chunk,
       cwd: row.cwd,
+      output: row.output,
       env: JSON.parse(row.env) as Record<string, string>,
       maxAttempts: row.max_attempts,
       timeoutMs: row.timeout_ms,
@@ -194,6 +201,11 @@ export class Store {
     this.stmt.setTaskPid.run(pid, task.id);
     return task;
   });
+
+  /** Progress (percent) parsed from the log of this attempt; false if the attempt is no longer current. */
+  setTaskProgress(ref: TaskRef, percent: number): boolean {
+    return this.stmt.setTaskProgress.run({ ...ref, percent }).changes > 0;
+  }
 
   /** The task if this agent currently runs this attempt of it (a message about it is current), else null. */
   currentTask(ref: TaskRef): TaskRow | null {
@@ -388,13 +400,17 @@ export class Store {
     this.stmt.setJobState.run(state, completedAt, jobId);
   }
 
-  private summary(r: JobRow): JobSummary {
+  private summary(r: JobRow, running: RunningProgress | null = r.n_running > 0 ? this.runningProgressOf(r.id) : null): JobSummary {
     return {
       id: r.id, name: r.name, state: r.state, priority: r.priority,
-      framesDone: r.frames_done, framesTotal: r.frames_total,
+      framesDone: r.frames_done, framesTotal: r.frames_total, progress: jobProgress(r, running),
       tasks: { waiting: r.n_waiting, running: r.n_running, completed: r.n_completed, failed: r.n_failed, cancelled: r.n_cancelled },
       submittedAt: r.submitted_at, completedAt: r.completed_at, logFile: this.logPathOf(r.id),
     };
+  }
+
+  private runningProgressOf(jobId: number): RunningProgress | null {
+    return (this.stmt.runningProgressOf.get(jobId) as RunningProgress | undefined) ?? null;
   }
 
   private agentInfo(r: AgentRow): AgentInfo {
@@ -412,21 +428,39 @@ function taskInfo(t: TaskRow): TaskInfo {
     id: t.id, seq: t.seq, frames: JSON.parse(t.frames) as number[], state: t.state, attempts: t.attempts,
     agentId: t.agent_id, host: t.host, pid: t.pid, exitCode: t.exit_code, reason: t.reason,
     startedAt: t.started_at, finishedAt: t.finished_at,
+    progress: t.state === 'completed' ? 100 : t.state === 'running' ? t.progress : null,
   };
+}
+
+/** Parsed progress of a job's running tasks: frames' worth done (sum of n_frames × percent) and the highest percent. */
+interface RunningProgress { frames: number; percent: number }
+
+/** Percent of a job done: its completed frames plus what its running tasks report; jobs without frames go by their task. */
+function jobProgress(r: JobRow, running: RunningProgress | null): number {
+  if (r.state === 'Completed') return 100;
+  const percent = r.frames_total > 0 ? ((r.frames_done + (running?.frames ?? 0)) / r.frames_total) * 100 : running?.percent ?? 0;
+  return Math.min(100, Math.floor(percent * 10) / 10);
 }
 
 function prepareStatements(db: Database.Database) {
   return {
       insertJob: db.prepare(`INSERT INTO jobs (name, argv, frame_spec, chunk, priority, cwd, env, max_attempts, timeout_ms, shell,
-        state, submitted_at, frames_total, n_waiting) VALUES (@name, @argv, @frameSpec, @chunk, @priority, @cwd, @env,
-        @maxAttempts, @timeoutMs, @shell, 'Waiting', @submittedAt, @framesTotal, @nTasks)`),
+        state, submitted_at, frames_total, n_waiting, output) VALUES (@name, @argv, @frameSpec, @chunk, @priority, @cwd, @env,
+        @maxAttempts, @timeoutMs, @shell, 'Waiting', @submittedAt, @framesTotal, @nTasks, @output)`),
       insertTask: db.prepare(`INSERT INTO tasks (job_id, seq, frames, n_frames, priority, state) VALUES (?, ?, ?, ?, ?, 'waiting')`),
       job: db.prepare(`SELECT * FROM jobs WHERE id = ?`),
       jobs: db.prepare(`SELECT * FROM jobs ORDER BY id`),
+      jobsById: db.prepare(`SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id`),
+      runningProgress: db.prepare(`SELECT job_id, sum(n_frames * progress) / 100.0 AS frames, max(progress) AS percent
+        FROM tasks WHERE state = 'running' AND progress IS NOT NULL GROUP BY job_id`),
+      runningProgressOf: db.prepare(`SELECT sum(n_frames * progress) / 100.0 AS frames, max(progress) AS percent
+        FROM tasks WHERE job_id = ? AND state = 'running' AND progress IS NOT NULL HAVING count(*) > 0`),
+      setTaskProgress: db.prepare(`UPDATE tasks SET progress = @percent
+        WHERE id = @taskId AND state = 'running' AND agent_id = @agentId AND attempts = @attempt`),
       tasksOfJob: db.prepare(`SELECT * FROM tasks WHERE job_id = ? ORDER BY seq`),
       task: db.prepare(`SELECT * FROM tasks WHERE id = ?`),
       claim: db.prepare(`UPDATE tasks SET state = 'running', attempts = attempts + 1, agent_id = @agentId, host = @host,
-          pid = NULL, exit_code = NULL, reason = NULL, started_at = @at, finished_at = NULL
+          pid = NULL, exit_code = NULL, reason = NULL, started_at = @at, finished_at = NULL, progress = NULL
         WHERE id = (SELECT t.id FROM tasks t WHERE t.state = 'waiting'
           AND NOT EXISTS (SELECT 1 FROM blocklist b WHERE b.job_id = t.job_id AND b.host = @host)
           ORDER BY t.priority DESC, t.job_id, t.seq LIMIT 1)

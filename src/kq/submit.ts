@@ -36,6 +36,7 @@ export function prepareJob(input: JobSubmit): NewJob {
     maxAttempts: job.maxAttempts,
     timeoutMs: job.timeoutMs ?? null,
     shell: job.shell,
+    output: job.output ?? null,
   };
 }
 

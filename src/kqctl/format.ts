@@ -19,7 +19,8 @@ export function when(iso: string | null): string {
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
 }
 
-export const progress = (j: JobSummary) => `${j.framesDone}/${j.framesTotal}`;
+/** Frames done/total, and while running the percent parsed from render logs: `3/12 31%`. */
+export const progress = (j: JobSummary) => `${j.framesDone}/${j.framesTotal}${j.state === 'Running' ? ` ${Math.floor(j.progress ?? 0)}%` : ''}`;
 
 export function jobsTable(jobs: JobSummary[]): string {
   return table(['Id', 'Name', 'State', 'Progress', 'Submitted', 'Completed', 'Log File'],
@@ -33,10 +34,10 @@ export function framesText(frames: number[] | null): string {
 
 export function jobDetail(j: JobDetail): string {
   const fields: Array<[string, string]> = [
-    ['Id', String(j.id)], ['Name', j.name], ['State', j.state], ['Progress', `${progress(j)} frames`],
+    ['Id', String(j.id)], ['Name', j.name], ['State', j.state], ['Progress', `${j.framesDone}/${j.framesTotal} frames, ${Math.floor(j.progress ?? 0)}%`],
     ['Command', JSON.stringify(j.argv)], ['Frames', j.frameSpec ?? '-'], ['Chunk', String(j.chunk)], ['Priority', String(j.priority)],
     ['Attempts', `up to ${j.maxAttempts} per task`], ['Timeout', j.timeoutMs ? `${j.timeoutMs / 1000}s` : '-'],
-    ['Cwd', j.cwd ?? '-'], ['Submitted', when(j.submittedAt)], ['Completed', when(j.completedAt)], ['Log File', j.logFile],
+    ['Cwd', j.cwd ?? '-'], ['Output', j.output ?? '-'], ['Submitted', when(j.submittedAt)], ['Completed', when(j.completedAt)], ['Log File', j.logFile],
     ['Blocklist', j.blocklist.length ? j.blocklist.join(', ') : '-'],
   ];
   const head = fields.map(([k, v]) => `${(k + ':').padEnd(11)} ${v}`).join('\n') + '\n\n';

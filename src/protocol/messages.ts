@@ -35,6 +35,8 @@ export const JobSubmitSchema = z.object({
   maxAttempts: z.number().int().min(1).max(100).default(3),
   timeoutMs: z.number().int().positive().optional(),
   shell: z.boolean().default(false),
+  /** Where the render writes its frames, relative to cwd, with placeholders: `frames/shot_{frame:04}.png` (the monitor shows them). */
+  output: z.string().min(1).max(4096).optional(),
 });
 export type JobSubmit = z.input<typeof JobSubmitSchema>;
 
@@ -45,6 +47,8 @@ export interface JobSummary {
   priority: number;
   framesDone: number;
   framesTotal: number;
+  /** Percent done (0-100, one decimal), counting the progress running tasks report in their logs. */
+  progress: number;
   tasks: Record<TaskState, number>;
   submittedAt: string;
   completedAt: string | null;
@@ -64,6 +68,8 @@ export interface TaskInfo {
   reason: string | null;
   startedAt: string | null;
   finishedAt: string | null;
+  /** Percent done of the current attempt, parsed from its log (100 once completed); null if unknown. */
+  progress: number | null;
 }
 
 export interface JobDetail extends JobSummary {
@@ -71,6 +77,7 @@ export interface JobDetail extends JobSummary {
   frameSpec: string | null;
   chunk: number;
   cwd: string | null;
+  output: string | null;
   env: Record<string, string>;
   maxAttempts: number;
   timeoutMs: number | null;
@@ -99,7 +106,7 @@ export const RequestSchema = z.discriminatedUnion('type', [
   z.object({ v, rid: z.string().max(64), type: z.literal('register'), agentId, host: z.string().min(1).max(255), pid: id, local: z.boolean(), running: RunningTaskSchema.nullable() }),
   z.object({ v, rid: z.string().max(64), type: z.literal('ping') }),
   z.object({ v, rid: z.string().max(64), type: z.literal('submit'), job: JobSubmitSchema }),
-  z.object({ v, rid: z.string().max(64), type: z.literal('list'), states: z.array(JobStateSchema).optional() }),
+  z.object({ v, rid: z.string().max(64), type: z.literal('list'), states: z.array(JobStateSchema).optional(), jobIds: z.array(id).max(10000).optional() }),
   z.object({ v, rid: z.string().max(64), type: z.literal('show'), jobId: id }),
   z.object({ v, rid: z.string().max(64), type: z.literal('log'), jobId: id, from: z.number().int().nonnegative().default(0), max: z.number().int().positive().max(2_000_000).default(1_000_000) }),
   z.object({ v, rid: z.string().max(64), type: z.literal('stop'), jobIds: z.array(id).min(1).max(10000) }),

@@ -8,7 +8,7 @@ import { withClient, type ConnectionFlags } from '../connect.js';
 
 interface SubmitFlags extends ConnectionFlags {
   name?: string; frames?: string; chunk: number; priority: number; cwd?: string; env: string[];
-  retries: number; timeout?: number; shell: boolean; wait: boolean; json: boolean;
+  retries: number; timeout?: number; shell: boolean; output?: string; wait: boolean; json: boolean;
 }
 
 function envPair(value: string, prev: string[]): string[] {
@@ -28,6 +28,7 @@ export function register(program: Command, connection: (c: Command) => Command):
     .option('--retries <n>', 'attempts per task before it fails', intArg(1, 100), 3)
     .option('--timeout <duration>', 'kill a task running longer than this (e.g. 30m)', durationArg)
     .option('--shell', 'run the command through /bin/sh -c (off: argv is run as is)', false)
+    .option('--output <pattern>', "the frames the render writes, relative to --cwd, e.g. 'frames/shot_{frame:04}.png' (the web monitor shows them)")
     .option('--wait', 'wait for the job to end; exit 1 if it failed or was cancelled', false)
     .option('--json', 'print the job as JSON', false))
     .action(withClient(async (client, flags: SubmitFlags, command: string[]) => {
@@ -41,7 +42,7 @@ export function register(program: Command, connection: (c: Command) => Command):
       const job: JobSubmit = {
         name: flags.name, argv: command, frames: flags.frames, chunk: flags.chunk, priority: flags.priority,
         cwd: flags.cwd ? (await import('node:path')).resolve(flags.cwd) : process.cwd(), env, maxAttempts: flags.retries,
-        timeoutMs: flags.timeout, shell: flags.shell,
+        timeoutMs: flags.timeout, shell: flags.shell, output: flags.output,
       };
       const submitted = await client.request<JobSummary>('submit', { job });
       if (!flags.wait) {
