@@ -8,7 +8,7 @@ import * as zmq from 'zeromq';
 import { pino, type Logger } from 'pino';
 import {
   AssignSchema, BroadcastSchema, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Topics, decode, encode,
-  type Broadcast, type RegisterReply, type RequestInput, type TaskAssignment, type Update,
+  type Broadcast, type RegisterReply, type RequestInput, type TaskAssignment, type TaskOutcome, type Update,
 } from '../protocol/index.js';
 import { tcpEndpoint } from '../common/endpoint.js';
 import { SendQueue } from '../common/send-queue.js';
@@ -43,9 +43,12 @@ export class Agent {
   private heartbeatMs = 2000;
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private current: TaskRun | null = null;
+  private readonly abandoned = new Set<TaskRun>();
   private pendingReplies = new Map<string, (reply: RegisterReply | null) => void>();
   private registering: Promise<void> | null = null;
   private stopped: Promise<void> | null = null;
+  /** The last finished report, kept until kq has surely stored it (it assigned new work, or acked a register). */
+  private lastOutcome: TaskOutcome | null = null;
   private logBuffer: string[] = [];
   private logTimer: NodeJS.Timeout | null = null;
 
@@ -107,13 +110,14 @@ export class Agent {
       const running = this.current ? { taskId: this.current.task.taskId, attempt: this.current.task.attempt } : null;
       const reply = await this.request({
         v: PROTOCOL_VERSION, rid: crypto.randomUUID(), type: 'register', agentId: this.o.agentId,
-        host: this.o.hostName, pid: process.pid, local: this.o.local, running,
+        host: this.o.hostName, pid: process.pid, local: this.o.local, running, lastOutcome: this.lastOutcome,
       });
       if (reply) {
+        this.lastOutcome = null;
         this.heartbeatMs = reply.heartbeatMs;
         if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
         this.heartbeatTimer = setInterval(() => this.heartbeat(), this.heartbeatMs);
-        if (this.current && !reply.keepRunning) this.current.stop('kq gave this task to another agent');
+        if (this.current && !reply.keepRunning) this.abandonCurrent('kq requeued this task while the agent was away');
         this.state = 'running';
         this.log.info({ kq: tcpEndpoint(this.o.kqHost, this.o.requestPort), keepRunning: reply.keepRunning }, 'registered with kq');
         return;
@@ -203,8 +207,20 @@ export class Agent {
     }
   }
 
+  /** Kill the current render without reporting it: kq no longer counts it as ours. The agent is free at once. */
+  private abandonCurrent(reason: string): void {
+    const run = this.current;
+    if (!run) return;
+    this.abandoned.add(run);
+    run.stop(reason);
+    this.logBuffer = [];
+    this.current = null;
+    void run.done.finally(() => this.abandoned.delete(run));
+  }
+
   private onAssign(task: TaskAssignment): void {
     if (this.state === 'stopping' || this.state === 'stopped') return;
+    this.lastOutcome = null; // kq only assigns to an agent whose last task it has recorded
     if (this.current) {
       this.log.warn({ task: task.taskId, busyWith: this.current.task.taskId }, 'assignment while busy; refusing it');
       void this.send({ v: PROTOCOL_VERSION, type: 'finished', agentId: this.o.agentId, taskId: task.taskId, attempt: task.attempt,
@@ -213,17 +229,26 @@ export class Agent {
     }
     const ref = { agentId: this.o.agentId, taskId: task.taskId, attempt: task.attempt };
     const run = new TaskRun(task, {
+      env: {
+        KQ_JOB_ID: String(task.jobId), KQ_TASK_ID: String(task.taskId), KQ_ATTEMPT: String(task.attempt),
+        KQ_FRAMES: task.frames.join(' '), KQ_AGENT_ID: this.o.agentId, KQ_AGENT_HOST: this.o.hostName,
+      },
       minimalEnv: this.o.minimalEnv,
       killGraceMs: this.o.killGraceMs,
       onStarted: (pid) => void this.send({ v: PROTOCOL_VERSION, type: 'started', ...ref, pid }),
-      onLines: (lines) => this.queueLines(lines),
+      onLines: (lines) => {
+        if (this.current === run) this.queueLines(lines); // an abandoned render's output is not ours to send
+      },
     });
     this.current = run;
     void run.done.then((result) => {
+      if (this.abandoned.has(run)) return;
       this.flushLogs();
       this.current = null;
       if (result.reason === 'kq stopped') return; // kq already requeued it
-      void this.send({ v: PROTOCOL_VERSION, type: 'finished', ...ref, ...result });
+      const { taskId, attempt } = ref;
+      this.lastOutcome = { taskId, attempt, ...result };
+      void this.send({ v: PROTOCOL_VERSION, type: 'finished', agentId: this.o.agentId, ...this.lastOutcome });
     });
   }
 

@@ -8,6 +8,8 @@ import type { TaskAssignment } from '../protocol/index.js';
 import { killGroup } from '../common/processes.js';
 
 export interface RunOptions {
+  /** Variables describing the task (KQ_JOB_ID, KQ_FRAMES, …), set for every render. */
+  env: Record<string, string>;
   minimalEnv: boolean;
   killGraceMs: number;
   onStarted(pid: number): void;
@@ -70,7 +72,7 @@ export class TaskRun {
   private async runOne(command: string[], started: number): Promise<RunResult> {
     const argv = this.task.shell ? ['/bin/sh', '-c', command.join(' ')] : command;
     const [file, ...args] = SETPRIV ? [SETPRIV, '--pdeathsig', 'KILL', '--', ...argv] : argv;
-    const env = this.o.minimalEnv ? { ...pick(process.env, MINIMAL_ENV_KEYS), ...this.task.env } : this.task.env;
+    const env = { ...(this.o.minimalEnv ? pick(process.env, MINIMAL_ENV_KEYS) : {}), ...this.o.env, ...this.task.env };
     const child = execa(file!, args, {
       cwd: this.task.cwd ?? undefined,
       env,

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { pino, type Logger } from 'pino';
 import {
   PROTOCOL_VERSION, RequestSchema, isTerminalState, Topics, UpdateSchema, decode, encode,
-  type Broadcast, type ErrorCode, type Request, type RequestInput, type Update, type Assign, type LogChunk,
+  type Broadcast, type ErrorCode, type Request, type RequestInput, type TaskOutcome, type Update, type Assign, type LogChunk,
 } from '../protocol/index.js';
 import { dataFiles, type DaemonInfo } from '../common/paths.js';
 import { isLoopback } from '../common/endpoint.js';
@@ -217,6 +217,7 @@ export class Daemon {
         return { epoch: this.epoch, pid: process.pid, version: PROTOCOL_VERSION };
       case 'register': {
         if (routingId !== req.agentId) throw new RequestError('bad-request', 'agent routing id must equal its agent id');
+        if (req.lastOutcome) this.applyOutcome(req.agentId, req.lastOutcome);
         const r = this.store.registerAgent({ id: req.agentId, host: req.host, pid: req.pid, local: req.local, running: req.running, epoch: this.epoch });
         this.reregisterSentAt.delete(req.agentId);
         this.log.info({ agent: req.agentId, host: req.host, keep: r.keepRunning }, 'agent registered');
@@ -325,21 +326,23 @@ export class Daemon {
         if (percent !== null && this.store.setTaskProgress(ref, percent)) this.announceJob(task.job_id);
         return;
       }
-      case 'finished': {
-        const result = this.store.finishTask(ref, u.exitCode, u.reason);
-        this.logs.endTask(key);
-        if (result.outcome !== 'ignored') {
-          const how = u.reason ?? (u.signal ? `killed by ${u.signal}` : `exit code ${u.exitCode}`);
-          const next = result.outcome === 'retry' ? ' (will retry)' : result.outcome === 'failed' ? ' (no attempts left)' : '';
-          this.appendLog(result.jobId, `[kq] task ${u.taskId} attempt ${u.attempt} ${result.outcome === 'completed' ? 'completed' : `failed: ${how}${next}`} after ${(u.durationMs / 1000).toFixed(2)}s\n`);
-          if (result.blocklisted) this.appendLog(result.jobId, `[kq] host ${result.blocklisted} blocklisted for this job after ${this.o.blocklistAfter} failures\n`);
-          this.afterChange([result.jobId]);
-        } else {
-          this.dispatch();
-        }
+      case 'finished':
+        this.applyOutcome(u.agentId, u);
         return;
-      }
     }
+  }
+
+  /** Record how a task attempt ended (from `finished`, or resent in `register`); a stale or repeated report is ignored. */
+  private applyOutcome(agentId: string, o: TaskOutcome): void {
+    const result = this.store.finishTask({ agentId, taskId: o.taskId, attempt: o.attempt }, o.exitCode, o.reason);
+    this.logs.endTask(`${o.taskId}.${o.attempt}`);
+    if (result.outcome === 'ignored') return this.dispatch();
+    const how = o.reason ?? (o.signal ? `killed by ${o.signal}` : `exit code ${o.exitCode}`);
+    const next = result.outcome === 'retry' ? ' (will retry)' : result.outcome === 'failed' ? ' (no attempts left)' : '';
+    this.appendLog(result.jobId, `[kq] task ${o.taskId} attempt ${o.attempt} ${result.outcome === 'completed' ? 'completed' : `failed: ${how}${next}`} after ${(o.durationMs / 1000).toFixed(2)}s\n`);
+    if (result.blocklisted) this.appendLog(result.jobId, `[kq] host ${result.blocklisted} blocklisted for this job after ${this.o.blocklistAfter} failures\n`);
+    if (result.failedEverywhere > 0) this.appendLog(result.jobId, `[kq] ${result.failedEverywhere} waiting task(s) failed: every available host is blocklisted for this job (kqctl restart clears the blocklist)\n`);
+    this.afterChange([result.jobId]);
   }
 
   private askToReregister(agentId: string): void {
@@ -370,11 +373,14 @@ export class Daemon {
   private checkSilentAgents(): void {
     if (this.state !== 'running') return;
     const lost = this.store.markSilentAgentsLost(Date.now() - this.o.agentTimeoutMs);
-    for (const { agent, requeuedJobs } of lost) {
+    for (const { agent, requeuedJobs, renderPids } of lost) {
       this.log.warn({ agent: agent.id, host: agent.host, lastSeen: agent.lastSeen }, 'agent lost: no heartbeat');
       for (const jobId of requeuedJobs) this.appendLog(jobId, `[kq] agent ${agent.id} on ${agent.host} lost (silent for over ${this.o.agentTimeoutMs} ms): task requeued\n`);
       // A local agent that hangs is killed and replaced; a remote one is told to drop its task if it wakes.
-      if (agent.local && agent.host === os.hostname()) this.agents?.kill(agent.pid);
+      if (agent.local && agent.host === os.hostname()) {
+        for (const pid of renderPids) killGroup(pid, 'SIGKILL');
+        this.agents?.kill(agent.pid);
+      }
       if (agent.taskId !== null) this.publish(Topics.agent(agent.id), { v: PROTOCOL_VERSION, type: 'reregister' });
       this.afterChange(requeuedJobs);
     }

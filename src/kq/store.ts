@@ -28,6 +28,8 @@ export interface FinishResult {
   jobId: number;
   outcome: 'completed' | 'retry' | 'failed' | 'ignored';
   blocklisted: string | null;
+  /** Waiting tasks failed because every available host is now blocklisted for the job. */
+  failedEverywhere: number;
 }
 
 export interface StoreOptions {
@@ -229,13 +231,13 @@ export class Store {
     const task = this.stmt.runningOf.get(ref) as TaskRow | undefined;
     if (!task) {
       const stale = this.stmt.task.get(ref.taskId) as TaskRow | undefined;
-      return { jobId: stale?.job_id ?? -1, outcome: 'ignored', blocklisted: null };
+      return { jobId: stale?.job_id ?? -1, outcome: 'ignored', blocklisted: null, failedEverywhere: 0 };
     }
     const at = now();
     if (exitCode === 0 && reason === null) {
       this.stmt.endTask.run({ id: task.id, state: 'completed', exitCode, reason, at, failed: 0 });
       this.countMove(task.job_id, 'running', 'completed', task.n_frames);
-      return { jobId: task.job_id, outcome: 'completed', blocklisted: null };
+      return { jobId: task.job_id, outcome: 'completed', blocklisted: null, failedEverywhere: 0 };
     }
     const job = this.jobRow(task.job_id)!;
     let blocklisted: string | null = null;
@@ -247,15 +249,26 @@ export class Store {
       }
     }
     const why = reason ?? `exit code ${exitCode}`;
-    if (task.fails + 1 < job.max_attempts) {
-      this.stmt.endTask.run({ id: task.id, state: 'waiting', exitCode, reason: why, at, failed: 1 });
-      this.countMove(task.job_id, 'running', 'waiting', 0);
-      return { jobId: task.job_id, outcome: 'retry', blocklisted };
-    }
-    this.stmt.endTask.run({ id: task.id, state: 'failed', exitCode, reason: why, at, failed: 1 });
-    this.countMove(task.job_id, 'running', 'failed', 0);
-    return { jobId: task.job_id, outcome: 'failed', blocklisted };
+    const retry = task.fails + 1 < job.max_attempts;
+    this.stmt.endTask.run({ id: task.id, state: retry ? 'waiting' : 'failed', exitCode, reason: why, at, failed: 1 });
+    this.countMove(task.job_id, 'running', retry ? 'waiting' : 'failed', 0);
+    const failedEverywhere = blocklisted ? this.failIfNoHostLeft(task.job_id) : 0;
+    return { jobId: task.job_id, outcome: retry ? 'retry' : 'failed', blocklisted, failedEverywhere };
   });
+
+  /**
+   * When every host that is up is blocklisted for a job, its waiting tasks could only wait forever:
+   * fail them instead, so the job ends and `wait` returns. Returns how many were failed.
+   */
+  private failIfNoHostLeft(jobId: number): number {
+    const open = this.cached(`SELECT count(*) AS n FROM agents a WHERE a.state IN ('idle', 'busy')
+      AND NOT EXISTS (SELECT 1 FROM blocklist b WHERE b.job_id = ? AND b.host = a.host)`).get(jobId) as { n: number };
+    if (open.n > 0) return 0;
+    const { changes } = this.cached(`UPDATE tasks SET state = 'failed', reason = 'every available host is blocklisted for this job',
+      finished_at = ? WHERE job_id = ? AND state = 'waiting'`).run(now(), jobId);
+    if (changes > 0) this.recount(jobId);
+    return changes;
+  }
 
   // ---------- agents ----------
 
@@ -289,11 +302,12 @@ export class Store {
   }
 
   /** Agents silent since `before` (ms) are lost; their tasks go back to the queue. */
-  readonly markSilentAgentsLost = (before: number): Array<{ agent: AgentInfo; requeuedJobs: number[] }> => this.tx(() => {
-    const lost: Array<{ agent: AgentInfo; requeuedJobs: number[] }> = [];
+  readonly markSilentAgentsLost = (before: number): Array<{ agent: AgentInfo; requeuedJobs: number[]; renderPids: number[] }> => this.tx(() => {
+    const lost: Array<{ agent: AgentInfo; requeuedJobs: number[]; renderPids: number[] }> = [];
     for (const row of this.stmt.silentAgents.all(before) as AgentRow[]) {
-      const info = this.agentInfo(row);
-      lost.push({ agent: info, requeuedJobs: this.dropAgent(row.id, 'lost', 'agent lost (no heartbeat)') });
+      const agent = this.agentInfo(row);
+      const renderPids = this.renderPidsOf(row.id);
+      lost.push({ agent, renderPids, requeuedJobs: this.dropAgent(row.id, 'lost', 'agent lost (no heartbeat)') });
     }
     return lost;
   });

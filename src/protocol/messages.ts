@@ -101,9 +101,17 @@ export interface AgentInfo {
 // ---------- request socket: agent and client requests ----------
 
 const RunningTaskSchema = z.object({ taskId: id, attempt: id });
+/** How a task attempt ended, as the agent saw it. Sent in `finished`, and again in `register` until acknowledged. */
+const TaskOutcomeSchema = z.object({
+  taskId: id, attempt: id,
+  exitCode: z.number().int().nullable(), signal: z.string().max(32).nullable(), durationMs: z.number().nonnegative(), reason: z.string().max(4096).nullable(),
+});
+export type TaskOutcome = z.infer<typeof TaskOutcomeSchema>;
 
 export const RequestSchema = z.discriminatedUnion('type', [
-  z.object({ v, rid: z.string().max(64), type: z.literal('register'), agentId, host: z.string().min(1).max(255), pid: id, local: z.boolean(), running: RunningTaskSchema.nullable() }),
+  z.object({ v, rid: z.string().max(64), type: z.literal('register'), agentId, host: z.string().min(1).max(255), pid: id, local: z.boolean(), running: RunningTaskSchema.nullable(),
+    /** The agent's last finished report, resent because kq may have died before it was stored. */
+    lastOutcome: TaskOutcomeSchema.nullable().default(null) }),
   z.object({ v, rid: z.string().max(64), type: z.literal('ping') }),
   z.object({ v, rid: z.string().max(64), type: z.literal('submit'), job: JobSubmitSchema }),
   z.object({ v, rid: z.string().max(64), type: z.literal('list'), states: z.array(JobStateSchema).optional(), jobIds: z.array(id).max(10000).optional() }),
@@ -160,7 +168,7 @@ export const UpdateSchema = z.discriminatedUnion('type', [
   z.object({ v, type: z.literal('bye'), agentId }),
   z.object({ v, type: z.literal('started'), ...taskRef, pid: id }),
   z.object({ v, type: z.literal('log'), ...taskRef, lines: z.array(z.string()).max(10000) }),
-  z.object({ v, type: z.literal('finished'), ...taskRef, exitCode: z.number().int().nullable(), signal: z.string().max(32).nullable(), durationMs: z.number().nonnegative(), reason: shortText.nullable() }),
+  z.object({ v, type: z.literal('finished'), agentId, ...TaskOutcomeSchema.shape }),
 ]);
 export type Update = z.infer<typeof UpdateSchema>;
 
