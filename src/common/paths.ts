@@ -16,6 +16,7 @@ export const dataFiles = (root: string) => ({
   daemonLog: path.join(root, 'logs', 'kq.log'),
   jobLog: (jobId: number) => path.join(root, 'logs', `job-${jobId}.log`),
   agentLog: (n: number) => path.join(root, 'logs', `local_agent_${n}.log`),
+  httpToken: path.join(root, 'http-token'),
 });
 
 /** What kq writes to kq.json so kqctl finds it without flags. */
@@ -28,6 +29,9 @@ export interface DaemonInfo {
   broadcastPort: number;
   dataRoot: string;
   startedAt: string;
+  /** The web monitor's port and page address; null with --no-http. */
+  httpPort: number | null;
+  httpUrl: string | null;
 }
 
-export const DEFAULT_PORTS = { request: 5560, update: 5561, broadcast: 5562 } as const;
+export const DEFAULT_PORTS = { request: 5560, update: 5561, broadcast: 5562, http: 5563 } as const;

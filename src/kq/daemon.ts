@@ -24,6 +24,7 @@ import { prepareJob, RequestError } from './submit.js';
 import { RateLimitedLog } from './rate-limited-log.js';
 import type { DaemonOptions } from './options.js';
 import { ProgressTracker } from './progress.js';
+import { startMonitor, type Monitor } from './http/server.js';
 
 /** A request as in-process callers write it: no protocol version or request id. */
 export type LocalRequest = RequestInput extends infer R ? (R extends unknown ? Omit<R, 'v' | 'rid'> : never) : never;
@@ -43,6 +44,7 @@ export class Daemon {
   private agents: LocalAgents | null = null;
   private lock: Lock | null = null;
   private lostTimer: NodeJS.Timeout | null = null;
+  private monitor: Monitor | null = null;
   private stopped: Promise<void> | null = null;
   private readonly dropped: RateLimitedLog;
   private readonly reregisterSentAt = new Map<string, number>();
@@ -66,6 +68,9 @@ export class Daemon {
       this.store = new Store(this.files.db, { blocklistAfter: this.o.blocklistAfter }, this.files.jobLog);
       this.logs = new JobLogs(this.files.jobLog, { maxTaskBytes: this.o.maxTaskLogBytes, maxOpen: 64 });
       this.sockets = await bindSockets(this.o);
+      if (this.o.httpPort !== null) {
+        this.monitor = await startMonitor(this, { port: this.o.httpPort, bind: this.o.httpBind, token: this.o.httpToken, dataRoot: this.o.dataRoot, log: this.log.child({ component: 'http' }) });
+      }
     } catch (err) {
       this.lock.release();
       throw err;
@@ -80,6 +85,8 @@ export class Daemon {
       broadcastPort: this.sockets.ports.broadcast,
       dataRoot: this.o.dataRoot,
       startedAt: new Date().toISOString(),
+      httpPort: this.monitor?.port ?? null,
+      httpUrl: this.monitor?.url ?? null,
     };
     fs.writeFileSync(this.files.info, JSON.stringify(this.info, null, 2) + '\n');
     void this.receiveRequests();
@@ -101,6 +108,7 @@ export class Daemon {
     this.state = 'stopping';
     const steps: Array<[string, () => unknown]> = [
       ['stop timer', () => this.lostTimer && clearInterval(this.lostTimer)],
+      ['close web monitor', () => this.monitor?.close()],
       ['tell agents', () => this.publish(Topics.allAgents, { v: PROTOCOL_VERSION, type: 'kq-stopping' })],
       ['kill renders of local agents', () => this.killLocalRenders()],
       ['requeue running tasks', () => this.store.requeueAll('kq stopped')],

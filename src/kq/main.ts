@@ -1,9 +1,10 @@
 /** `kq`: the daemon's command line. */
 import { Command } from 'commander';
 import { durationArg, intArg, portArg, usageExitCodes } from '../common/cli.js';
-import { tcpEndpoint } from '../common/endpoint.js';
+import { isLoopback, tcpEndpoint } from '../common/endpoint.js';
 import { Daemon } from './daemon.js';
 import { DAEMON_DEFAULTS, envDefaults, type DaemonOptions } from './options.js';
+import { dataFiles } from '../common/paths.js';
 
 const env = envDefaults();
 const program = usageExitCodes(new Command('kq'))
@@ -21,9 +22,13 @@ const program = usageExitCodes(new Command('kq'))
   .option('--max-task-log <bytes>', 'log bytes kept per task attempt; the rest is cut with a marker', intArg(1024, 2 ** 40), DAEMON_DEFAULTS.maxTaskLogBytes)
   .option('--log-level <level>', 'daemon log level (logs/kq.log)', DAEMON_DEFAULTS.logLevel)
   .option('--agent-arg <arg>', 'extra flag passed to every local agent (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+  .option('--http-port <port>', 'web monitor port [env KQ_HTTP_PORT]; 0 picks a free one', portArg, portArg(env.httpPort))
+  .option('--http-bind <addr>', 'web monitor address [env KQ_HTTP_BIND]; beyond loopback every API request needs the token', env.httpBind)
+  .option('--http-token <token>', 'web monitor token [env KQ_HTTP_TOKEN] (default: none on loopback, else generated into <data root>/http-token)', env.httpToken)
+  .option('--no-http', 'do not serve the web monitor')
   .addHelpText('after', `
 Exit codes: 0 stopped cleanly (SIGINT/SIGTERM), 1 could not start, 2 bad usage.
-Files: <data root>/kq.db (job table), kq.json (address for kqctl), logs/job-<id>.log, logs/kq.log.`)
+Files: <data root>/kq.db (job table), kq.json (address for kqctl), logs/job-<id>.log, logs/kq.log, http-token.`)
   .parse();
 
 const opts = program.opts();
@@ -41,6 +46,9 @@ const options: DaemonOptions = {
   maxTaskLogBytes: opts.maxTaskLog,
   logLevel: opts.logLevel,
   agentArgs: opts.agentArg,
+  httpPort: opts.http === false ? null : opts.httpPort,
+  httpBind: opts.httpBind,
+  httpToken: opts.httpToken,
 };
 
 const daemon = new Daemon(options);
@@ -55,8 +63,11 @@ process.on('SIGHUP', () => undefined); // a closed terminal must not take the fa
 try {
   const info = await daemon.start();
   const at = (port: number) => tcpEndpoint(info.host, port);
-  process.stdout.write(`kq ${info.pid} ready: request ${at(info.requestPort)}, update ${at(info.updatePort)}, broadcast ${at(info.broadcastPort)}\n` +
-    `  data root ${info.dataRoot}; ${options.numAgents} local agent(s); log ${info.dataRoot}/logs/kq.log\n`);
+  const monitor = info.httpUrl ? `, monitor ${info.httpUrl}` : '';
+  const token = info.httpUrl && !options.httpToken && !isLoopback(options.httpBind)
+    ? `  monitor token: ${dataFiles(info.dataRoot).httpToken} (open ${info.httpUrl}?token=<its contents>)\n` : '';
+  process.stdout.write(`kq ${info.pid} ready: request ${at(info.requestPort)}, update ${at(info.updatePort)}, broadcast ${at(info.broadcastPort)}${monitor}\n` +
+    `  data root ${info.dataRoot}; ${options.numAgents} local agent(s); log ${info.dataRoot}/logs/kq.log\n` + token);
 } catch (err) {
   process.stderr.write(`kq: ${(err as Error).message}\n`);
   await daemon.stop().catch(() => undefined);

@@ -16,6 +16,12 @@ export interface DaemonOptions {
   logLevel: string;
   /** Extra flags for local agents (tests use it to shorten timers). */
   agentArgs?: string[];
+  /** The web monitor's port (0 = a free one), or null for none. */
+  httpPort: number | null;
+  /** Where the monitor listens; beyond loopback every API request needs the token. */
+  httpBind: string;
+  /** The monitor's token; default: none on loopback, else generated into <data root>/http-token. */
+  httpToken?: string;
 }
 
 export const DAEMON_DEFAULTS = {
@@ -37,5 +43,8 @@ export function envDefaults(env: NodeJS.ProcessEnv = process.env) {
     broadcastPort: env.KQ_BROADCAST_PORT ?? String(DEFAULT_PORTS.broadcast),
     numAgents: env.KQ_NUM_AGENTS ?? String(DAEMON_DEFAULTS.numAgents),
     bind: env.KQ_BIND ?? DAEMON_DEFAULTS.bind,
+    httpPort: env.KQ_HTTP_PORT ?? String(DEFAULT_PORTS.http),
+    httpBind: env.KQ_HTTP_BIND ?? DAEMON_DEFAULTS.bind,
+    httpToken: env.KQ_HTTP_TOKEN,
   };
 }

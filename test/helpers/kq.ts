@@ -66,8 +66,9 @@ export class Kq {
   /** Start (or restart) the daemon on this data root; ports are reused after the first start. */
   async start(): Promise<void> {
     const ports = this.info
-      ? ['--request-port', String(this.info.requestPort), '--update-port', String(this.info.updatePort), '--broadcast-port', String(this.info.broadcastPort)]
-      : ['--request-port', '0', '--update-port', '0', '--broadcast-port', '0'];
+      ? ['--request-port', String(this.info.requestPort), '--update-port', String(this.info.updatePort), '--broadcast-port', String(this.info.broadcastPort),
+        '--http-port', String(this.info.httpPort ?? 0)]
+      : ['--request-port', '0', '--update-port', '0', '--broadcast-port', '0', '--http-port', '0'];
     const infoFile = path.join(this.dataRoot, 'kq.json');
     this.output = '';
     this.proc = execa('node', [BIN.kq, '--data-root', this.dataRoot, '--num-agents', String(this.options.numAgents ?? 2), ...ports, ...(this.options.args ?? [])], {

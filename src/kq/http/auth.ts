@@ -1,0 +1,88 @@
+/**
+ * Who may use the monitor's API.
+ * - With a token (given, or required because the monitor listens beyond loopback): every /api request
+ *   must carry it, as `Authorization: Bearer <token>` or `?token=<token>` (EventSource cannot set headers).
+ * - On loopback without a token: only requests addressed to a loopback name (a web page cannot reach
+ *   the API through DNS rebinding), and no cross-site writes (a page elsewhere cannot stop jobs).
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { isLoopback } from '../../common/endpoint.js';
+
+export interface TokenChoice {
+  /** The token every API request must carry, or null when none is needed (loopback). */
+  token: string | null;
+  /** Where a generated token was stored, for the ready line. */
+  file: string | null;
+}
+
+/** A token given explicitly wins; beyond loopback one is read from (or generated into) `tokenFile`. */
+export function chooseToken(bind: string, given: string | undefined, tokenFile: string): TokenChoice {
+  if (given !== undefined && given !== '') {
+    if (given.length < 16) throw new Error('--http-token must be at least 16 characters');
+    return { token: given, file: null };
+  }
+  if (isLoopback(bind)) return { token: null, file: null };
+  try {
+    const existing = fs.readFileSync(tokenFile, 'utf8').trim();
+    if (existing.length >= 16) return { token: existing, file: tokenFile };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`cannot read the monitor token ${tokenFile}: ${(err as Error).message}`);
+  }
+  const token = crypto.randomBytes(24).toString('base64url');
+  fs.writeFileSync(tokenFile, token + '\n', { mode: 0o600 });
+  return { token, file: tokenFile };
+}
+
+function sameToken(given: string, token: string): boolean {
+  const a = crypto.createHash('sha256').update(given).digest();
+  const b = crypto.createHash('sha256').update(token).digest();
+  return crypto.timingSafeEqual(a, b);
+}
+
+function presentedToken(req: FastifyRequest): string | null {
+  const header = req.headers.authorization;
+  if (typeof header === 'string') {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    if (m) return m[1]!;
+  }
+  const q = (req.query as Record<string, unknown> | undefined)?.token;
+  return typeof q === 'string' ? q : null;
+}
+
+function hostnameOf(hostHeader: string | undefined): string | null {
+  if (!hostHeader) return null;
+  try {
+    return new URL(`http://${hostHeader}`).hostname.replace(/^\[|\]$/g, '');
+  } catch {
+    return null;
+  }
+}
+
+/** An onRequest hook for /api routes. */
+export function apiGuard(token: string | null) {
+  return async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    if (token !== null) {
+      const given = presentedToken(req);
+      if (given === null || !sameToken(given, token)) {
+        await reply.code(401).header('www-authenticate', 'Bearer realm="kq"')
+          .send({ code: 'unauthorized', error: 'this kq monitor needs its token: send "Authorization: Bearer <token>" or add ?token=<token> (the token is in <data root>/http-token)' });
+      }
+      return;
+    }
+    const host = hostnameOf(req.headers.host);
+    if (host === null || !isLoopback(host)) {
+      await reply.code(403).send({ code: 'forbidden', error: `the monitor listens on loopback only; requests must be addressed to localhost, not "${req.headers.host ?? ''}"` });
+      return;
+    }
+    const origin = req.headers.origin;
+    if (req.method !== 'GET' && req.method !== 'HEAD' && origin !== undefined) {
+      let originHost: string | null = null;
+      try { originHost = new URL(origin).host; } catch { /* "null" or garbage */ }
+      if (originHost !== req.headers.host) {
+        await reply.code(403).send({ code: 'forbidden', error: 'cross-site requests may not change jobs' });
+      }
+    }
+  };
+}

@@ -1,0 +1,122 @@
+/**
+ * The web monitor: fastify serving the JSON API (routes.ts), live events (sse.ts) and the page (web/).
+ * Started by the daemon after its sockets are bound; closed first when it stops. Bad input gets a 4xx
+ * answer and a line in kq.log at most — never an exception into the daemon.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError } from 'fastify';
+import fastifyStatic from '@fastify/static';
+import type { Logger } from 'pino';
+import { dataFiles, type DaemonInfo } from '../../common/paths.js';
+import { RequestError } from '../submit.js';
+import { apiGuard, chooseToken } from './auth.js';
+import { registerRoutes } from './routes.js';
+import { MonitorHub, type MonitorBackend } from './sse.js';
+
+export interface MonitorOptions {
+  /** 0 picks a free port. */
+  port: number;
+  bind: string;
+  /** Required from every API request when set; beyond loopback one is generated if not given. */
+  token?: string;
+  dataRoot: string;
+  log: Logger;
+}
+
+export interface Monitor {
+  port: number;
+  /** The page's address (without the token). */
+  url: string;
+  /** Where the token is stored when kq generated it (beyond loopback), else null. */
+  tokenFile: string | null;
+  auth: boolean;
+  close(): Promise<void>;
+}
+
+/** web/ next to src/ and dist/: found by walking up from this module (src/kq/http or dist/src/kq/http). */
+export function webRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    if (fs.existsSync(path.join(dir, 'web', 'index.html'))) return path.join(dir, 'web');
+    dir = path.dirname(dir);
+  }
+  throw new Error('the monitor page (web/index.html) is missing from the kq installation');
+}
+
+export function monitorUrl(bind: string, port: number): string {
+  const host = bind === '0.0.0.0' || bind === '::' || bind === '*' ? os.hostname() : bind;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${port}/`;
+}
+
+const SECURITY_HEADERS = {
+  'content-security-policy': "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'x-frame-options': 'DENY',
+};
+
+export async function startMonitor(backend: MonitorBackend & { info?: DaemonInfo }, o: MonitorOptions): Promise<Monitor> {
+  const { token, file: tokenFile } = chooseToken(o.bind, o.token, dataFiles(o.dataRoot).httpToken);
+  const app = Fastify({
+    loggerInstance: o.log as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: 16 * 1024 * 1024,
+    forceCloseConnections: true,
+    return503OnClosing: true,
+  });
+  const hub = new MonitorHub(backend, o.log, { batchMs: 100, agentsMs: 2000 });
+  let url = '';
+
+  const guard = apiGuard(token);
+  app.addHook('onRequest', async (req, reply) => {
+    reply.headers(SECURITY_HEADERS);
+    if (req.url === '/api' || req.url.startsWith('/api/') || req.url.startsWith('/api?')) await guard(req, reply);
+  });
+
+  app.setErrorHandler((err: FastifyError, req, reply) => {
+    if (err instanceof RequestError) {
+      return reply.code(err.code === 'not-found' ? 404 : err.code === 'bad-request' ? 400 : 500).send({ code: err.code, error: err.message });
+    }
+    const status = typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
+    if (status === 500) {
+      o.log.error({ err: err.stack, method: req.method, url: req.url.replace(/token=[^&]*/, 'token=…') }, 'monitor request failed');
+      return reply.code(500).send({ code: 'internal', error: 'internal error: see <data root>/logs/kq.log' });
+    }
+    return reply.code(status).send({ code: status === 404 ? 'not-found' : 'bad-request', error: err.message });
+  });
+  app.setNotFoundHandler((req, reply) => {
+    if (req.url.startsWith('/api')) return reply.code(404).send({ code: 'not-found', error: `no such route: ${req.method} ${req.url.split('?')[0]}` });
+    return reply.code(404).type('text/plain; charset=utf-8').send('not found\n');
+  });
+
+  await app.register(fastifyStatic, { root: webRoot(), prefix: '/', index: 'index.html', dotfiles: 'deny', wildcard: true });
+  registerRoutes(app, {
+    backend, hub, log: o.log,
+    sse: { maxBufferedBytes: 8 * 1024 * 1024, heartbeatMs: 15_000 },
+    info: () => backend.info,
+    monitor: () => ({ url, auth: token !== null }),
+  });
+  app.addHook('preClose', async () => hub.stop());
+
+  hub.start();
+  try {
+    await app.listen({ port: o.port, host: o.bind === '*' ? '0.0.0.0' : o.bind });
+  } catch (err) {
+    hub.stop();
+    await app.close().catch(() => undefined);
+    const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    throw new Error(`cannot serve the web monitor on ${o.bind}:${o.port} (${code})` +
+      (code === 'EADDRINUSE' ? ': another program (another kq?) uses that port; choose --http-port (0 = any free port) or --no-http' : ''));
+  }
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : o.port;
+  url = monitorUrl(o.bind, port);
+  let closed: Promise<void> | null = null;
+  return {
+    port, url, tokenFile, auth: token !== null,
+    close: () => (closed ??= app.close()),
+  };
+}

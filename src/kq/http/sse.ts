@@ -1,0 +1,214 @@
+/**
+ * Server-sent events: one stream per browser connection, and the hub that turns kq's broadcasts into
+ * events. One listener on the daemon's broadcasts serves every connection; nothing a client does (or
+ * fails to do, like reading) can throw back into the daemon.
+ */
+import type { EventEmitter } from 'node:events';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import type { AgentInfo, Broadcast, JobSummary } from '../../protocol/index.js';
+import type { LocalRequest } from '../daemon.js';
+
+/** What the monitor needs from the daemon (the Daemon class provides it). */
+export interface MonitorBackend {
+  request(req: LocalRequest): unknown;
+  readonly broadcasts: EventEmitter<{ message: [string, Broadcast] }>;
+}
+
+export interface SseOptions {
+  /** A client that lets this many bytes pile up unread is cut off (its EventSource reconnects and resumes). */
+  maxBufferedBytes: number;
+  heartbeatMs: number;
+}
+
+export class SseStream {
+  private readonly raw;
+  private heartbeat: NodeJS.Timeout;
+  private readonly closeHandlers: Array<() => void> = [];
+  closed = false;
+
+  constructor(req: FastifyRequest, reply: FastifyReply, private readonly o: SseOptions, extraHeaders: Record<string, string> = {}) {
+    reply.hijack();
+    this.raw = reply.raw;
+    this.raw.writeHead(200, {
+      ...extraHeaders,
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache, no-transform',
+      'x-accel-buffering': 'no',
+      connection: 'keep-alive',
+    });
+    this.raw.write('retry: 2000\n\n');
+    this.heartbeat = setInterval(() => this.write(': ping\n\n'), o.heartbeatMs);
+    this.heartbeat.unref();
+    const onGone = () => this.close();
+    req.raw.on('close', onGone);
+    this.raw.on('close', onGone);
+    this.raw.on('error', onGone);
+  }
+
+  /** Send one event; false once the stream is closed. `id` lets a reconnecting EventSource resume. */
+  send(event: string, data: unknown, id?: string): boolean {
+    return this.write(`event: ${event}\n${id === undefined ? '' : `id: ${id}\n`}data: ${JSON.stringify(data)}\n\n`);
+  }
+
+  /** Resolves when the client has read what was sent (or the stream closed). */
+  drained(): Promise<void> {
+    if (this.closed || !this.raw.writableNeedDrain) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        this.raw.off('drain', done);
+        this.raw.off('close', done);
+        resolve();
+      };
+      this.raw.on('drain', done);
+      this.raw.on('close', done);
+    });
+  }
+
+  onClose(fn: () => void): void {
+    if (this.closed) fn();
+    else this.closeHandlers.push(fn);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.heartbeat);
+    for (const fn of this.closeHandlers.splice(0)) {
+      try { fn(); } catch { /* a close handler must not stop the others */ }
+    }
+    if (!this.raw.destroyed) this.raw.end();
+  }
+
+  private write(text: string): boolean {
+    if (this.closed) return false;
+    try {
+      this.raw.write(text);
+    } catch {
+      this.close();
+      return false;
+    }
+    if (this.raw.writableLength > this.o.maxBufferedBytes) {
+      this.closed = true; // cut off a client that does not read; it reconnects and resumes
+      clearInterval(this.heartbeat);
+      for (const fn of this.closeHandlers.splice(0)) {
+        try { fn(); } catch { /* ignore */ }
+      }
+      this.raw.destroy();
+      return false;
+    }
+    return true;
+  }
+}
+
+export interface HubOptions {
+  /** Job changes are gathered this long and sent as one `jobs` event. */
+  batchMs: number;
+  /** The agents list is re-checked this often while anyone watches (for Last Seen and lost agents). */
+  agentsMs: number;
+}
+
+type LogListener = (msg: Extract<Broadcast, { type: 'log' }>) => void;
+
+/**
+ * Fans kq's broadcasts out to browsers:
+ * - `/api/events` clients get `snapshot` {jobs, agents} on connect, then `jobs` (changed job summaries,
+ *   the same shape as `list`) and `agents` (the whole `agents` reply, when it changed).
+ * - log followers get every `log` broadcast of their job, in order.
+ */
+export class MonitorHub {
+  private readonly clients = new Set<SseStream>();
+  private readonly logListeners = new Map<number, Set<LogListener>>();
+  private readonly changed = new Set<number>();
+  private flushTimer: NodeJS.Timeout | null = null;
+  private agentsTimer: NodeJS.Timeout | null = null;
+  private lastAgents = '';
+  private started = false;
+
+  constructor(private readonly backend: MonitorBackend, private readonly log: Logger, private readonly o: HubOptions) {}
+
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    this.backend.broadcasts.on('message', this.onMessage);
+  }
+
+  stop(): void {
+    this.backend.broadcasts.off('message', this.onMessage);
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    if (this.agentsTimer) clearInterval(this.agentsTimer);
+    this.flushTimer = this.agentsTimer = null;
+    for (const c of [...this.clients]) c.close();
+    this.clients.clear();
+    this.logListeners.clear();
+  }
+
+  /** A new `/api/events` connection: everything now, then changes. */
+  addClient(stream: SseStream): void {
+    const agents = this.backend.request({ type: 'agents' }) as AgentInfo[];
+    const jobs = this.backend.request({ type: 'list' }) as JobSummary[];
+    if (!stream.send('snapshot', { jobs, agents })) return;
+    this.clients.add(stream);
+    stream.onClose(() => {
+      this.clients.delete(stream);
+      if (this.clients.size === 0 && this.agentsTimer) {
+        clearInterval(this.agentsTimer);
+        this.agentsTimer = null;
+      }
+    });
+    this.agentsTimer ??= setInterval(() => this.guard('agents', () => this.pushAgents()), this.o.agentsMs);
+  }
+
+  /** Follow one job's log broadcasts; returns the unsubscribe function. */
+  followLog(jobId: number, fn: LogListener): () => void {
+    let set = this.logListeners.get(jobId);
+    if (!set) this.logListeners.set(jobId, (set = new Set()));
+    set.add(fn);
+    return () => {
+      set.delete(fn);
+      if (set.size === 0) this.logListeners.delete(jobId);
+    };
+  }
+
+  private readonly onMessage = (_topic: string, msg: Broadcast): void => {
+    this.guard('broadcast', () => {
+      if (msg.type === 'job') {
+        if (this.clients.size === 0) return;
+        this.changed.add(msg.jobId);
+        this.flushTimer ??= setTimeout(() => this.guard('flush', () => this.flush()), this.o.batchMs);
+      } else if (msg.type === 'log') {
+        for (const fn of this.logListeners.get(msg.jobId) ?? []) fn(msg);
+      }
+    });
+  };
+
+  private flush(): void {
+    this.flushTimer = null;
+    const ids = [...this.changed];
+    this.changed.clear();
+    if (this.clients.size === 0 || ids.length === 0) return;
+    for (let i = 0; i < ids.length; i += 10_000) {
+      const jobs = this.backend.request({ type: 'list', jobIds: ids.slice(i, i + 10_000) }) as JobSummary[];
+      for (const c of this.clients) c.send('jobs', jobs);
+    }
+    this.pushAgents();
+  }
+
+  private pushAgents(): void {
+    if (this.clients.size === 0) return;
+    const agents = this.backend.request({ type: 'agents' }) as AgentInfo[];
+    const json = JSON.stringify(agents);
+    if (json === this.lastAgents) return;
+    this.lastAgents = json;
+    for (const c of this.clients) c.send('agents', agents);
+  }
+
+  /** Nothing the monitor does may throw into the daemon's publish path or a timer. */
+  private guard(what: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.log.error({ err: (err as Error).stack, what }, 'monitor event handling failed');
+    }
+  }
+}
