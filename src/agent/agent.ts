@@ -117,7 +117,9 @@ export class Agent {
         this.heartbeatMs = reply.heartbeatMs;
         if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
         this.heartbeatTimer = setInterval(() => this.heartbeat(), this.heartbeatMs);
-        if (this.current && !reply.keepRunning) this.abandonCurrent('kq requeued this task while the agent was away');
+        // Only the run this registration reported can be stale; a task assigned since is current by definition.
+        const reported = this.current && running && this.current.task.taskId === running.taskId && this.current.task.attempt === running.attempt;
+        if (reported && !reply.keepRunning) this.abandonCurrent('kq requeued this task while the agent was away');
         this.state = 'running';
         this.log.info({ kq: tcpEndpoint(this.o.kqHost, this.o.requestPort), keepRunning: reply.keepRunning }, 'registered with kq');
         return;

@@ -229,7 +229,8 @@ export class Daemon {
         const r = this.store.registerAgent({ id: req.agentId, host: req.host, pid: req.pid, local: req.local, running: req.running, epoch: this.epoch });
         this.reregisterSentAt.delete(req.agentId);
         this.log.info({ agent: req.agentId, host: req.host, keep: r.keepRunning }, 'agent registered');
-        this.afterChange(r.requeuedJobs);
+        // Announce only: work is dispatched after the reply, so the agent never sees an assignment first.
+        for (const jobId of new Set(r.requeuedJobs)) this.announceJob(jobId);
         return { heartbeatMs: this.o.heartbeatMs, keepRunning: r.keepRunning };
       }
       case 'submit': {

@@ -19,9 +19,11 @@ export interface LocalAgentsOptions {
   stopGraceMs: number;
 }
 
-interface Slot { n: number; pid: number | null; child: ChildProcess | null; startedAt: number; timer: NodeJS.Timeout | null }
+interface Slot { n: number; pid: number | null; child: ChildProcess | null; startedAt: number; timer: NodeJS.Timeout | null; fastExits: number }
 
-const RESPAWN_DELAY_FAST_EXIT_MS = 2000;
+/** An agent that dies this soon after starting is crashing, not killed: back off so it cannot fork-storm. */
+const FAST_EXIT_MS = 2000;
+const RESPAWN_BACKOFF_MS = { first: 250, max: 10_000 };
 const ADOPTED_POLL_MS = 1000;
 
 export class LocalAgents {
@@ -33,7 +35,7 @@ export class LocalAgents {
   /** Start the agents, adopting the given still-running pids first. */
   start(adoptPids: number[]): void {
     for (let n = 1; n <= this.o.count; n++) {
-      const slot: Slot = { n, pid: null, child: null, startedAt: 0, timer: null };
+      const slot: Slot = { n, pid: null, child: null, startedAt: 0, timer: null, fastExits: 0 };
       this.slots.push(slot);
       const adopt = adoptPids.shift();
       if (adopt !== undefined) this.adopt(slot, adopt);
@@ -109,7 +111,8 @@ export class LocalAgents {
     }
     if (this.stopping) return;
     this.o.log.warn({ slot: slot.n, pid, why }, 'local agent ended; replacing it');
-    const delay = Date.now() - slot.startedAt < RESPAWN_DELAY_FAST_EXIT_MS ? RESPAWN_DELAY_FAST_EXIT_MS : 0;
+    slot.fastExits = Date.now() - slot.startedAt < FAST_EXIT_MS ? slot.fastExits + 1 : 0;
+    const delay = slot.fastExits === 0 ? 0 : Math.min(RESPAWN_BACKOFF_MS.max, RESPAWN_BACKOFF_MS.first * 2 ** (slot.fastExits - 1));
     slot.timer = setTimeout(() => this.spawn(slot), delay);
   }
 }

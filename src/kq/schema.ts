@@ -38,6 +38,8 @@ CREATE TABLE IF NOT EXISTS tasks (
   attempts INTEGER NOT NULL DEFAULT 0,
   -- fails counts failed runs: the retry limit applies to it.
   fails INTEGER NOT NULL DEFAULT 0,
+  -- the host this task last failed on: a retry goes elsewhere while another host can take it.
+  last_failed_host TEXT,
   agent_id TEXT,
   host TEXT,
   pid INTEGER,

@@ -162,7 +162,7 @@ export class Store {
           if (t.state === 'running') toKill.push({ agentId: t.agent_id!, taskId: t.id, attempt: t.attempts });
         }
       }
-      this.cached(`UPDATE tasks SET state = 'waiting', fails = 0, exit_code = NULL, reason = NULL, pid = NULL,
+      this.cached(`UPDATE tasks SET state = 'waiting', fails = 0, last_failed_host = NULL, exit_code = NULL, reason = NULL, pid = NULL,
         started_at = NULL, finished_at = NULL WHERE job_id = ? AND state IN ${states}`).run(jobId);
       this.cached(`DELETE FROM blocklist WHERE job_id = ?`).run(jobId);
       this.cached(`DELETE FROM failures WHERE job_id = ?`).run(jobId);
@@ -477,13 +477,16 @@ function prepareStatements(db: Database.Database) {
           pid = NULL, exit_code = NULL, reason = NULL, started_at = @at, finished_at = NULL, progress = NULL
         WHERE id = (SELECT t.id FROM tasks t WHERE t.state = 'waiting'
           AND NOT EXISTS (SELECT 1 FROM blocklist b WHERE b.job_id = t.job_id AND b.host = @host)
+          AND (t.last_failed_host IS NULL OR t.last_failed_host != @host OR NOT EXISTS (
+            SELECT 1 FROM agents a WHERE a.state IN ('idle', 'busy') AND a.host != @host
+              AND NOT EXISTS (SELECT 1 FROM blocklist b2 WHERE b2.job_id = t.job_id AND b2.host = a.host)))
           ORDER BY t.priority DESC, t.job_id, t.seq LIMIT 1)
         RETURNING *`),
       runningOf: db.prepare(`SELECT * FROM tasks WHERE id = @taskId AND state = 'running' AND agent_id = @agentId AND attempts = @attempt`),
       runningByAgent: db.prepare(`SELECT * FROM tasks WHERE state = 'running' AND agent_id = ?`),
       setTaskPid: db.prepare(`UPDATE tasks SET pid = ? WHERE id = ?`),
       endTask: db.prepare(`UPDATE tasks SET state = @state, exit_code = @exitCode, reason = @reason, finished_at = @at,
-        fails = fails + @failed WHERE id = @id`),
+        fails = fails + @failed, last_failed_host = CASE WHEN @failed = 1 THEN host ELSE last_failed_host END WHERE id = @id`),
       requeueTask: db.prepare(`UPDATE tasks SET state = 'waiting', reason = @reason, pid = NULL WHERE id = @id`),
       agent: db.prepare(`SELECT * FROM agents WHERE id = ?`),
       agents: db.prepare(`SELECT * FROM agents ORDER BY registered_at, id`),
