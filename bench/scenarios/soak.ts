@@ -1,0 +1,106 @@
+/**
+ * Soak: keep 4 agents busy with mixed short, failing, chatty and timed-out tasks for a while, and sample
+ * RSS and open file descriptors (/proc/PID/fd) of kq and of each agent. Flat lines = no leak.
+ */
+import path from 'node:path';
+import { KqUnderTest, tempDir } from '../kq.js';
+import { openFds, rssMb } from '../proc.js';
+import { now } from '../stats.js';
+import type { Context } from '../scenario.js';
+import type { JobSubmit, JobSummary } from '../../src/protocol/index.js';
+
+export interface SoakSample {
+  atS: number;
+  kqRssMb: number | null;
+  kqFds: number | null;
+  agentRssMb: Array<number | null>;
+  agentFds: Array<number | null>;
+  agentPids: number[];
+  jobsDone: number;
+  tasksDone: number;
+  waitingTasks: number;
+}
+
+export interface SoakResult {
+  durationS: number;
+  agents: number;
+  samples: SoakSample[];
+  verdict: { kqRssGrowthMb: number; kqFdGrowth: number; agentRssGrowthMb: number; agentFdGrowth: number; agentsReplaced: number; leak: boolean };
+}
+
+/** The mix: mostly quick successes, some failures (retried, then Failed), chatty output, and timeouts. */
+function mix(i: number, cwd: string): JobSubmit {
+  switch (i % 6) {
+    case 0: return { name: 'quick', argv: ['true'], frames: '1-20', cwd };
+    case 1: return { name: 'fails', argv: ['false'], frames: '1-3', maxAttempts: 2, cwd };
+    case 2: return { name: 'chatty', argv: ['sh', '-c', 'i=0; while [ $i -lt 200 ]; do echo "frame {frame} line $i"; i=$((i+1)); done'], frames: '1-5', cwd };
+    case 3: return { name: 'sleepy', argv: ['sleep', '0.05'], frames: '1-10', cwd };
+    case 4: return { name: 'timeout', argv: ['sleep', '5'], timeoutMs: 200, maxAttempts: 1, cwd };
+    default: return { name: 'stderr+fail', argv: ['sh', '-c', 'echo oops >&2; exit {frame}'], frames: '0-3', maxAttempts: 1, cwd };
+  }
+}
+
+export async function soak(ctx: Context, durationMs: number): Promise<SoakResult> {
+  const agents = 4;
+  const cwd = tempDir('kq-bench-soak-');
+  const kq = await KqUnderTest.start({ numAgents: agents, profileDir: ctx.profileDir && path.join(ctx.profileDir, 'soak') });
+  const samples: SoakSample[] = [];
+  const everyMs = Math.max(2000, Math.min(30_000, durationMs / 20));
+  const t0 = now();
+  const seenPids = new Set<number>();
+  let submitted = 0;
+  try {
+    const sample = async () => {
+      const list = await kq.request<JobSummary[]>('list', {});
+      const pids = await kq.agentPids();
+      for (const p of pids) seenPids.add(p);
+      const s: SoakSample = {
+        atS: Math.round((now() - t0) / 100) / 10,
+        kqRssMb: r1(rssMb(kq.pid)), kqFds: openFds(kq.pid),
+        agentRssMb: pids.map((p) => r1(rssMb(p))), agentFds: pids.map((p) => openFds(p)), agentPids: pids,
+        jobsDone: list.filter((j) => ['Completed', 'Failed', 'Cancelled'].includes(j.state)).length,
+        tasksDone: list.reduce((n, j) => n + j.tasks.completed + j.tasks.failed + j.tasks.cancelled, 0),
+        waitingTasks: list.reduce((n, j) => n + j.tasks.waiting, 0),
+      };
+      samples.push(s);
+      ctx.log(`  soak ${s.atS}s: kq ${s.kqRssMb} MB ${s.kqFds} fds; agents ${s.agentRssMb.join('/')} MB ${s.agentFds.join('/')} fds; ${s.tasksDone} tasks done, ${s.waitingTasks} waiting`);
+      return s;
+    };
+    let last = await sample();
+    let nextSample = now() + everyMs;
+    while (now() - t0 < durationMs) {
+      // Keep the queue shallow but never empty, so the agents stay busy.
+      if (last.waitingTasks < 40) {
+        for (let k = 0; k < 6; k++) await kq.submit(mix(submitted++, cwd));
+      }
+      await new Promise((r) => setTimeout(r, 250));
+      if (now() >= nextSample) {
+        last = await sample();
+        nextSample += everyMs;
+      } else {
+        const list = await kq.request<JobSummary[]>('list', { states: ['Waiting', 'Running'] });
+        last = { ...last, waitingTasks: list.reduce((n, j) => n + j.tasks.waiting, 0) };
+      }
+    }
+    await sample();
+  } finally {
+    await kq.stop();
+  }
+  // Growth from the first sample after warm-up (a quarter in) to the last: allocators and caches settle first.
+  const warm = samples[Math.min(samples.length - 1, Math.floor(samples.length / 4))]!;
+  const end = samples[samples.length - 1]!;
+  const sum = (xs: Array<number | null>) => xs.reduce<number>((a, b) => a + (b ?? 0), 0);
+  const avg = (xs: Array<number | null>) => sum(xs) / Math.max(1, xs.length);
+  const verdict = {
+    kqRssGrowthMb: r1((end.kqRssMb ?? 0) - (warm.kqRssMb ?? 0))!,
+    kqFdGrowth: (end.kqFds ?? 0) - (warm.kqFds ?? 0),
+    agentRssGrowthMb: r1(avg(end.agentRssMb) - avg(warm.agentRssMb))!,
+    agentFdGrowth: Math.max(...end.agentFds.map((f) => f ?? 0)) - Math.max(...warm.agentFds.map((f) => f ?? 0)),
+    agentsReplaced: seenPids.size - agents,
+    leak: false,
+  };
+  verdict.leak = verdict.kqFdGrowth > 2 || verdict.agentFdGrowth > 2 || verdict.kqRssGrowthMb > 20 || verdict.agentRssGrowthMb > 10;
+  return { durationS: Math.round((now() - t0) / 1000), agents, samples, verdict };
+}
+
+const r1 = (v: number | null) => (v === null ? null : Math.round(v * 10) / 10);
