@@ -1,0 +1,94 @@
+<#
+.SYNOPSIS
+Stop the kq agents StartAgents.ps1 started with this data root.
+
+.DESCRIPTION
+  StopAgents.ps1 DATA_ROOT [GRACE_SECONDS]
+
+Only processes named in DATA_ROOT\run\remote_agent_<n>.pid whose command line is kq-agent's are touched
+(a pid file whose pid now belongs to something else is removed, that process left alone). Each is asked to
+stop (taskkill /T); one still running after GRACE_SECONDS (default 10) is ended with its whole process tree,
+renders included (taskkill /T /F). Windows console programs rarely honour the polite request: kq requeues
+the task of an agent that went away. Nothing running is fine (exit 0).
+Exit codes: 0 done (or nothing to stop), 1 an agent could not be stopped, 2 bad arguments.
+#>
+
+$ErrorActionPreference = 'Stop'
+$Prog = 'StopAgents.ps1'
+
+function Stop-WithUsage([string]$Message) {
+  [Console]::Error.WriteLine("${Prog}: $Message")
+  [Console]::Error.WriteLine(@'
+usage: StopAgents.ps1 DATA_ROOT [GRACE_SECONDS]
+  DATA_ROOT       the data root given to StartAgents.ps1 (its run\remote_agent_<n>.pid files)
+  GRACE_SECONDS   time between the request to stop and the forced end (default 10, 0-3600)
+'@)
+  exit 2
+}
+
+function Test-KqAgent([string]$ProcessId) {
+  if ($ProcessId -notmatch '^[0-9]+$') { return $false }
+  $p = Get-CimInstance -ClassName Win32_Process -Filter "ProcessId = $ProcessId" -ErrorAction SilentlyContinue
+  return ($null -ne $p -and $null -ne $p.CommandLine -and $p.CommandLine -like '*kq-agent*')
+}
+
+# The arguments are $args[0] (DATA_ROOT) and $args[1] (GRACE_SECONDS, optional).
+if ($args.Count -lt 1 -or $args.Count -gt 2) { Stop-WithUsage "expected DATA_ROOT and an optional GRACE_SECONDS, got $($args.Count) argument(s)" }
+$DataRoot = [string]$args[0]
+$Grace = if ($args.Count -eq 2) { [string]$args[1] } else { '10' }
+if ($DataRoot -eq '') { Stop-WithUsage 'DATA_ROOT is empty' }
+if ($Grace -notmatch '^[0-9]{1,4}$' -or [int]$Grace -gt 3600) { Stop-WithUsage "GRACE_SECONDS must be a whole number of seconds up to 3600, got ""$Grace""" }
+$ThisHost = [System.Net.Dns]::GetHostName()
+$Run = Join-Path $DataRoot 'run'
+
+if (-not (Test-Path -LiteralPath $Run -PathType Container)) {
+  Write-Output "no kq agents recorded in $Run on ${ThisHost}: nothing to stop"
+  exit 0
+}
+
+$status = 0
+$signalled = @()
+foreach ($file in Get-ChildItem -LiteralPath $Run -Filter 'remote_agent_*.pid' -File) {
+  $n = $file.BaseName.Substring('remote_agent_'.Length)
+  $agentPid = ([System.IO.File]::ReadAllText($file.FullName)).Trim()
+  if (-not (Test-KqAgent $agentPid)) {
+    Write-Output "kq agent $n (pid $agentPid) is not running: removed its pid file"
+    Remove-Item -LiteralPath $file.FullName -Force
+    continue
+  }
+  & taskkill.exe /PID $agentPid /T 2>&1 | Out-Null
+  $signalled += , @($n, $agentPid, $file.FullName)
+}
+
+if ($signalled.Count -eq 0) {
+  Write-Output "no kq agents running from $DataRoot on $ThisHost"
+  exit 0
+}
+
+$deadline = (Get-Date).AddSeconds([int]$Grace)
+while ((Get-Date) -lt $deadline) {
+  $alive = @($signalled | Where-Object { Test-KqAgent ([string]$_[1]) })
+  if ($alive.Count -eq 0) { break }
+  Start-Sleep -Milliseconds 100
+}
+
+$count = 0
+foreach ($entry in $signalled) {
+  $n, $agentPid, $pidFile = $entry
+  if (Test-KqAgent $agentPid) {
+    & taskkill.exe /PID $agentPid /T /F 2>&1 | Out-Null
+    Start-Sleep -Milliseconds 200
+    if (Test-KqAgent $agentPid) {
+      [Console]::Error.WriteLine("${Prog}: cannot stop kq agent $n (pid $agentPid) as $([Environment]::UserName): not ours?")
+      $status = 1
+      continue
+    }
+    Write-Output "kq agent $n (pid $agentPid) did not stop within ${Grace}s: ended it and its renders (taskkill /F)"
+  } else {
+    Write-Output "stopped kq agent $n (pid $agentPid)"
+  }
+  Remove-Item -LiteralPath $pidFile -Force -ErrorAction SilentlyContinue
+  $count++
+}
+Write-Output "stopped $count kq agent(s) on $ThisHost"
+exit $status
