@@ -1,7 +1,7 @@
 /** Connection flags every command takes, and the wrapper that turns a command into an exit code. */
 import { Option, type Command } from 'commander';
 import { durationArg, portArg } from '../common/cli.js';
-import { resolveAddress } from './address.js';
+import { resolveAddress, type AddressFlags } from './address.js';
 import { KqClient } from './client.js';
 import { CliError, EXIT } from './exit-codes.js';
 
@@ -24,13 +24,17 @@ export function connectionOptions(cmd: Command): Command {
     .addOption(new Option('--connect-timeout <duration>', 'give up on kq after this long').argParser(durationArg));
 }
 
-/** Run a command with a client; map its outcome to an exit code and a one-line error. */
-export function withClient<F extends ConnectionFlags, A extends unknown[]>(fn: (client: KqClient, flags: F, ...args: A) => Promise<number>) {
+/**
+ * Run a command with a client; map its outcome to an exit code and a one-line error.
+ * `address` picks where kq is from the flags (default: the connection flags themselves).
+ */
+export function withClient<F extends ConnectionFlags, A extends unknown[]>(fn: (client: KqClient, flags: F, ...args: A) => Promise<number>,
+  address: (flags: F) => AddressFlags = (flags) => flags) {
   return async (...args: unknown[]) => {
     const cmd = args[args.length - 1] as Command;
     const flags = cmd.optsWithGlobals() as F;
     const positional = args.slice(0, -2) as A;
-    const client = new KqClient(resolveAddress(flags), flags.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT_MS);
+    const client = new KqClient(resolveAddress(address(flags)), flags.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT_MS);
     let code: number;
     try {
       code = await fn(client, flags, ...positional);

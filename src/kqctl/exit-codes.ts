@@ -7,6 +7,10 @@ export const EXIT = {
   usage: 2,
   /** kq is not running or not reachable at the address tried. */
   unreachable: 3,
+  /** remote start/stop: the SSH connection failed or was refused (host key, login), or a remote script failed. */
+  remote: 4,
+  /** remote start: the agents started but did not register with kq within --register-timeout. */
+  notRegistered: 5,
 } as const;
 
 export class CliError extends Error {

@@ -9,14 +9,16 @@ import { register as log } from './commands/log.js';
 import { register as jobsAction } from './commands/jobs-action.js';
 import { register as wait } from './commands/wait.js';
 import { register as agents } from './commands/agents.js';
+import { register as remote } from './commands/remote.js';
 
 const program = usageExitCodes(connectionOptions(new Command('kqctl')))
   .description('Control kq, the render queue: submit jobs, list them, follow logs, stop and restart.')
   .showHelpAfterError('(run kqctl <command> --help for usage)')
   .addHelpText('after', `
 Exit codes: 0 ok, 1 a job failed or was cancelled (submit --wait, wait), 2 bad usage or input
-(invalid frame range, unknown job id, empty command), 3 kq unreachable.
+(invalid frame range, unknown job id, empty command), 3 kq unreachable, 4 remote: SSH failed or was refused
+(host key, login) or a remote script failed, 5 remote start: the agents did not register with kq in time.
 kqctl finds kq through <data root>/kq.json (KQ_DATA_ROOT, default ~/.local/share/kq), or KQ_HOST/KQ_REQUEST_PORT.`);
 
-for (const add of [submit, list, show, log, jobsAction, wait, agents]) add(program, (c) => usageExitCodes(connectionOptions(c)));
+for (const add of [submit, list, show, log, jobsAction, wait, agents, remote]) add(program, (c) => usageExitCodes(connectionOptions(c)));
 await program.parseAsync();
