@@ -185,7 +185,7 @@ async function withSsh(flags: SshFlags, fn: (conn: SshConnection) => Promise<num
     });
   } catch (err) {
     if (err instanceof IdentityError) throw new CliError(EXIT.usage, err.message);
-    if (err instanceof SshError) throw new CliError(EXIT.remote, err.message.replace(/^ssh: /, 'ssh: '));
+    if (err instanceof SshError) throw new CliError(EXIT.remote, err.message);
     throw err;
   }
   try {
@@ -225,7 +225,13 @@ async function waitForRegistration(client: KqClient, result: RemoteStartResult, 
   const found = new Map<number, AgentInfo>();
   const deadline = Date.now() + timeoutMs;
   while (want.size > 0) {
-    const agents = await client.request<AgentInfo[]>('agents', {});
+    let agents: AgentInfo[] = [];
+    try {
+      agents = await client.request<AgentInfo[]>('agents', {});
+    } catch (err) {
+      // kq answered the ping a moment ago: a slow reply (a busy machine) is not fatal until the deadline.
+      if (!(err instanceof CliError && err.exitCode === EXIT.unreachable) || Date.now() >= deadline) throw err;
+    }
     for (const a of agents) {
       if (!a.local && a.host === result.machine && want.has(a.pid) && (a.state === 'idle' || a.state === 'busy')) found.set(a.pid, a);
     }
