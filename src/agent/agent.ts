@@ -12,6 +12,7 @@ import {
 } from '../protocol/index.js';
 import { tcpEndpoint } from '../common/endpoint.js';
 import { SendQueue } from '../common/send-queue.js';
+import { curveSocketOptions, type CurveClient } from '../common/curve-client.js';
 import { TaskRun } from './runner.js';
 
 export interface AgentOptions {
@@ -25,6 +26,8 @@ export interface AgentOptions {
   minimalEnv: boolean;
   killGraceMs: number;
   registerTimeoutMs: number;
+  /** kq's public key and this agent's key pair when kq requires CURVE. */
+  curve: CurveClient | null;
 }
 
 export type AgentLifecycle = 'starting' | 'registering' | 'running' | 'stopping' | 'stopped';
@@ -54,7 +57,7 @@ export class Agent {
 
   constructor(private readonly o: AgentOptions) {
     this.log = pino({ base: { agent: o.agentId, pid: process.pid } }, pino.destination({ dest: 2, sync: true }));
-    const common = { linger: 0, maxMessageSize: MAX_MESSAGE_BYTES, reconnectInterval: 100, reconnectMaxInterval: 2000 };
+    const common = { linger: 0, maxMessageSize: MAX_MESSAGE_BYTES, reconnectInterval: 100, reconnectMaxInterval: 2000, ...curveSocketOptions(o.curve) };
     // sendTimeout: while kq is away, a request gives up instead of queueing behind a full pipe forever.
     this.dealer = new zmq.Dealer({ ...common, routingId: o.agentId, sendTimeout: o.registerTimeoutMs });
     // Updates (log lines, task finished) get a little linger so a stopping agent still delivers them.
@@ -126,7 +129,8 @@ export class Agent {
       }
       if (!warned) {
         this.log.warn(`cannot reach kq at ${tcpEndpoint(this.o.kqHost, this.o.requestPort)} (no reply in ${this.o.registerTimeoutMs} ms): ` +
-          'is kq running, listening on this address (--bind), and are its ports open in the firewall? retrying');
+          'is kq running, listening on this address (--bind), and are its ports open in the firewall?' +
+          (this.o.curve ? ' is this agent\'s key allowed (kqctl keys list) and --server-key kq\'s current key?' : ' does kq require CURVE keys (--server-key, --key-file)?') + ' retrying');
         warned = true;
       }
     }

@@ -4,6 +4,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { durationArg, portArg, usageExitCodes } from '../common/cli.js';
 import { DEFAULT_PORTS } from '../common/paths.js';
 import { Agent } from './agent.js';
+import { curveClient, type CurveClient } from '../common/curve-client.js';
 
 function boolArg(value: string): boolean {
   if (/^(true|1|yes)$/i.test(value)) return true;
@@ -23,10 +24,19 @@ const program = usageExitCodes(new Command('kq-agent'))
   .option('--kill-grace <duration>', 'time a stopped render gets between SIGTERM and SIGKILL', durationArg, 5000)
   .option('--register-timeout <duration>', 'wait this long for kq to answer before retrying', durationArg, 2000)
   .option('--local', 'started by kq itself on this machine', false)
+  .option('--server-key <key>', "kq's CURVE public key (Z85) or its certificate file [env KQ_SERVER_KEY]", process.env.KQ_SERVER_KEY)
+  .option('--key-file <file>', "this agent's secret CURVE certificate (from kqctl keys add-client) [env KQ_KEY_FILE]", process.env.KQ_KEY_FILE)
   .addHelpText('after', '\nExit codes: 0 stopped by SIGINT/SIGTERM, 2 bad usage. The agent keeps retrying while kq is unreachable.')
   .parse();
 
 const opts = program.opts();
+let curve: CurveClient | null;
+try {
+  curve = curveClient(opts.serverKey, opts.keyFile);
+} catch (err) {
+  process.stderr.write(`kq-agent: ${(err as Error).message}\n`);
+  process.exit(2);
+}
 const hostName: string = opts.hostName;
 const agent = new Agent({
   kqHost: program.args[0] ?? process.env.KQ_HOST ?? '127.0.0.1',
@@ -39,6 +49,7 @@ const agent = new Agent({
   minimalEnv: opts.minimalEnv,
   killGraceMs: opts.killGrace,
   registerTimeoutMs: opts.registerTimeout,
+  curve,
 });
 
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {

@@ -29,6 +29,11 @@ export interface DaemonInfo {
   broadcastPort: number;
   dataRoot: string;
   startedAt: string;
+  /** True when every socket requires CURVE; clients then need serverKey and an allowed key pair. */
+  curve: boolean;
+  serverKey: string | null;
+  /** Listening beyond loopback without CURVE (--insecure): anyone who reaches the ports can run commands. */
+  insecure: boolean;
   /** The web monitor's port and page address; null with --no-http. */
   httpPort: number | null;
   httpUrl: string | null;

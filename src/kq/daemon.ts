@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { pino, type Logger } from 'pino';
+import * as zmq from 'zeromq';
 import {
   PROTOCOL_VERSION, RequestSchema, isTerminalState, Topics, UpdateSchema, decode, encode,
   type Broadcast, type ErrorCode, type Request, type RequestInput, type TaskOutcome, type Update, type Assign, type LogChunk,
@@ -18,6 +19,8 @@ import { commandLineOf, isAlive, killGroup } from '../common/processes.js';
 import { Store, type TaskRef } from './store.js';
 import { JobLogs } from './job-logs.js';
 import { bindSockets, type DaemonSockets } from './sockets.js';
+import { ZapHandler } from './zap.js';
+import { Allowlist, initKeys, keyFiles, LOCAL_CLIENT, readKeyPair } from '../common/keys.js';
 import { LocalAgents } from './local-agents.js';
 import { acquireLock, type Lock } from './lock.js';
 import { prepareJob, RequestError } from './submit.js';
@@ -44,6 +47,8 @@ export class Daemon {
   private agents: LocalAgents | null = null;
   private lock: Lock | null = null;
   private lostTimer: NodeJS.Timeout | null = null;
+  private curve: { serverPublicKey: string } | null = null;
+  private zap: ZapHandler | null = null;
   private monitor: Monitor | null = null;
   private stopped: Promise<void> | null = null;
   private readonly dropped: RateLimitedLog;
@@ -67,7 +72,7 @@ export class Daemon {
         pino.destination({ dest: this.files.daemonLog, sync: false }));
       this.store = new Store(this.files.db, { blocklistAfter: this.o.blocklistAfter }, this.files.jobLog);
       this.logs = new JobLogs(this.files.jobLog, { maxTaskBytes: this.o.maxTaskLogBytes, maxOpen: 64 });
-      this.sockets = await bindSockets(this.o);
+      this.sockets = await bindSockets({ ...this.o, curveSecretKey: await this.startCurve() });
       if (this.o.httpPort !== null) {
         this.monitor = await startMonitor(this, { port: this.o.httpPort, bind: this.o.httpBind, token: this.o.httpToken, dataRoot: this.o.dataRoot, log: this.log.child({ component: 'http' }) });
       }
@@ -85,6 +90,9 @@ export class Daemon {
       broadcastPort: this.sockets.ports.broadcast,
       dataRoot: this.o.dataRoot,
       startedAt: new Date().toISOString(),
+      curve: this.curve !== null,
+      serverKey: this.curve?.serverPublicKey ?? null,
+      insecure: this.insecure,
       httpPort: this.monitor?.port ?? null,
       httpUrl: this.monitor?.url ?? null,
     };
@@ -114,6 +122,7 @@ export class Daemon {
       ['requeue running tasks', () => this.store.requeueAll('kq stopped')],
       ['stop local agents', () => this.agents?.stop()],
       ['close sockets', () => this.sockets.close()],
+      ['stop ZAP handler', () => this.zap?.close()],
       ['close logs', () => this.logs.close()],
       ['close store', () => this.store.close()],
       ['remove kq.json', () => this.info && fs.rmSync(this.files.info, { force: true })],
@@ -129,6 +138,32 @@ export class Daemon {
     this.log?.info('kq stopped');
     this.log?.flush();
     this.state = 'stopped';
+  }
+
+  /** Listening beyond loopback with CURVE turned off by --insecure. */
+  get insecure(): boolean {
+    return !isLoopback(this.o.bind) && this.curve === null;
+  }
+
+  /**
+   * CURVE is on beyond loopback (unless --insecure) and on loopback with --secure. Keys are created on
+   * first use; the ZAP handler is bound before any socket, as libzmq requires. Returns kq's secret key.
+   */
+  private async startCurve(): Promise<string | null> {
+    const wanted = this.o.secure || (!isLoopback(this.o.bind) && !this.o.insecure);
+    if (!wanted) {
+      if (!isLoopback(this.o.bind)) {
+        this.log.warn({ bind: this.o.bind }, 'INSECURE: listening beyond loopback without CURVE; anyone who reaches these ports can run commands on every agent');
+      }
+      return null;
+    }
+    if (!zmq.capability.curve) throw new Error('this ZeroMQ build has no CURVE support: cannot listen securely (use loopback, or --insecure at your own risk)');
+    const { serverPublicKey, created } = initKeys(this.o.dataRoot);
+    if (created) this.log.info({ keys: keyFiles(this.o.dataRoot).dir }, 'created CURVE keys');
+    this.zap = new ZapHandler(new Allowlist(this.o.dataRoot), this.log.child({ component: 'zap' }));
+    await this.zap.start();
+    this.curve = { serverPublicKey };
+    return readKeyPair(keyFiles(this.o.dataRoot).serverSecret).secretKey;
   }
 
   // ---------- local agents ----------
@@ -147,6 +182,8 @@ export class Daemon {
       command: () => [process.execPath, AGENT_SCRIPT, '--local',
         '--request-port', String(this.info.requestPort), '--update-port', String(this.info.updatePort),
         '--broadcast-port', String(this.info.broadcastPort), '--kill-grace', `${this.o.killGraceMs}ms`,
+        // Key material stays in files: the command line (visible in ps) carries only paths and the public key.
+        ...(this.curve ? ['--server-key', this.curve.serverPublicKey, '--key-file', keyFiles(this.o.dataRoot).clientSecret(LOCAL_CLIENT)] : []),
         ...(this.o.agentArgs ?? []), this.info.host],
       onExit: (pid, why) => this.localAgentExited(`${host}:${pid}`, why),
     });
@@ -222,7 +259,7 @@ export class Daemon {
   private handle(req: Request, routingId: string): unknown {
     switch (req.type) {
       case 'ping':
-        return { epoch: this.epoch, pid: process.pid, version: PROTOCOL_VERSION };
+        return { epoch: this.epoch, pid: process.pid, version: PROTOCOL_VERSION, curve: this.curve !== null, insecure: this.insecure };
       case 'register': {
         if (routingId !== req.agentId) throw new RequestError('bad-request', 'agent routing id must equal its agent id');
         if (req.lastOutcome) this.applyOutcome(req.agentId, req.lastOutcome);

@@ -5,6 +5,7 @@ import { isLoopback, tcpEndpoint } from '../common/endpoint.js';
 import { Daemon } from './daemon.js';
 import { DAEMON_DEFAULTS, envDefaults, type DaemonOptions } from './options.js';
 import { dataFiles } from '../common/paths.js';
+import { initKeys, keyFiles } from '../common/keys.js';
 
 const env = envDefaults();
 const program = usageExitCodes(new Command('kq'))
@@ -20,6 +21,8 @@ const program = usageExitCodes(new Command('kq'))
   .option('--kill-grace <duration>', 'time a stopped render gets between SIGTERM and SIGKILL', durationArg, DAEMON_DEFAULTS.killGraceMs)
   .option('--blocklist-after <n>', "failures of one job on one host before the host is blocklisted for that job", intArg(1, 1000), DAEMON_DEFAULTS.blocklistAfter)
   .option('--max-task-log <bytes>', 'log bytes kept per task attempt; the rest is cut with a marker', intArg(1024, 2 ** 40), DAEMON_DEFAULTS.maxTaskLogBytes)
+  .option('--secure', 'require CURVE (encrypted, authenticated links) on loopback too', false)
+  .option('--insecure', 'listen beyond loopback WITHOUT CURVE: anyone reaching the ports can run commands', false)
   .option('--log-level <level>', 'daemon log level (logs/kq.log)', DAEMON_DEFAULTS.logLevel)
   .option('--agent-arg <arg>', 'extra flag passed to every local agent (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
   .option('--http-port <port>', 'web monitor port [env KQ_HTTP_PORT]; 0 picks a free one', portArg, portArg(env.httpPort))
@@ -28,48 +31,65 @@ const program = usageExitCodes(new Command('kq'))
   .option('--no-http', 'do not serve the web monitor')
   .addHelpText('after', `
 Exit codes: 0 stopped cleanly (SIGINT/SIGTERM), 1 could not start, 2 bad usage.
-Files: <data root>/kq.db (job table), kq.json (address for kqctl), logs/job-<id>.log, logs/kq.log, http-token.`)
-  .parse();
+Files: <data root>/kq.db (job table), kq.json (address for kqctl), logs/job-<id>.log, logs/kq.log, http-token,
+keys/ (CURVE keys: see kq keys init --help and kqctl keys --help).`)
+  .action(runDaemon);
 
-const opts = program.opts();
-const options: DaemonOptions = {
-  dataRoot: opts.dataRoot,
-  bind: opts.bind,
-  requestPort: opts.requestPort,
-  updatePort: opts.updatePort,
-  broadcastPort: opts.broadcastPort,
-  numAgents: opts.numAgents,
-  heartbeatMs: opts.heartbeat,
-  agentTimeoutMs: opts.agentTimeout,
-  killGraceMs: opts.killGrace,
-  blocklistAfter: opts.blocklistAfter,
-  maxTaskLogBytes: opts.maxTaskLog,
-  logLevel: opts.logLevel,
-  agentArgs: opts.agentArg,
-  httpPort: opts.http === false ? null : opts.httpPort,
-  httpBind: opts.httpBind,
-  httpToken: opts.httpToken,
-};
-
-const daemon = new Daemon(options);
-const SHUTDOWN_SIGNALS = ['SIGINT', 'SIGTERM'] as const;
-for (const signal of SHUTDOWN_SIGNALS) {
-  process.on(signal, () => {
-    void daemon.stop().then(() => process.exit(0));
+program.command('keys')
+  .description('manage kq\'s CURVE keys (kqctl keys manages the allowlist)')
+  .command('init')
+  .description('create kq\'s key pair and the "local" client key under <data root>/keys (done on first secure start too)')
+  .option('--data-root <dir>', 'data root [env KQ_DATA_ROOT]', env.dataRoot)
+  .action((o: { dataRoot: string }) => {
+    const { serverPublicKey, created } = initKeys(o.dataRoot);
+    process.stdout.write(`${created ? 'created' : 'kept'} ${keyFiles(o.dataRoot).dir}\nkq public key: ${serverPublicKey}\n`);
   });
-}
-process.on('SIGHUP', () => undefined); // a closed terminal must not take the farm down
 
-try {
-  const info = await daemon.start();
-  const at = (port: number) => tcpEndpoint(info.host, port);
-  const monitor = info.httpUrl ? `, monitor ${info.httpUrl}` : '';
-  const token = info.httpUrl && !options.httpToken && !isLoopback(options.httpBind)
-    ? `  monitor token: ${dataFiles(info.dataRoot).httpToken} (open ${info.httpUrl}?token=<its contents>)\n` : '';
-  process.stdout.write(`kq ${info.pid} ready: request ${at(info.requestPort)}, update ${at(info.updatePort)}, broadcast ${at(info.broadcastPort)}${monitor}\n` +
-    `  data root ${info.dataRoot}; ${options.numAgents} local agent(s); log ${info.dataRoot}/logs/kq.log\n` + token);
-} catch (err) {
-  process.stderr.write(`kq: ${(err as Error).message}\n`);
-  await daemon.stop().catch(() => undefined);
-  process.exit(1);
+await program.parseAsync();
+
+async function runDaemon(opts: ReturnType<typeof program.opts>): Promise<void> {
+  const options: DaemonOptions = {
+    dataRoot: opts.dataRoot,
+    bind: opts.bind,
+    requestPort: opts.requestPort,
+    updatePort: opts.updatePort,
+    broadcastPort: opts.broadcastPort,
+    numAgents: opts.numAgents,
+    heartbeatMs: opts.heartbeat,
+    agentTimeoutMs: opts.agentTimeout,
+    killGraceMs: opts.killGrace,
+    blocklistAfter: opts.blocklistAfter,
+    maxTaskLogBytes: opts.maxTaskLog,
+    logLevel: opts.logLevel,
+    secure: opts.secure,
+    insecure: opts.insecure,
+    agentArgs: opts.agentArg,
+    httpPort: opts.http === false ? null : opts.httpPort,
+    httpBind: opts.httpBind,
+    httpToken: opts.httpToken,
+  };
+
+  const daemon = new Daemon(options);
+  const SHUTDOWN_SIGNALS = ['SIGINT', 'SIGTERM'] as const;
+  for (const signal of SHUTDOWN_SIGNALS) {
+    process.on(signal, () => {
+      void daemon.stop().then(() => process.exit(0));
+    });
+  }
+  process.on('SIGHUP', () => undefined); // a closed terminal must not take the farm down
+
+  try {
+    const info = await daemon.start();
+    if (info.insecure) process.stderr.write(`kq: WARNING: listening on ${info.bind} WITHOUT CURVE (--insecure): anyone who reaches ports ${info.requestPort}-${info.broadcastPort} can run commands on every agent\n`);
+    const at = (port: number) => tcpEndpoint(info.host, port);
+    const monitor = info.httpUrl ? `, monitor ${info.httpUrl}` : '';
+    const token = info.httpUrl && !options.httpToken && !isLoopback(options.httpBind)
+      ? `  monitor token: ${dataFiles(info.dataRoot).httpToken} (open ${info.httpUrl}?token=<its contents>)\n` : '';
+    process.stdout.write(`kq ${info.pid} ready: request ${at(info.requestPort)}, update ${at(info.updatePort)}, broadcast ${at(info.broadcastPort)}${monitor}\n` +
+      `  data root ${info.dataRoot}; ${options.numAgents} local agent(s); log ${info.dataRoot}/logs/kq.log\n` + token);
+  } catch (err) {
+    process.stderr.write(`kq: ${(err as Error).message}\n`);
+    await daemon.stop().catch(() => undefined);
+    process.exit(1);
+  }
 }

@@ -14,6 +14,10 @@ export interface DaemonOptions {
   blocklistAfter: number;
   maxTaskLogBytes: number;
   logLevel: string;
+  /** CURVE on loopback too (it is always on beyond loopback unless `insecure`). */
+  secure: boolean;
+  /** Listen beyond loopback without CURVE: warned about loudly. */
+  insecure: boolean;
   /** Extra flags for local agents (tests use it to shorten timers). */
   agentArgs?: string[];
   /** The web monitor's port (0 = a free one), or null for none. */

@@ -3,9 +3,12 @@ import * as zmq from 'zeromq';
 import { MAX_MESSAGE_BYTES } from '../protocol/index.js';
 import { portOf, tcpEndpoint } from '../common/endpoint.js';
 import { SendQueue } from '../common/send-queue.js';
+import { ZAP_DOMAIN } from './zap.js';
 
 export interface BindOptions {
   bind: string;
+  /** kq's CURVE secret key: every socket then requires CURVE, and the ZAP handler must already be bound. */
+  curveSecretKey: string | null;
   requestPort: number;
   updatePort: number;
   broadcastPort: number;
@@ -21,9 +24,10 @@ export interface DaemonSockets {
   close(): void;
 }
 
-const common = { linger: 0, maxMessageSize: MAX_MESSAGE_BYTES } as const;
+const base = { linger: 0, maxMessageSize: MAX_MESSAGE_BYTES } as const;
 
 export async function bindSockets(o: BindOptions): Promise<DaemonSockets> {
+  const common = o.curveSecretKey === null ? base : { ...base, curveServer: true, curveSecretKey: o.curveSecretKey, zapDomain: ZAP_DOMAIN };
   // handover: an agent reconnecting under its routing id takes it back; mandatory: a send to a peer that
   // is gone rejects (EHOSTUNREACH) instead of vanishing, so the task can be requeued at once.
   const router = new zmq.Router({ ...common, handover: true, mandatory: true, sendHighWaterMark: 10_000 });

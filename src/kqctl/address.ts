@@ -1,6 +1,8 @@
 /** Where kqctl finds kq: flags, then KQ_HOST/KQ_*_PORT, then <data root>/kq.json, then the default ports. */
 import fs from 'node:fs';
 import { dataFiles, defaultDataRoot, DEFAULT_PORTS, type DaemonInfo } from '../common/paths.js';
+import { curveClient, type CurveClient } from '../common/curve-client.js';
+import { keyFiles, LOCAL_CLIENT } from '../common/keys.js';
 
 export interface KqAddress {
   host: string;
@@ -8,6 +10,10 @@ export interface KqAddress {
   broadcastPort: number;
   /** Where the address came from, for error messages. */
   source: string;
+  /** CURVE settings when kq requires them (kq.json says so, or KQ_SERVER_KEY/KQ_KEY_FILE are set). */
+  curve: CurveClient | null;
+  /** Why CURVE settings could not be read; reported when kqctl first talks to kq. */
+  curveError: string | null;
 }
 
 export interface AddressFlags {
@@ -32,5 +38,22 @@ export function resolveAddress(flags: AddressFlags, env: NodeJS.ProcessEnv = pro
   const requestPort = flags.requestPort ?? num(env.KQ_REQUEST_PORT) ?? info.requestPort ?? DEFAULT_PORTS.request;
   const broadcastPort = flags.broadcastPort ?? num(env.KQ_BROADCAST_PORT) ?? info.broadcastPort ?? DEFAULT_PORTS.broadcast;
   if (flags.host || flags.requestPort || env.KQ_HOST || env.KQ_REQUEST_PORT) source = 'flags/environment';
-  return { host, requestPort, broadcastPort, source };
+  let curve: CurveClient | null = null;
+  let curveError: string | null = null;
+  try {
+    curve = resolveCurve(dataRoot, info, env);
+  } catch (err) {
+    curveError = `kq requires CURVE keys: ${(err as Error).message} (set KQ_SERVER_KEY and KQ_KEY_FILE)`;
+  }
+  return { host, requestPort, broadcastPort, source, curve, curveError };
+}
+
+/**
+ * kqctl on kq's own machine uses the `local` client key from the data root; elsewhere KQ_SERVER_KEY and
+ * KQ_KEY_FILE say which keys to use (see README "Security").
+ */
+function resolveCurve(dataRoot: string, info: Partial<DaemonInfo>, env: NodeJS.ProcessEnv): CurveClient | null {
+  if (!env.KQ_KEY_FILE && !env.KQ_SERVER_KEY && !info.curve) return null;
+  const keyFile = env.KQ_KEY_FILE || keyFiles(dataRoot).clientSecret(LOCAL_CLIENT);
+  return curveClient(env.KQ_SERVER_KEY || info.serverKey || undefined, keyFile);
 }

@@ -3,6 +3,7 @@ import crypto from 'node:crypto';
 import * as zmq from 'zeromq';
 import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION, BroadcastSchema, decode, encode, type Broadcast, type Reply, type RequestInput } from '../protocol/index.js';
 import { tcpEndpoint } from '../common/endpoint.js';
+import { curveSocketOptions } from '../common/curve-client.js';
 import type { KqAddress } from './address.js';
 import { CliError, EXIT } from './exit-codes.js';
 
@@ -19,8 +20,9 @@ export class KqClient {
   }
 
   async request<T, K extends RequestInput['type'] = RequestInput['type']>(type: K, body: Body<K>): Promise<T> {
+    if (this.address.curveError) throw new CliError(EXIT.usage, this.address.curveError);
     if (!this.dealer) {
-      this.dealer = new zmq.Dealer({ linger: 0, receiveTimeout: this.timeoutMs, sendTimeout: this.timeoutMs, maxMessageSize: MAX_MESSAGE_BYTES });
+      this.dealer = new zmq.Dealer({ linger: 0, receiveTimeout: this.timeoutMs, sendTimeout: this.timeoutMs, maxMessageSize: MAX_MESSAGE_BYTES, ...curveSocketOptions(this.address.curve) });
       this.dealer.connect(this.endpoint);
     }
     const rid = crypto.randomUUID();
@@ -42,12 +44,14 @@ export class KqClient {
 
   unreachable(): CliError {
     return new CliError(EXIT.unreachable, `cannot reach kq at ${this.endpoint} (no reply in ${this.timeoutMs / 1000}s; address from ${this.address.source}): ` +
-      'is kq running? start it with `kq`, or check KQ_HOST/KQ_REQUEST_PORT/--data-root');
+      'is kq running? start it with `kq`, or check KQ_HOST/KQ_REQUEST_PORT/--data-root' +
+      (this.address.curve ? '; and is this key allowed by kq (kqctl keys list on kq\'s machine)?' : ''));
   }
 
   /** Subscribe to broadcast topics. Subscribe before fetching state, then drop what the state already covers. */
   async subscribe(topics: string[]): Promise<AsyncIterable<Broadcast>> {
-    this.sub = new zmq.Subscriber({ linger: 0, maxMessageSize: MAX_MESSAGE_BYTES });
+    if (this.address.curveError) throw new CliError(EXIT.usage, this.address.curveError);
+    this.sub = new zmq.Subscriber({ linger: 0, maxMessageSize: MAX_MESSAGE_BYTES, ...curveSocketOptions(this.address.curve) });
     this.sub.subscribe(...topics);
     this.sub.connect(tcpEndpoint(this.address.host, this.address.broadcastPort));
     const sub = this.sub;
