@@ -10,6 +10,7 @@ import { register as jobsAction } from './commands/jobs-action.js';
 import { register as wait } from './commands/wait.js';
 import { register as agents } from './commands/agents.js';
 import { register as remote } from './commands/remote.js';
+import { register as keys } from './commands/keys.js';
 
 const program = usageExitCodes(connectionOptions(new Command('kqctl')))
   .description('Control kq, the render queue: submit jobs, list them, follow logs, stop and restart.')
@@ -21,4 +22,5 @@ Exit codes: 0 ok, 1 a job failed or was cancelled (submit --wait, wait), 2 bad u
 kqctl finds kq through <data root>/kq.json (KQ_DATA_ROOT, default ~/.local/share/kq), or KQ_HOST/KQ_REQUEST_PORT.`);
 
 for (const add of [submit, list, show, log, jobsAction, wait, agents, remote]) add(program, (c) => usageExitCodes(connectionOptions(c)));
+keys(program);
 await program.parseAsync();

@@ -11,6 +11,8 @@ export function register(program: Command, connection: (c: Command) => Command):
     .option('--json', 'print as JSON', false))
     .action(withClient(async (client, flags: ConnectionFlags & { json: boolean; all: boolean }) => {
       const agents = (await client.request<AgentInfo[]>('agents', {})).filter((a) => flags.all || a.state !== 'offline');
+      const kq = await client.request<{ insecure: boolean }>('ping', {});
+      if (kq.insecure) process.stderr.write('kqctl: WARNING: kq listens beyond loopback WITHOUT CURVE (--insecure): anyone who reaches its ports can run commands on every agent\n');
       if (flags.json) printJson(agents);
       else process.stdout.write(agentsTable(agents));
       return EXIT.ok;
