@@ -2,7 +2,7 @@
  * kq under test: a daemon with local agents in a temp data root on free ports, an in-process client
  * (src/kqctl/client.ts) for submits and queries, and a subscriber that notices when jobs end.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -28,6 +28,8 @@ export interface KqStartOptions {
   /** Write .cpuprofile files of kq and its agents here (see cpu-profile-preload.ts). */
   profileDir?: string;
   extraArgs?: string[];
+  /** Another build of kq to run (a checkout with bin/ and dist/); default: this one. */
+  root?: string;
 }
 
 export function tempDir(prefix: string): string {
@@ -63,8 +65,11 @@ export class KqUnderTest {
       env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} --import ${PRELOAD}`.trim();
     }
     const log = fs.openSync(path.join(path.dirname(this.dataRoot), 'kq.out'), 'a');
-    this.proc = spawn(process.execPath, [BIN.kq, '--data-root', this.dataRoot, '--num-agents', String(this.options.numAgents),
-      '--request-port', '0', '--update-port', '0', '--broadcast-port', '0', ...(this.options.extraArgs ?? [])],
+    const bin = this.options.root ? path.join(this.options.root, 'bin', 'kq.js') : BIN.kq;
+    // The web monitor stays on (as users run kq), on a free port rather than the fixed default.
+    const http = kqFlags(bin).includes('--http-port') ? ['--http-port', '0'] : [];
+    this.proc = spawn(process.execPath, [bin, '--data-root', this.dataRoot, '--num-agents', String(this.options.numAgents),
+      '--request-port', '0', '--update-port', '0', '--broadcast-port', '0', ...http, ...(this.options.extraArgs ?? [])],
     { env, detached: true, stdio: ['ignore', log, log] });
     fs.closeSync(log);
     const infoFile = path.join(this.dataRoot, 'kq.json');
@@ -178,6 +183,17 @@ export class KqUnderTest {
     await exited;
     clearTimeout(timer);
   }
+}
+
+const helpCache = new Map<string, string>();
+/** `kq --help` of a kq build, to pass only flags it knows. */
+function kqFlags(bin: string): string {
+  let help = helpCache.get(bin);
+  if (help === undefined) {
+    help = spawnSync(process.execPath, [bin, '--help'], { encoding: 'utf8', timeout: 20_000 }).stdout ?? '';
+    helpCache.set(bin, help);
+  }
+  return help;
 }
 
 export interface TimedResult { ms: number; code: number | null; stdout: string; stderr: string }

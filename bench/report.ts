@@ -13,6 +13,7 @@ export interface RunInfo {
   loadavgBefore: number;
   loadavgAfter?: number;
   profiled: boolean;
+  kqRoot: string | null;
 }
 
 /** The fastest peer by median (what the ratio columns divide by). */
@@ -86,7 +87,7 @@ export function formatSoak(r: SoakResult): { text: string; md: string; verdict: 
   const body = r.samples.map((s) => [String(s.atS), String(s.kqRssMb), String(s.kqFds), s.agentRssMb.join('/'), s.agentFds.join('/'), String(s.tasksDone), String(s.waitingTasks)]);
   const v = r.verdict;
   return { text: textTable(head, body), md: mdTable(head, body),
-    verdict: `${v.leak ? 'POSSIBLE LEAK' : 'no growth'}: from warm-up to end kq RSS ${v.kqRssGrowthMb >= 0 ? '+' : ''}${v.kqRssGrowthMb} MB, kq fds ${v.kqFdGrowth >= 0 ? '+' : ''}${v.kqFdGrowth}, ` +
+    verdict: `${v.leak ? 'POSSIBLE LEAK' : 'no growth'}: over the second half, kq RSS ${v.kqRssGrowthMb >= 0 ? '+' : ''}${v.kqRssGrowthMb} MB, kq fds ${v.kqFdGrowth >= 0 ? '+' : ''}${v.kqFdGrowth}, ` +
       `agent RSS ${v.agentRssGrowthMb >= 0 ? '+' : ''}${v.agentRssGrowthMb} MB (mean), agent fds ${v.agentFdGrowth >= 0 ? '+' : ''}${v.agentFdGrowth}; agents replaced: ${v.agentsReplaced}` };
 }
 

@@ -19,10 +19,10 @@ import { soak } from './scenarios/soak.js';
 import { summarizeProfile } from './profile.js';
 
 const SCENARIOS: Record<string, (ctx: Context) => Promise<ScenarioResult>> = { a: scenarioA, b: scenarioB, c: scenarioC, d: scenarioD };
-const USAGE = `usage: npm run bench -- [--quick] [--only a,b,c,d] [--reps N] [--profile] [--no-write] | --soak DURATION (e.g. 30s, 10m)`;
+const USAGE = `usage: npm run bench -- [--quick] [--only a,b,c,d] [--reps N] [--profile] [--kq-root DIR] [--no-write] | --soak DURATION (e.g. 30s, 10m)`;
 
 function parseArgs(argv: string[]) {
-  const o = { quick: false, only: Object.keys(SCENARIOS), reps: 0, profile: false, write: true, soakMs: 0 };
+  const o = { quick: false, only: Object.keys(SCENARIOS), reps: 0, profile: false, write: true, soakMs: 0, kqRoot: undefined as string | undefined };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = () => {
@@ -36,6 +36,7 @@ function parseArgs(argv: string[]) {
     else if (a === '--profile') o.profile = true;
     else if (a === '--no-write') o.write = false;
     else if (a === '--soak') o.soakMs = parseDuration(value());
+    else if (a === '--kq-root') o.kqRoot = path.resolve(value());
     else if (a === '--help' || a === '-h') { console.log(USAGE); process.exit(0); }
     else fail(`unknown argument "${a}"`);
   }
@@ -54,11 +55,11 @@ const opts = parseArgs(args);
 const peers = findPeers();
 const log = (line: string) => process.stderr.write(`${line}\n`);
 const profileDir = opts.profile ? fs.mkdtempSync(path.join(os.tmpdir(), 'kq-bench-profile-')) : undefined;
-const ctx: Context = { quick: opts.quick, reps: opts.reps || (opts.quick ? 2 : 5), peers, profileDir, log };
+const ctx: Context = { quick: opts.quick, reps: opts.reps || (opts.quick ? 2 : 5), peers, profileDir, kqRoot: opts.kqRoot, log };
 const info: RunInfo = {
   date: new Date().toISOString(), mode: opts.quick ? 'quick' : 'full', args, machine: machine(),
   peers: Object.fromEntries(Object.entries(peers).map(([k, p]) => [k, p && { bin: p.bin, version: p.version }])),
-  loadavgBefore: loadavg1(), profiled: opts.profile,
+  loadavgBefore: loadavg1(), profiled: opts.profile, kqRoot: opts.kqRoot ?? null,
 };
 for (const [name, p] of Object.entries(peers)) if (!p) log(`bench: ${name} not found: its rows are skipped (apt-get install -y task-spooler parallel povray)`);
 const benchDir = path.join(ROOT, 'bench');
@@ -104,7 +105,7 @@ for (const f of floors) console.log(`  ${f.ok ? 'MET ' : 'MISS'} (${f.scenario})
 if (profileDir) console.log(`\nprofiles: ${profileDir} (node dist/bench/profile.js DIR for a summary)`);
 
 if (opts.write) {
-  const file = path.join(benchDir, opts.quick || opts.profile || opts.only.length < Object.keys(SCENARIOS).length ? 'results-partial.json' : 'results.json');
+  const file = path.join(benchDir, opts.quick || opts.profile || opts.kqRoot || opts.only.length < Object.keys(SCENARIOS).length ? 'results-partial.json' : 'results.json');
   fs.writeFileSync(file, JSON.stringify({ ...info, scenarios: results, floors }, null, 2) + '\n');
   if (file.endsWith('results.json')) replaceSection(path.join(benchDir, 'README.md'), 'results', formatMarkdown(info, results));
   log(`\nwrote ${path.relative(ROOT, file)}${file.endsWith('results.json') ? ' and the results section of bench/README.md' : ''}`);

@@ -9,6 +9,8 @@ export interface Context {
   peers: Record<string, Peer | null>;
   /** When set, kq and its agents write CPU profiles under this directory (one folder per scenario). */
   profileDir?: string;
+  /** Benchmark another build of kq (a checkout with bin/ and dist/), e.g. to try a fix; default: this one. */
+  kqRoot?: string;
   log(line: string): void;
 }
 

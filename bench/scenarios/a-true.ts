@@ -18,7 +18,7 @@ export async function scenarioA(ctx: Context, o: { tasks?: number; kqctlSubmits?
   const n = o.tasks ?? (ctx.quick ? 200 : 1000);
   const kqctlN = o.kqctlSubmits ?? (ctx.quick ? 20 : 100);
   const cwd = tempDir('kq-bench-a-');
-  const kq = await KqUnderTest.start({ numAgents: 2, profileDir: ctx.profileDir && path.join(ctx.profileDir, 'a') });
+  const kq = await KqUnderTest.start({ numAgents: 2, root: ctx.kqRoot, profileDir: ctx.profileDir && path.join(ctx.profileDir, 'a') });
   const notes: string[] = [];
   const cpu: Record<string, number[]> = { daemon: [], agents: [], bare: [] };
   try {

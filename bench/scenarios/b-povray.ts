@@ -25,7 +25,7 @@ export async function scenarioB(ctx: Context): Promise<ScenarioResult> {
     const pngs = fs.readdirSync(out).filter((f) => f.endsWith('.png')).length;
     if (pngs !== frames) throw new Error(`${what}: ${pngs} of ${frames} frames rendered`);
   };
-  const kq = await KqUnderTest.start({ numAgents: 2, profileDir: ctx.profileDir && path.join(ctx.profileDir, 'b') });
+  const kq = await KqUnderTest.start({ numAgents: 2, root: ctx.kqRoot, profileDir: ctx.profileDir && path.join(ctx.profileDir, 'b') });
   try {
     const tools = [
       { name: KQ, run: async () => {

@@ -9,7 +9,7 @@ export const LIST = 'kqctl list';
 export async function scenarioC(ctx: Context): Promise<ScenarioResult> {
   const reps = ctx.quick ? 8 : 25;
   const cwd = tempDir('kq-bench-c-');
-  const kq = await KqUnderTest.start({ numAgents: 2 });
+  const kq = await KqUnderTest.start({ numAgents: 2, root: ctx.kqRoot });
   try {
     const ids: number[] = [];
     for (let i = 0; i < 10; i++) ids.push((await kq.submit({ argv: ['true'], frames: '1-5', cwd, name: `job ${i}` })).id);
