@@ -54,18 +54,24 @@ export async function streamLog(backend: MonitorBackend, hub: MonitorHub, stream
     chunk = read(CHUNK);
   }
 
+  /** Send what the file has beyond `next` (up to `until`): lines kq wrote without a broadcast, or a gap. */
+  const catchUp = (until = Infinity) => {
+    while (next < until) {
+      const piece = read(Math.min(CHUNK, until - next));
+      if (piece.text === '') return;
+      stream.send('log', { offset: next, text: piece.text }, String(piece.next));
+      next = piece.next;
+    }
+  };
+
   // Live: same tick as the last read above, so the broadcasts continue the file exactly.
   const unfollow = hub.followLog(jobId, (msg) => {
+    if (msg.type === 'job') return catchUp(); // a state change: kq may have logged it (submitted, stopped, restarted)
     const bytes = Buffer.from(msg.text);
     const end = msg.offset + bytes.length;
-    if (end <= next) return; // already sent with the backlog
-    if (msg.offset > next) {
-      // A gap (cannot happen in-process, but never show a log with a hole): read it from the file.
-      const gap = read(msg.offset - next);
-      if (gap.text !== '') stream.send('log', { offset: next, text: gap.text }, String(gap.next));
-      next = gap.next;
-      if (msg.offset > next) return;
-    }
+    if (end <= next) return; // already sent
+    if (msg.offset > next) catchUp(msg.offset);
+    if (msg.offset > next) return;
     const text = msg.offset < next ? bytes.subarray(next - msg.offset).toString('utf8') : msg.text;
     stream.send('log', { offset: next, text }, String(end));
     next = end;

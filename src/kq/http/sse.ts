@@ -108,7 +108,8 @@ export interface HubOptions {
   agentsMs: number;
 }
 
-type LogListener = (msg: Extract<Broadcast, { type: 'log' }>) => void;
+/** Hears a job's `log` broadcasts, and its `job` broadcasts (kq writes some log lines without a broadcast). */
+type LogListener = (msg: Extract<Broadcast, { type: 'log' | 'job' }>) => void;
 
 /**
  * Fans kq's broadcasts out to browsers:
@@ -173,6 +174,7 @@ export class MonitorHub {
   private readonly onMessage = (_topic: string, msg: Broadcast): void => {
     this.guard('broadcast', () => {
       if (msg.type === 'job') {
+        for (const fn of this.logListeners.get(msg.jobId) ?? []) fn(msg);
         if (this.clients.size === 0) return;
         this.changed.add(msg.jobId);
         this.flushTimer ??= setTimeout(() => this.guard('flush', () => this.flush()), this.o.batchMs);

@@ -1,0 +1,62 @@
+// The agents panel: host, state, current job and frames, last seen. Offline agents (ended local agents
+// of earlier runs) are folded away behind a toggle.
+
+import { ago, el, framesText } from './format.js';
+
+const ORDER = { busy: 0, idle: 1, lost: 2, offline: 3 };
+
+export class AgentsPanel {
+  /** @param {HTMLElement} root  @param {{onSelectJob(id:number):void}} handlers */
+  constructor(root, handlers) {
+    this.handlers = handlers;
+    this.agents = [];
+    this.showOffline = false;
+    this.count = el('span', { class: 'muted' });
+    this.toggle = el('button', { class: 'link-btn', type: 'button', hidden: true, onclick: () => { this.showOffline = !this.showOffline; this.render(); } });
+    this.body = el('tbody');
+    root.append(
+      el('div', { class: 'panel-head' }, el('h2', {}, 'Agents'), this.count, el('span', { class: 'spacer-flex' }), this.toggle),
+      el('div', { class: 'agents-scroll' },
+        el('table', { class: 'agents-table', 'aria-label': 'Agents' },
+          el('thead', {}, el('tr', {}, ['Host', 'Agent', 'State', 'Job', 'Frames', 'Last seen'].map((h) => el('th', { scope: 'col' }, h)))),
+          this.body)));
+    this.body.addEventListener('click', (e) => {
+      const a = e.target.closest('[data-job]');
+      if (a) {
+        e.preventDefault();
+        handlers.onSelectJob(Number(a.dataset.job));
+      }
+    });
+    setInterval(() => this.tick(), 1000);
+  }
+
+  set(agents) {
+    this.agents = [...agents].sort((a, b) => (ORDER[a.state] ?? 9) - (ORDER[b.state] ?? 9) || a.host.localeCompare(b.host) || a.id.localeCompare(b.id));
+    this.render();
+  }
+
+  render() {
+    const offline = this.agents.filter((a) => a.state === 'offline').length;
+    const shown = this.showOffline ? this.agents : this.agents.filter((a) => a.state !== 'offline');
+    const busy = this.agents.filter((a) => a.state === 'busy').length;
+    const up = this.agents.length - offline - this.agents.filter((a) => a.state === 'lost').length;
+    this.count.textContent = `${up} up · ${busy} busy`;
+    this.toggle.hidden = offline === 0;
+    this.toggle.textContent = this.showOffline ? 'Hide offline' : `Show ${offline} offline`;
+    this.body.replaceChildren(...(shown.length ? shown.map((a) => el('tr', { class: `agent-${a.state}` },
+      el('td', {}, a.host, a.local ? el('span', { class: 'tag' }, 'local') : null),
+      el('td', { class: 'mono' }, a.id),
+      el('td', {}, el('span', { class: `badge agent-state-${a.state}` }, a.state)),
+      el('td', {}, a.jobId === null ? '—' : el('a', { href: `#job=${a.jobId}`, class: 'link', dataset: { job: a.jobId } }, `#${a.jobId}`)),
+      el('td', { class: 'mono' }, framesText(a.frames)),
+      el('td', { class: 'last-seen', dataset: { at: a.lastSeen } }, a.state === 'offline' ? '—' : ago(a.lastSeen)),
+    )) : [el('tr', {}, el('td', { colspan: 6, class: 'muted empty-cell' }, 'No agents connected'))]));
+  }
+
+  tick() {
+    const now = Date.now();
+    for (const td of this.body.querySelectorAll('td.last-seen')) {
+      if (td.textContent !== '—') td.textContent = ago(td.dataset.at, now);
+    }
+  }
+}
