@@ -116,7 +116,7 @@ describe('failures and control', () => {
 
   it('replaces an agent killed with -9 mid-render and the job still completes', async () => {
     const kq = await start({ numAgents: 2 });
-    const id = await kq.submit('--frames', '1-6', '--', 'sh', '-c', 'sleep 0.5; echo {frame}');
+    const id = await kq.submit('--frames', '1-6', '--', 'sh', '-c', 'sleep 2; echo {frame}');
     const busy = await waitFor('a busy agent', async () => (await kq.agents()).find((a) => a.state === 'busy'));
     process.kill(busy.pid, 'SIGKILL');
     await waitFor('a replacement agent', async () => {
