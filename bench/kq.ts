@@ -50,7 +50,12 @@ export class KqUnderTest {
 
   static async start(options: KqStartOptions): Promise<KqUnderTest> {
     const kq = new KqUnderTest(path.join(tempDir('kq-bench-'), 'data'), options);
-    await kq.launch();
+    try {
+      await kq.launch();
+    } catch (err) {
+      await kq.stop();
+      throw err;
+    }
     return kq;
   }
 
@@ -176,12 +181,15 @@ export class KqUnderTest {
     this.client?.close();
     const proc = this.proc;
     this.proc = null;
-    if (!proc || proc.exitCode !== null) return;
-    const exited = new Promise<void>((r) => proc.once('exit', () => r()));
-    proc.kill('SIGTERM');
-    const timer = setTimeout(() => { try { process.kill(-proc.pid!, 'SIGKILL'); } catch { /* gone */ } }, 15_000);
-    await exited;
-    clearTimeout(timer);
+    if (proc && proc.exitCode === null) {
+      const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+      proc.kill('SIGTERM');
+      const timer = setTimeout(() => { try { process.kill(-proc.pid!, 'SIGKILL'); } catch { /* gone */ } }, 15_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    // Data roots of 100,000-task runs are large; KQ_BENCH_KEEP=1 keeps them for a look.
+    if (!process.env.KQ_BENCH_KEEP) fs.rmSync(path.dirname(this.dataRoot), { recursive: true, force: true });
   }
 }
 

@@ -26,7 +26,7 @@ function cells(s: ScenarioResult): { head: string[]; body: string[][] } {
   const fastest = fastestPeer(s.rows);
   const head = ['tool', 'runs', 'min', 'median', 'per item', fastest ? `× ${fastest.tool}` : '× fastest peer'];
   const body = s.rows.map((r) => {
-    if (r.samples.length === 0) return [r.tool, '0', '-', '-', '-', `FAILED: ${r.error ?? 'no samples'}`];
+    if (r.samples.length === 0) return [r.tool, '0', '-', '-', '-', `FAILED (${(r.error ?? 'no samples').slice(0, 40)}…)`];
     const per = r.items ? formatMs(r.summary.median / r.items) : '-';
     const x = fastest ? `${(r.summary.median / fastest.summary.median).toFixed(2)}×` : '-';
     return [r.tool + (r.note ? ` (${r.note})` : ''), String(r.samples.length), formatMs(r.summary.min), formatMs(r.summary.median), per, x];
@@ -53,6 +53,10 @@ function floorLines(s: ScenarioResult): string[] {
   });
 }
 
+function errorLines(s: ScenarioResult): string[] {
+  return s.rows.filter((r) => r.error).map((r) => `${r.tool} failed: ${r.error}`);
+}
+
 function metricLine(s: ScenarioResult): string {
   return Object.entries(s.metrics).map(([k, v]) => `${k}=${v ?? '-'}`).join(', ');
 }
@@ -61,7 +65,7 @@ export function formatText(s: ScenarioResult): string {
   const { head, body } = cells(s);
   const parts = [`\n${s.title}`, body.length ? textTable(head, body) : '(no rows)'];
   if (Object.keys(s.metrics).length) parts.push(metricLine(s));
-  parts.push(...floorLines(s), ...s.notes);
+  parts.push(...floorLines(s), ...s.notes, ...errorLines(s));
   return parts.join('\n');
 }
 
@@ -76,7 +80,7 @@ export function formatMarkdown(info: RunInfo, results: ScenarioResult[]): string
     if (body.length) out.push(mdTable(head, body), '');
     if (Object.keys(s.metrics).length) out.push(`Metrics: ${metricLine(s)}`, '');
     for (const f of floorLines(s)) out.push(`- ${f}`);
-    for (const n of s.notes) out.push(`- ${n}`);
+    for (const n of [...s.notes, ...errorLines(s)]) out.push(`- ${n}`);
     out.push('');
   }
   return out.join('\n');

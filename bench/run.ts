@@ -55,7 +55,7 @@ const opts = parseArgs(args);
 const peers = findPeers();
 const log = (line: string) => process.stderr.write(`${line}\n`);
 const profileDir = opts.profile ? fs.mkdtempSync(path.join(os.tmpdir(), 'kq-bench-profile-')) : undefined;
-const ctx: Context = { quick: opts.quick, reps: opts.reps || (opts.quick ? 2 : 5), peers, profileDir, kqRoot: opts.kqRoot, log };
+const ctx: Context = { quick: opts.quick, reps: opts.reps || (opts.quick ? 2 : 3), peers, profileDir, kqRoot: opts.kqRoot, log };
 const info: RunInfo = {
   date: new Date().toISOString(), mode: opts.quick ? 'quick' : 'full', args, machine: machine(),
   peers: Object.fromEntries(Object.entries(peers).map(([k, p]) => [k, p && { bin: p.bin, version: p.version }])),

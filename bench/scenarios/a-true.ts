@@ -2,6 +2,7 @@
  * (a) 1,000 one-frame tasks of `true`, 2 slots: kq (2 agents; one job of 1,000 frames, and 1,000 separate
  * submits) against a bare Node loop, `xargs -P2`, task-spooler (`tsp -S 2`) and `parallel -j2`.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { KqUnderTest, runTimed, tempDir, BIN } from '../kq.js';
 import { runBareLoop, runParallel, runTsp, runXargs } from '../peers.js';
@@ -95,5 +96,6 @@ export async function scenarioA(ctx: Context, o: { tasks?: number; kqctlSubmits?
     };
   } finally {
     await kq.stop();
+    fs.rmSync(cwd, { recursive: true, force: true });
   }
 }

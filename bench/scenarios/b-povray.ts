@@ -62,6 +62,7 @@ export async function scenarioB(ctx: Context): Promise<ScenarioResult> {
     };
   } finally {
     await kq.stop();
+    fs.rmSync(out, { recursive: true, force: true });
   }
 }
 

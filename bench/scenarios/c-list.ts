@@ -1,4 +1,5 @@
 /** (c) `kqctl list` round trip (process start to exit) vs `node -e 0`, the floor for any Node CLI. */
+import fs from 'node:fs';
 import path from 'node:path';
 import { KqUnderTest, runTimed, tempDir, BIN } from '../kq.js';
 import { floor, interleave, ratio, row, type Context, type ScenarioResult } from '../scenario.js';
@@ -44,5 +45,6 @@ export async function scenarioC(ctx: Context): Promise<ScenarioResult> {
     };
   } finally {
     await kq.stop();
+    fs.rmSync(cwd, { recursive: true, force: true });
   }
 }

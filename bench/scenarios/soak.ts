@@ -2,6 +2,7 @@
  * Soak: keep 4 agents busy with mixed short, failing, chatty and timed-out tasks for a while, and sample
  * RSS and open file descriptors (/proc/PID/fd) of kq and of each agent. Flat lines = no leak.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { KqUnderTest, tempDir } from '../kq.js';
 import { openFds, rssMb } from '../proc.js';
@@ -85,18 +86,25 @@ export async function soak(ctx: Context, durationMs: number): Promise<SoakResult
     await sample();
   } finally {
     await kq.stop();
+    fs.rmSync(cwd, { recursive: true, force: true });
   }
   // Growth over the second half: caches fill and V8's heap grows to its working size first (kq keeps up to
   // 64 job logs open, so its fd count climbs to a plateau). A short soak (30s) can hardly tell the two apart.
   const warm = samples[Math.floor((samples.length - 1) / 2)]!;
   const end = samples[samples.length - 1]!;
+  // Descriptor counts move with each render's pipes: compare the lowest count of the last third of the
+  // samples with the lowest of the middle third.
+  const third = Math.max(1, Math.floor(samples.length / 3));
+  const mid = samples.slice(third, 2 * third);
+  const late = samples.slice(-third);
+  const floorOf = (xs: Array<number | null>) => Math.min(...xs.map((x) => x ?? Infinity));
   const sum = (xs: Array<number | null>) => xs.reduce<number>((a, b) => a + (b ?? 0), 0);
   const avg = (xs: Array<number | null>) => sum(xs) / Math.max(1, xs.length);
   const verdict = {
     kqRssGrowthMb: r1((end.kqRssMb ?? 0) - (warm.kqRssMb ?? 0))!,
-    kqFdGrowth: (end.kqFds ?? 0) - (warm.kqFds ?? 0),
+    kqFdGrowth: floorOf(late.map((x) => x.kqFds)) - floorOf(mid.map((x) => x.kqFds)),
     agentRssGrowthMb: r1(avg(end.agentRssMb) - avg(warm.agentRssMb))!,
-    agentFdGrowth: Math.max(...end.agentFds.map((f) => f ?? 0)) - Math.max(...warm.agentFds.map((f) => f ?? 0)),
+    agentFdGrowth: floorOf(late.flatMap((x) => x.agentFds)) - floorOf(mid.flatMap((x) => x.agentFds)),
     agentsReplaced: seenPids.size - agents,
     leak: false,
   };
