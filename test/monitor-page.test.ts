@@ -117,7 +117,7 @@ describe('monitor page', () => {
     const shot = await screenshot(page, 'monitor.png');
     expect(fs.statSync(shot).size).toBeGreaterThan(10_000);
     expect(errors).toEqual([]);
-  });
+  }, 240_000);
 
   it('shows 10,000 jobs quickly and stays responsive (sort, filter, scroll, live additions)', async () => {
     const kq = await start({ numAgents: 0 });
@@ -197,5 +197,5 @@ describe('monitor page', () => {
     for (const ms of [sortMs, filterMs, scrollMs, stateMs]) expect(ms).toBeLessThan(2000);
     expect(worstFrameMs).toBeLessThan(2500); // the machine may be shared; a full re-render per update would take far longer
     expect(errors).toEqual([]);
-  });
+  }, 360_000); // submitting 10,000 jobs one request each takes 20-90 s on a busy 2-core machine
 });
