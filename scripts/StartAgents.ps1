@@ -22,7 +22,10 @@ root is writable, KQ_HOST resolves here, and kq's ports accept connections from 
 Exit codes: 0 started; 2 bad arguments, no kq install or no node; 3 data root not writable;
   4 KQ_HOST does not resolve on this machine; 5 kq's ports are not reachable from this machine;
   6 an agent did not start or exited at once.
-Environment: KQ_NODE (node.exe to run; default: node on PATH), KQ_SKIP_CHECKS=1 (skip the name and port checks).
+Environment: KQ_NODE (node.exe to run; default: node on PATH), KQ_SKIP_CHECKS=1 (skip the name and port checks),
+KQ_SERVER_KEY and KQ_KEY_FILE (when kq requires CURVE: kq's public certificate file and this machine's secret
+certificate). A process made by Win32_Process.Create does not inherit this environment, so on Windows these
+two reach the agents as --server-key FILE --key-file FILE (paths only, never key material, on the command line).
 #>
 
 $ErrorActionPreference = 'Stop'
@@ -131,6 +134,20 @@ try {
   Stop-WithError 3 "data root $DataRoot is not writable by $Who on $ThisHost ($($_.Exception.Message)): give $Who write access to it (and its logs and run folders), or choose another DATA_ROOT"
 }
 
+# CURVE keys for the agents: both or neither, certificate files (a Z85 key could hold % or other characters
+# cmd.exe would interpret).
+$CurveArgs = @()
+if ($env:KQ_SERVER_KEY -or $env:KQ_KEY_FILE) {
+  if (-not ($env:KQ_SERVER_KEY -and $env:KQ_KEY_FILE)) { Stop-WithError 2 "KQ_SERVER_KEY and KQ_KEY_FILE go together (kq's public certificate, and this machine's secret certificate)" }
+  $serverKeyFile = Get-AbsolutePath $env:KQ_SERVER_KEY
+  $keyFile = Get-AbsolutePath $env:KQ_KEY_FILE
+  foreach ($f in @($serverKeyFile, $keyFile)) {
+    if (-not (Test-Path -LiteralPath $f -PathType Leaf)) { Stop-WithError 2 "CURVE certificate $f does not exist on $ThisHost (KQ_SERVER_KEY and KQ_KEY_FILE are files here)" }
+    Assert-CmdSafe 'a CURVE certificate path' $f
+  }
+  $CurveArgs = @('--server-key', $serverKeyFile, '--key-file', $keyFile)
+}
+
 # The seed's troubleshooting list: can this machine resolve KQ_HOST and open TCP connections to kq's ports?
 if ($env:KQ_SKIP_CHECKS -ne '1') {
   try {
@@ -180,7 +197,7 @@ while ($started -lt [int]$NumAgents) {
   # Every value double-quoted; validated above to hold no % or ". /d: no AutoRun, /v:off: no !VAR! expansion,
   # /s: strip only the outer quotes.
   $agentArgs = @($AgentJs, '--minimal-env', 'True', '--request-port', $RequestPort, '--update-port', $UpdatePort,
-    '--broadcast-port', $BroadcastPort, $KqHost)
+    '--broadcast-port', $BroadcastPort) + $CurveArgs + @($KqHost)
   $quoted = ($agentArgs | ForEach-Object { '"' + $_ + '"' }) -join ' '
   $commandLine = "cmd.exe /d /v:off /s /c "" ""$Node"" $quoted 1>>""$outLog"" 2>>""$log"" """
   $result = Invoke-CimMethod -ClassName Win32_Process -MethodName Create -Arguments @{ CommandLine = $commandLine; CurrentDirectory = $DataRoot }

@@ -17,6 +17,9 @@
 #   6 an agent did not start or exited at once.
 # Environment: KQ_NODE  node binary to run (default: node on PATH)
 #              KQ_SKIP_CHECKS=1  skip the name and port checks (e.g. to start agents before kq)
+#              KQ_SERVER_KEY, KQ_KEY_FILE  when kq requires CURVE: kq's public key (or its certificate file)
+#                and this machine's secret certificate; passed on to the agents in their environment, so
+#                their command line stays the one above (kqctl remote start copies both to DATA_ROOT/keys).
 set -u
 
 PROG=StartAgents.sh
@@ -117,6 +120,17 @@ if ! { : >"$probe" && : >"$DATA_ROOT/logs/.write-test.$$"; } 2>/dev/null; then
   fail 3 "data root $DATA_ROOT is not writable by $WHO on $THIS_HOST: give $WHO write access to it (and its logs/ and run/), or choose another DATA_ROOT"
 fi
 rm -f "$probe" "$DATA_ROOT/logs/.write-test.$$"
+
+# CURVE keys for the agents (both or neither), as absolute paths: the agents run from another directory.
+if [ -n "${KQ_SERVER_KEY:-}" ] || [ -n "${KQ_KEY_FILE:-}" ]; then
+  [ -n "${KQ_SERVER_KEY:-}" ] && [ -n "${KQ_KEY_FILE:-}" ] ||
+    fail 2 "KQ_SERVER_KEY and KQ_KEY_FILE go together (kq's public key, and this machine's secret certificate)"
+  KQ_KEY_FILE=$(absolute "$KQ_KEY_FILE")
+  [ -r "$KQ_KEY_FILE" ] || fail 2 "KQ_KEY_FILE $KQ_KEY_FILE is not readable by $WHO on $THIS_HOST"
+  server_key_file=$(absolute "$KQ_SERVER_KEY") # a certificate file (absolute from here on), or the key itself
+  [ -f "$server_key_file" ] && KQ_SERVER_KEY=$server_key_file
+  export KQ_SERVER_KEY KQ_KEY_FILE
+fi
 
 # node version, then (unless skipped) the seed's troubleshooting list: can this machine resolve KQ_HOST
 # and open TCP connections to kq's three ports? One node process; values are passed as arguments.

@@ -83,14 +83,14 @@ function waitJob(kq: Kq, id: number): Promise<any> {
 }
 
 describe('kqctl remote start / stop', () => {
-  it('starts agents over SSH that register with kq and render a job, and stops them all', async () => {
-    const kq = await startKq();
+  it('starts agents over SSH that register with kq (CURVE) and render a job, and stops them all', async () => {
+    const kq = await startKq(['--secure']); // CURVE on loopback too: the agents need kq's key and an allowed key pair
     const server = await sshd();
     const data = agentDataRoot();
     const t0 = Date.now();
     const started = await remote(kq, server, 'start', ['--num-agents', '4', '--install-root', ROOT, '--data-root', data]);
     const seconds = (Date.now() - t0) / 1000;
-    expect(started.stderr).toBe('');
+    expect(started.stderr).toBe('kqctl: kq requires CURVE: allowed a new client "127.0.0.1" for the agents on 127.0.0.1 (kqctl keys revoke 127.0.0.1 refuses them)');
     expect(started.exitCode).toBe(0);
     expect(started.stdout).toMatch(/^started 4 kq agent\(s\) on \S+ via root@127\.0\.0\.1:\d+, dialing kq at 127\.0\.0\.1; all registered in [\d.]+s$/m);
     console.log(`kqctl remote start --num-agents 4 took ${seconds.toFixed(1)}s`);
@@ -106,7 +106,16 @@ describe('kqctl remote start / stop', () => {
       expect(argv.slice(1, -1)).toEqual([path.join(ROOT, 'bin', 'kq-agent.js'), '--minimal-env', 'True', '--request-port', String(kq.info.requestPort),
         '--update-port', String(kq.info.updatePort), '--broadcast-port', String(kq.info.broadcastPort), '127.0.0.1']);
       expect(started.stdout).toContain(String(pid));
+      // Keys reach the agent as file paths in its environment, never on its command line.
+      const env = fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+      expect(env).toContain(`KQ_KEY_FILE=${data}/keys/127.0.0.1.key_secret`);
+      expect(env).toContain(`KQ_SERVER_KEY=${data}/keys/server.key`);
     }
+    expect(fs.statSync(path.join(data, 'keys')).mode & 0o777).toBe(0o700);
+    expect(fs.statSync(path.join(data, 'keys', '127.0.0.1.key_secret')).mode & 0o777).toBe(0o600);
+    expect(fs.readFileSync(path.join(data, 'keys', '127.0.0.1.key_secret'), 'utf8'))
+      .toBe(fs.readFileSync(path.join(kq.dataRoot, 'keys', 'clients', '127.0.0.1.key_secret'), 'utf8'));
+    expect((await kq.ctl('keys', 'list')).stdout).toMatch(/^127\.0\.0\.1\s+\S{40}$/m);
 
     const id = await submit(kq, '--name', 'remote echo', '--frames', '1-8', '--chunk', '1', '--', 'sh', '-c', 'echo "frame {frame} rendered by $PPID"');
     const job = await waitJob(kq, id);
@@ -402,7 +411,7 @@ describe.skipIf(!NETNS)('agents in another network namespace', () => {
     const server = await startSshd({ netns: ns.name, listen: ns.peerAddress, port: 2222 });
     const data = agentDataRoot();
     const started = await remote(kq, server, 'start', ['--num-agents', '2', '--install-root', ROOT, '--data-root', data]);
-    expect(started.stderr).toBe('');
+    expect(started.stderr).toContain(`kqctl: kq requires CURVE: allowed a new client "${ns.peerAddress}"`); // kq listens beyond loopback
     expect(started.exitCode).toBe(0);
     expect(started.stdout).toContain(`via root@${ns.peerAddress}:2222, dialing kq at ${ns.hostAddress}`);
     const agents = await remoteAgents(kq);

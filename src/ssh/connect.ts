@@ -3,11 +3,10 @@
  * runs commands (exec → {code, signal, stdout, stderr}) and opens SFTP. Failures become SshError with
  * a kind and a message that says what was tried and what to do.
  */
-import os from 'node:os';
-import path from 'node:path';
 import ssh2, { type ClientChannel, type SFTPWrapper } from 'ssh2';
 import { credentials, type Credentials } from './identity.js';
 import { KnownHosts, appendKnownHost, fingerprint, keyTypeOf, knownHostName } from './known-hosts.js';
+import type { SshOptions } from './options.js';
 
 const { Client } = ssh2; // ssh2 is CommonJS: no named exports at run time
 
@@ -17,28 +16,6 @@ export class SshError extends Error {
   constructor(readonly kind: SshFailure, message: string) {
     super(message);
   }
-}
-
-export interface SshOptions {
-  host: string;
-  port: number;
-  username: string;
-  /** An explicit private key file; otherwise the ssh-agent and ~/.ssh/id_{ed25519,ecdsa,rsa}. */
-  identity?: string;
-  /** known_hosts files to read; the first is the one --accept-new-host-key appends to. */
-  knownHostsFiles: string[];
-  acceptNewHostKey: boolean;
-  /** How long the connection and handshake may take. */
-  readyTimeoutMs: number;
-  env?: NodeJS.ProcessEnv;
-}
-
-export const SSH_DEFAULTS = { port: 22, acceptNewHostKey: false, readyTimeoutMs: 10_000 } as const;
-
-/** The files OpenSSH reads by default (UserKnownHostsFile, GlobalKnownHostsFile). */
-export function defaultKnownHostsFiles(home = os.homedir()): string[] {
-  return [path.join(home, '.ssh', 'known_hosts'), path.join(home, '.ssh', 'known_hosts2'),
-    '/etc/ssh/ssh_known_hosts', '/etc/ssh/ssh_known_hosts2'];
 }
 
 export interface ExecResult {

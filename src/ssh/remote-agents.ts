@@ -32,6 +32,8 @@ export interface RemoteStartOptions {
   node?: string;
   /** Skip the script's name and port checks (KQ_SKIP_CHECKS=1). */
   skipChecks?: boolean;
+  /** CURVE files on the remote machine, passed to the agents as KQ_SERVER_KEY and KQ_KEY_FILE. */
+  curve?: { serverKeyFile: string; keyFile: string };
 }
 
 export interface StartedAgent { n: number; pid: number; log: string }
@@ -102,10 +104,29 @@ async function runScript(conn: SshConnection, installRoot: string, name: string,
   return r;
 }
 
+/** A remote path as SFTP takes it: SFTP does not expand ~, but starts in the user's home (`~/x` is `x`). */
+export function sftpPath(p: string): string {
+  return p === '~' ? '.' : p.startsWith('~/') ? p.slice(2) || '.' : p;
+}
+
+/**
+ * Copy the agents' CURVE certificates to <data root>/keys (0700) on the remote machine: kq's public key
+ * and the agents' secret key pair (0600). Returns their remote paths (as given: ~ stays for the script).
+ */
+export async function installAgentKeys(conn: SshConnection, dataRoot: string, files: { serverPublic: string; clientSecret: string; name: string }):
+  Promise<{ serverKeyFile: string; keyFile: string }> {
+  const serverKeyFile = path.posix.join(dataRoot, 'keys', 'server.key');
+  const keyFile = path.posix.join(dataRoot, 'keys', `${files.name}.key_secret`);
+  await uploadFiles(conn, [
+    { local: files.serverPublic, remote: sftpPath(serverKeyFile), mode: 0o644, dirMode: 0o700 },
+    { local: files.clientSecret, remote: sftpPath(keyFile), mode: 0o600, dirMode: 0o700 },
+  ]);
+  return { serverKeyFile, keyFile };
+}
+
 /** Copy the scripts to <install root>/scripts over SFTP (mode 0755). */
 export async function installScripts(conn: SshConnection, installRoot: string, names: string[] = Object.values(SCRIPT_NAMES)): Promise<string[]> {
-  // SFTP does not expand ~, but starts in the user's home: `~/x` is `x` there.
-  const root = installRoot === '~' ? '.' : installRoot.startsWith('~/') ? installRoot.slice(2) || '.' : installRoot;
+  const root = sftpPath(installRoot);
   const uploads = names.map((n) => ({ local: path.join(localScriptsDir(), n), remote: path.posix.join(root, 'scripts', n), mode: 0o755 }));
   await uploadFiles(conn, uploads);
   return uploads.map((u) => u.remote);
@@ -115,6 +136,10 @@ export async function startRemoteAgents(conn: SshConnection, o: RemoteStartOptio
   const env: Record<string, string> = {};
   if (o.node) env.KQ_NODE = o.node;
   if (o.skipChecks) env.KQ_SKIP_CHECKS = '1';
+  if (o.curve) {
+    env.KQ_SERVER_KEY = o.curve.serverKeyFile;
+    env.KQ_KEY_FILE = o.curve.keyFile;
+  }
   const args = [o.installRoot, o.dataRoot, o.kqHost, ...[o.ports.request, o.ports.update, o.ports.broadcast, o.numAgents].map(String)];
   const r = await runScript(conn, o.installRoot, SCRIPT_NAMES.start, args, env);
   const machine = /^starting \d+ kq agent\(s\) on (\S+)/m.exec(r.stdout)?.[1] ?? conn.options.host;

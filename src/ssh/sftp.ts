@@ -9,13 +9,15 @@ export interface Upload {
   /** Absolute, or relative to the remote user's home (where the SFTP server starts). */
   remote: string;
   mode: number;
+  /** Mode of directories created for it (default 0755; 0700 for secrets). */
+  dirMode?: number;
 }
 
 export async function uploadFiles(conn: SshConnection, uploads: Upload[]): Promise<void> {
   const sftp = await conn.sftp();
   try {
     for (const u of uploads) {
-      await mkdirp(sftp, path.posix.dirname(u.remote));
+      await mkdirp(sftp, path.posix.dirname(u.remote), u.dirMode ?? 0o755);
       await put(sftp, fs.readFileSync(u.local), u.remote, u.mode);
     }
   } finally {
@@ -33,12 +35,12 @@ function put(sftp: SFTPWrapper, data: Buffer, remote: string, mode: number): Pro
   });
 }
 
-async function mkdirp(sftp: SFTPWrapper, dir: string): Promise<void> {
+async function mkdirp(sftp: SFTPWrapper, dir: string, mode: number): Promise<void> {
   if (dir === '.' || dir === '/' || dir === '') return;
   if (await isDir(sftp, dir)) return;
-  await mkdirp(sftp, path.posix.dirname(dir));
+  await mkdirp(sftp, path.posix.dirname(dir), 0o755);
   await new Promise<void>((resolve, reject) => {
-    sftp.mkdir(dir, { mode: 0o755 }, (err) => {
+    sftp.mkdir(dir, { mode }, (err) => {
       if (!err) return resolve();
       void isDir(sftp, dir).then((ok) => (ok ? resolve() : reject(new Error(`cannot create ${dir} over SFTP: ${err.message}`))));
     });

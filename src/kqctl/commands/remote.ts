@@ -14,12 +14,14 @@ import { durationArg, intArg, portArg, usageExitCodes } from '../../common/cli.j
 import { isLoopback } from '../../common/endpoint.js';
 import { dataFiles, defaultDataRoot, DEFAULT_PORTS, type DaemonInfo } from '../../common/paths.js';
 import type { AgentInfo } from '../../protocol/index.js';
-import { SSH_DEFAULTS, SshConnection, SshError, defaultKnownHostsFiles } from '../../ssh/connect.js';
-import { IdentityError } from '../../ssh/identity.js';
+import type { SshConnection } from '../../ssh/connect.js';
+import { SSH_DEFAULTS, defaultKnownHostsFiles } from '../../ssh/options.js';
 import {
-  MissingScriptsError, RemoteScriptError, diagnoseAgents, indent, installScripts, readableLog, startRemoteAgents,
+  MissingScriptsError, RemoteScriptError, diagnoseAgents, indent, installAgentKeys, installScripts, readableLog, startRemoteAgents,
   stopRemoteAgents, type KqPorts, type RemoteStartResult,
 } from '../../ssh/remote-agents.js';
+import { addClient, checkName, formatCert, keyFiles, readCert, readKeyPair } from '../../common/keys.js';
+import { readServerKey } from '../../common/curve-client.js';
 import { shellQuote } from '../../ssh/shell-quote.js';
 import type { KqClient } from '../client.js';
 import { withClient, type ConnectionFlags } from '../connect.js';
@@ -48,6 +50,8 @@ interface SshFlags extends ConnectionFlags {
 
 interface StartFlags extends SshFlags {
   numAgents: number;
+  keyFile?: string;
+  keyName?: string;
   kqHost?: string;
   updatePort?: number;
   registerTimeout: number;
@@ -95,9 +99,13 @@ Exit codes: 0 ok, 2 bad usage or input (also: no such install root there), 3 kq 
     .addOption(new Option('--register-timeout <duration>', 'how long to wait for the agents to register with kq').argParser(durationArg).default(20_000, '20s'))
     .addOption(new Option('--node <path>', 'node binary on that machine (default: node on its PATH)'))
     .addOption(new Option('--skip-checks', "don't let StartAgents.sh check that the kq host resolves and its ports answer there").default(false))
+    .addOption(new Option('--key-name <name>', 'when kq requires CURVE: the allowlisted client the agents use, made if missing (default: the --host name)'))
+    .addOption(new Option('--key-file <file>', "when kq requires CURVE: the agents' secret certificate instead (from kqctl keys add-client)"))
     .addHelpText('after', `
 Example: kqctl remote start --host render2 --num-agents 4 --install-root /opt/kq --data-root /var/tmp/kq
-kq must listen where render2 can reach it: start it with \`kq --bind 0.0.0.0\` (or --bind <its address>).`)
+kq must listen where render2 can reach it: start it with \`kq --bind 0.0.0.0\` (or --bind <its address>).
+kq then requires CURVE: the agents get kq's public key and an allowlisted key pair (client "render2", made with
+\`kqctl keys add-client\` semantics if missing) in <data root>/keys there, passed as KQ_SERVER_KEY/KQ_KEY_FILE.`)
     .action(withClient(startCommand, kqAddress));
 
   sshOptions(remote.command('stop'))
@@ -129,11 +137,18 @@ async function startCommand(client: KqClient, flags: StartFlags): Promise<number
       'restart kq with --bind 0.0.0.0 (or --bind <an address of this machine that it reaches>)');
   }
 
+  const keys = agentKeys(flags, info, sshHost);
+  if (keys?.created && !flags.json) {
+    process.stderr.write(`kqctl: kq requires CURVE: allowed a new client "${keys.name}" for the agents on ${sshHost} ` +
+      `(kqctl keys revoke ${keys.name} refuses them)\n`);
+  }
+
   const started = Date.now();
   return withSsh(flags, async (conn) => {
+    const curve = keys ? await installAgentKeys(conn, dataRootOf(flags), keys) : undefined;
     const result = await withScripts(conn, flags, () => startRemoteAgents(conn, {
       installRoot: flags.installRoot, dataRoot: dataRootOf(flags), kqHost, ports, numAgents: flags.numAgents,
-      node: flags.node, skipChecks: flags.skipChecks,
+      node: flags.node, skipChecks: flags.skipChecks, curve,
     }));
     const registered = await waitForRegistration(client, result, flags.registerTimeout);
     const elapsed = (Date.now() - started) / 1000;
@@ -146,7 +161,7 @@ async function startCommand(client: KqClient, flags: StartFlags): Promise<number
       });
     }
     if (missing.length > 0) {
-      process.stderr.write(await notRegisteredReport(conn, flags, result, missing, { kqHost, ports, bind, sshHost }));
+      process.stderr.write(await notRegisteredReport(conn, flags, result, missing, { kqHost, ports, bind, sshHost, keyName: keys?.name ?? null }));
       return EXIT.notRegistered;
     }
     if (!flags.json) {
@@ -176,6 +191,8 @@ async function stopCommand(_client: KqClient, flags: StopFlags): Promise<number>
 
 /** Open the SSH connection, run `fn`, always close; SSH and script failures become exit codes. */
 async function withSsh(flags: SshFlags, fn: (conn: SshConnection) => Promise<number>): Promise<number> {
+  // ssh2 is loaded only here, so every other kqctl command starts without it.
+  const [{ SshConnection, SshError }, { IdentityError }] = await Promise.all([import('../../ssh/connect.js'), import('../../ssh/identity.js')]);
   let conn: SshConnection;
   try {
     conn = await SshConnection.open({
@@ -243,7 +260,7 @@ async function waitForRegistration(client: KqClient, result: RemoteStartResult, 
 
 /** What to print when agents started but did not register: their state, their logs, the checklist items that apply. */
 async function notRegisteredReport(conn: SshConnection, flags: StartFlags, result: RemoteStartResult, missing: RemoteStartResult['agents'],
-  ctx: { kqHost: string; ports: KqPorts; bind: string | undefined; sshHost: string }): Promise<string> {
+  ctx: { kqHost: string; ports: KqPorts; bind: string | undefined; sshHost: string; keyName: string | null }): Promise<string> {
   const diagnoses = await diagnoseAgents(conn, missing).catch(() => []);
   const out: string[] = [`kqctl: ${missing.length} of ${result.agents.length} kq agent(s) started on ${result.machine} did not register with kq ` +
     `within ${flags.registerTimeout / 1000}s (they dial ${ctx.kqHost}, ports ${ctx.ports.request}, ${ctx.ports.update}, ${ctx.ports.broadcast}).`];
@@ -273,6 +290,10 @@ async function notRegisteredReport(conn: SshConnection, flags: StartFlags, resul
     }
     checks.push(`firewall: TCP ports ${ctx.ports.request}, ${ctx.ports.update}, ${ctx.ports.broadcast} must be open from ${result.machine} to this machine`);
   }
+  if (ctx.keyName !== null && /cannot reach kq/.test(logs)) {
+    checks.push(`CURVE keys: kq refuses agents whose key is not allowlisted: is client "${ctx.keyName}" in \`kqctl keys list\`, ` +
+      `and is ${dataRootOf(flags)}/keys on ${result.machine} the copy kqctl made?`);
+  }
   if (/EACCES|EROFS|permission denied/i.test(logs) || logs.trim() === '') {
     checks.push(`data root permissions: the agents must be able to write ${dataRootOf(flags)}/logs there`);
   }
@@ -280,6 +301,47 @@ async function notRegisteredReport(conn: SshConnection, flags: StartFlags, resul
   const running = missing.filter((a) => alive.has(a.pid)).length;
   if (running) out.push(`${running} agent(s) keep retrying; stop them with: ${stopHint(flags)}`);
   return out.join('\n') + '\n';
+}
+
+/**
+ * The CURVE certificates the remote agents need when kq requires CURVE (kq.json says so): kq's public key
+ * and an allowlisted client key pair — --key-file, or client --key-name (default: the host name) from
+ * kq's data root, made like `kqctl keys add-client` does if missing. Null when kq takes plain links.
+ */
+function agentKeys(flags: StartFlags, info: DaemonInfo | null, sshHost: string):
+  { name: string; serverPublic: string; clientSecret: string; created: boolean } | null {
+  const envServerKey = process.env.KQ_SERVER_KEY;
+  if (!info?.curve && !flags.keyFile && !envServerKey) return null;
+  try {
+    let serverPublic: string;
+    if (info?.curve && fs.existsSync(keyFiles(info.dataRoot).serverPublic)) {
+      serverPublic = keyFiles(info.dataRoot).serverPublic;
+    } else {
+      const key = envServerKey ?? info?.serverKey;
+      if (!key) throw new Error("kq's public key is unknown here: set KQ_SERVER_KEY (the key, or kq's keys/server.key)");
+      serverPublic = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'kq-remote-')), 'server.key');
+      fs.writeFileSync(serverPublic, formatCert({ publicKey: readServerKey(key) }, 'kq server public key'));
+    }
+    readCert(serverPublic);
+    if (flags.keyFile) {
+      readKeyPair(flags.keyFile);
+      return { name: checkName(path.basename(flags.keyFile).replace(/\.key_secret$/, '').replace(/[^A-Za-z0-9._-]/g, '-') || 'agents'),
+        serverPublic, clientSecret: path.resolve(flags.keyFile), created: false };
+    }
+    if (!info) throw new Error('kq runs elsewhere (no kq.json here): pass --key-file with a secret certificate from `kqctl keys add-client` on kq\'s machine');
+    const name = checkName(flags.keyName ?? sshHost.replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 64));
+    const f = keyFiles(info.dataRoot);
+    if (fs.existsSync(f.clientSecret(name))) {
+      if (!fs.existsSync(f.allowed(name))) throw new Error(`client "${name}" is not in kq's allowlist any more (revoked?): choose another --key-name`);
+      return { name, serverPublic, clientSecret: f.clientSecret(name), created: false };
+    }
+    if (fs.existsSync(f.allowed(name))) {
+      throw new Error(`client "${name}" is allowed with a public key only (its secret is elsewhere): pass --key-file, or another --key-name`);
+    }
+    return { name, serverPublic, clientSecret: addClient(info.dataRoot, name).secretFile!, created: true };
+  } catch (err) {
+    throw new CliError(EXIT.usage, `kq requires CURVE keys for its agents: ${(err as Error).message}`);
+  }
 }
 
 // ---------- small helpers ----------
