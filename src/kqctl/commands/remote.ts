@@ -137,14 +137,14 @@ async function startCommand(client: KqClient, flags: StartFlags): Promise<number
       'restart kq with --bind 0.0.0.0 (or --bind <an address of this machine that it reaches>)');
   }
 
-  const keys = agentKeys(flags, info, sshHost);
-  if (keys?.created && !flags.json) {
-    process.stderr.write(`kqctl: kq requires CURVE: allowed a new client "${keys.name}" for the agents on ${sshHost} ` +
-      `(kqctl keys revoke ${keys.name} refuses them)\n`);
-  }
-
   const started = Date.now();
   return withSsh(flags, async (conn) => {
+    // Only once the machine let us in: a refused host key must not leave a new client in the allowlist.
+    const keys = agentKeys(flags, info, sshHost);
+    if (keys?.created && !flags.json) {
+      process.stderr.write(`kqctl: kq requires CURVE: allowed a new client "${keys.name}" for the agents on ${sshHost} ` +
+        `(kqctl keys revoke ${keys.name} refuses them)\n`);
+    }
     const curve = keys ? await installAgentKeys(conn, dataRootOf(flags), keys) : undefined;
     const result = await withScripts(conn, flags, () => startRemoteAgents(conn, {
       installRoot: flags.installRoot, dataRoot: dataRootOf(flags), kqHost, ports, numAgents: flags.numAgents,
