@@ -53,3 +53,23 @@ describe('durations', () => {
     expect(() => parseDuration('soon')).toThrow(/invalid duration/);
   });
 });
+
+describe('render output lines', async () => {
+  const { LineSplitter } = await import('../src/agent/lines.js');
+  it('splits at \\n, \\r\\n and a lone \\r, across chunk boundaries and UTF-8 characters', () => {
+    const s = new LineSplitter(100);
+    const out: string[] = [];
+    for (const chunk of ['Rendered 1 of 4\r', '\nRendered 2 of 4\rRend', 'ered 3 of 4\r', 'done\n', 'caf', '\u00e9 au lait\nno newline']) {
+      out.push(...s.push(Buffer.from(chunk)));
+    }
+    out.push(...s.end());
+    expect(out).toEqual(['Rendered 1 of 4', 'Rendered 2 of 4', 'Rendered 3 of 4', 'done', 'café au lait', 'no newline']);
+    const euro = Buffer.from('€\n');
+    const t = new LineSplitter(100);
+    expect([...t.push(euro.subarray(0, 1)), ...t.push(euro.subarray(1))]).toEqual(['€']);
+  });
+  it('cuts over-long lines', () => {
+    const s = new LineSplitter(5);
+    expect(s.push(Buffer.from('abcdefgh\n'))).toEqual(['abcde [line cut]']);
+  });
+});

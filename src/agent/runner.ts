@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import { execa, type ResultPromise } from 'execa';
 import type { TaskAssignment } from '../protocol/index.js';
 import { killGroup } from '../common/processes.js';
+import { LineSplitter } from './lines.js';
 
 export interface RunOptions {
   /** Variables describing the task (KQ_JOB_ID, KQ_FRAMES, …), set for every render. */
@@ -88,14 +89,17 @@ export class TaskRun {
     this.child = child;
     if (child.pid !== undefined) this.o.onStarted(child.pid);
     if (this.endReason !== null && child.pid !== undefined) killGroup(child.pid, 'SIGKILL');
+    const lines = new LineSplitter(MAX_LINE);
     try {
-      for await (const line of child.iterable({ from: 'all' })) {
-        const text = String(line);
-        this.o.onLines([text.length > MAX_LINE ? `${text.slice(0, MAX_LINE)} [line cut]` : text]);
+      for await (const chunk of child.iterable({ from: 'all', binary: true, preserveNewlines: true })) {
+        const complete = lines.push(Buffer.from(chunk));
+        if (complete.length > 0) this.o.onLines(complete);
       }
     } catch {
       // The output stream failed (e.g. the process could not start); the result below says why.
     }
+    const last = lines.end();
+    if (last.length > 0) this.o.onLines(last);
     const result = await child;
     if (this.killTimer) clearTimeout(this.killTimer);
     const spawnError = result.failed && result.exitCode === undefined && !result.signal ? result.shortMessage : null;

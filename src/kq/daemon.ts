@@ -272,7 +272,7 @@ export class Daemon {
       }
       case 'submit': {
         const job = this.store.submitJob(prepareJob(req.job));
-        this.logs.append(job.id, `[kq] job ${job.id} "${job.name}" submitted at ${job.submittedAt}: ${job.framesTotal} frames\n`);
+        this.appendLog(job.id, `[kq] job ${job.id} "${job.name}" submitted at ${job.submittedAt}: ${job.framesTotal} frames\n`);
         this.log.info({ job: job.id, name: job.name, frames: job.framesTotal }, 'job submitted');
         this.afterChange([job.id]);
         return job;
@@ -290,7 +290,7 @@ export class Daemon {
         req.jobIds.forEach((id) => this.existingJob(id));
         const kill = this.store.stopJobs(req.jobIds);
         this.stopRenders(kill, 'job stopped');
-        for (const id of req.jobIds) this.logs.append(id, `[kq] job ${id} stopped at ${new Date().toISOString()}\n`);
+        for (const id of req.jobIds) this.appendLog(id, `[kq] job ${id} stopped at ${new Date().toISOString()}\n`);
         this.afterChange(req.jobIds);
         return this.req(req.jobIds);
       }
@@ -298,7 +298,7 @@ export class Daemon {
         req.jobIds.forEach((id) => this.existingJob(id));
         const kill = this.store.restartJobs(req.jobIds, req.failedOnly);
         this.stopRenders(kill, 'job restarted');
-        for (const id of req.jobIds) this.logs.append(id, `[kq] job ${id} restarted${req.failedOnly ? ' (failed tasks only)' : ''} at ${new Date().toISOString()}\n`);
+        for (const id of req.jobIds) this.appendLog(id, `[kq] job ${id} restarted${req.failedOnly ? ' (failed tasks only)' : ''} at ${new Date().toISOString()}\n`);
         this.afterChange(req.jobIds);
         return this.req(req.jobIds);
       }
