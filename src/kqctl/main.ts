@@ -23,4 +23,9 @@ kqctl finds kq through <data root>/kq.json (KQ_DATA_ROOT, default ~/.local/share
 
 for (const add of [submit, list, show, log, jobsAction, wait, agents, remote]) add(program, (c) => usageExitCodes(connectionOptions(c)));
 keys(program);
+// `kqctl list | head` closes our stdout early: that is the reader's choice, not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw err;
+});
 await program.parseAsync();

@@ -88,7 +88,8 @@ export class Kq {
 
   /** Run kqctl against this kq. */
   async ctl(...args: string[]): Promise<RunResult> {
-    return kqctl(['--data-root', this.dataRoot, ...args]);
+    // A generous deadline: on a loaded CI machine kq may take longer than the interactive 2 s to answer.
+    return kqctl(['--data-root', this.dataRoot, '--connect-timeout', '15s', ...args]);
   }
 
   async json<T = any>(...args: string[]): Promise<T> {
