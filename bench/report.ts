@@ -24,11 +24,12 @@ function fastestPeer(rows: Row[]): Row | null {
 
 function cells(s: ScenarioResult): { head: string[]; body: string[][] } {
   const fastest = fastestPeer(s.rows);
-  const head = ['tool', 'runs', 'min', 'median', 'per item', fastest ? `× ${fastest.tool}` : '× fastest peer'];
+  const head = ['tool', 'runs', 'min', 'median', 'per item', fastest ? `× ${fastest.tool} (per item)` : '× fastest peer'];
   const body = s.rows.map((r) => {
     if (r.samples.length === 0) return [r.tool, '0', '-', '-', '-', `FAILED (${(r.error ?? 'no samples').slice(0, 40)}…)`];
     const per = r.items ? formatMs(r.summary.median / r.items) : '-';
-    const x = fastest ? `${(r.summary.median / fastest.summary.median).toFixed(2)}×` : '-';
+    // Per item, so a row with fewer items (the kqctl loop) compares fairly.
+    const x = fastest ? `${((r.summary.median / (r.items ?? 1)) / (fastest.summary.median / (fastest.items ?? 1))).toFixed(2)}×` : '-';
     return [r.tool + (r.note ? ` (${r.note})` : ''), String(r.samples.length), formatMs(r.summary.min), formatMs(r.summary.median), per, x];
   });
   return { head, body };
@@ -49,7 +50,8 @@ function mdTable(head: string[], body: string[][]): string {
 function floorLines(s: ScenarioResult): string[] {
   return s.floors.map((f) => {
     const v = Number.isFinite(f.value) ? `${f.value}${f.unit === '×' ? '×' : ` ${f.unit}`}` : 'not measured';
-    return `${f.ok ? 'MET ' : 'MISS'} ${f.name}: ${v} (floor ${f.kind === 'max' ? '≤' : '≥'} ${f.limit}${f.unit === '×' ? '×' : ` ${f.unit}`})`;
+    const mins = f.minRatio !== undefined ? `; fastest runs: ${f.minRatio}×` : '';
+    return `${f.ok ? 'MET ' : 'MISS'} ${f.name}: ${v} (floor ${f.kind === 'max' ? '≤' : '≥'} ${f.limit}${f.unit === '×' ? '×' : ` ${f.unit}`}; medians${mins})`;
   });
 }
 

@@ -19,10 +19,10 @@ import { soak } from './scenarios/soak.js';
 import { summarizeProfile } from './profile.js';
 
 const SCENARIOS: Record<string, (ctx: Context) => Promise<ScenarioResult>> = { a: scenarioA, b: scenarioB, c: scenarioC, d: scenarioD };
-const USAGE = `usage: npm run bench -- [--quick] [--only a,b,c,d] [--reps N] [--profile] [--kq-root DIR] [--no-write] | --soak DURATION (e.g. 30s, 10m)`;
+const USAGE = `usage: npm run bench -- [--quick] [--only a,b,c,d] [--reps N] [--profile] [--kq-root DIR] [--no-write] | --soak DURATION (e.g. 30s, 10m) | --rewrite-readme`;
 
 function parseArgs(argv: string[]) {
-  const o = { quick: false, only: Object.keys(SCENARIOS), reps: 0, profile: false, write: true, soakMs: 0, kqRoot: undefined as string | undefined };
+  const o = { quick: false, only: Object.keys(SCENARIOS), reps: 0, profile: false, write: true, soakMs: 0, kqRoot: undefined as string | undefined, rewrite: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = () => {
@@ -37,6 +37,7 @@ function parseArgs(argv: string[]) {
     else if (a === '--no-write') o.write = false;
     else if (a === '--soak') o.soakMs = parseDuration(value());
     else if (a === '--kq-root') o.kqRoot = path.resolve(value());
+    else if (a === '--rewrite-readme') o.rewrite = true;
     else if (a === '--help' || a === '-h') { console.log(USAGE); process.exit(0); }
     else fail(`unknown argument "${a}"`);
   }
@@ -73,6 +74,14 @@ if (opts.soakMs > 0) {
     fs.writeFileSync(path.join(benchDir, 'soak-results.json'), JSON.stringify({ ...info, loadavgAfter: loadavg1(), soak: result }, null, 2) + '\n');
     replaceSection(path.join(benchDir, 'README.md'), 'soak', `### ${info.date.slice(0, 10)} — soak ${result.durationS}s, ${result.agents} agents\n\n${t.md}\n\n${t.verdict}.`);
   }
+  process.exit(0);
+}
+
+if (opts.rewrite) {
+  // Re-render the results section of bench/README.md from bench/results.json (after a change to the report).
+  const saved = JSON.parse(fs.readFileSync(path.join(benchDir, 'results.json'), 'utf8')) as RunInfo & { scenarios: ScenarioResult[] };
+  replaceSection(path.join(benchDir, 'README.md'), 'results', formatMarkdown(saved, saved.scenarios));
+  log('rewrote the results section of bench/README.md from bench/results.json');
   process.exit(0);
 }
 

@@ -34,6 +34,8 @@ export interface Floor {
   kind: 'max' | 'min';
   unit: string;
   ok: boolean;
+  /** The same ratio from the fastest runs (min ÷ min): less sensitive to load from elsewhere on the machine. */
+  minRatio?: number;
 }
 
 export interface ScenarioResult {
@@ -51,8 +53,17 @@ export function row(tool: string, kind: Row['kind'], samples: number[], extra: P
   return { tool, kind, samples: samples.map((s) => Math.round(s * 100) / 100), summary: summarize(samples), ...extra };
 }
 
-export function floor(name: string, value: number, limit: number, kind: 'max' | 'min', unit = '×'): Floor {
-  return { name, value: Math.round(value * 1000) / 1000, limit, kind, unit, ok: kind === 'max' ? value <= limit : value >= limit };
+export function floor(name: string, value: number, limit: number, kind: 'max' | 'min', unit = '×', minRatio?: number): Floor {
+  const f: Floor = { name, value: Math.round(value * 1000) / 1000, limit, kind, unit, ok: kind === 'max' ? value <= limit : value >= limit };
+  if (minRatio !== undefined && Number.isFinite(minRatio)) f.minRatio = Math.round(minRatio * 1000) / 1000;
+  return f;
+}
+
+/** Min of `a` over min of `b`. */
+export function minRatio(rows: Row[], a: string, b: string): number {
+  const ra = rows.find((r) => r.tool === a);
+  const rb = rows.find((r) => r.tool === b);
+  return ra && rb ? ra.summary.min / rb.summary.min : NaN;
 }
 
 /** Median of `a` over median of `b` (NaN if either is missing). */

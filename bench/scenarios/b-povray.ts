@@ -4,7 +4,7 @@ import path from 'node:path';
 import { KqUnderTest, ROOT, tempDir } from '../kq.js';
 import { runParallel, runXargs } from '../peers.js';
 import { now } from '../stats.js';
-import { floor, interleave, ratio, row, type Context, type ScenarioResult } from '../scenario.js';
+import { floor, interleave, minRatio, ratio, row, type Context, type ScenarioResult } from '../scenario.js';
 
 const SCENE = path.join(ROOT, 'test', 'fixtures', 'spin.pov');
 export const KQ = 'kq (2 agents)';
@@ -57,7 +57,7 @@ export async function scenarioB(ctx: Context): Promise<ScenarioResult> {
       title: `(b) ${frames}-frame POV-Ray animation, ${w}x${h}, 2 slots`,
       rows,
       metrics: { frames, width: w, height: h },
-      floors: [floor('kq ÷ parallel -j2 (render time)', ratio(rows, KQ, 'parallel -j2'), 1.05, 'max')],
+      floors: [floor('kq ÷ parallel -j2 (render time)', ratio(rows, KQ, 'parallel -j2'), 1.05, 'max', '×', minRatio(rows, KQ, 'parallel -j2'))],
       notes: [],
     };
   } finally {

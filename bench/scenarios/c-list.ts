@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { KqUnderTest, runTimed, tempDir, BIN } from '../kq.js';
-import { floor, interleave, ratio, row, type Context, type ScenarioResult } from '../scenario.js';
+import { floor, interleave, minRatio, ratio, row, type Context, type ScenarioResult } from '../scenario.js';
 
 export const NODE0 = 'node -e 0';
 export const LIST = 'kqctl list';
@@ -39,7 +39,7 @@ export async function scenarioC(ctx: Context): Promise<ScenarioResult> {
       title: '(c) `kqctl list` round trip (10 jobs in the table)',
       rows,
       metrics: {},
-      floors: [floor('kqctl list ÷ node -e 0', ratio(rows, LIST, NODE0), 1.5, 'max')],
+      floors: [floor('kqctl list ÷ node -e 0', ratio(rows, LIST, NODE0), 1.5, 'max', '×', minRatio(rows, LIST, NODE0))],
       notes: [],
       profiles,
     };
