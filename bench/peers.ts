@@ -54,14 +54,16 @@ export function runParallel(n: number, p: number, cmd: string[], cwd?: string): 
 /**
  * task-spooler with its own socket and TMPDIR (never anyone else's queue): start a server with P slots,
  * queue N commands (one `tsp` client process each, as a user would), wait until the last ones ended.
+ * By default each job's output goes to a file, as with a plain `tsp CMD` (kq keeps every task's output
+ * too); `noOutput` adds `-n` (no output file).
  */
-export async function runTsp(tsp: string, n: number, p: number, cmd: string[]): Promise<TimedResult> {
+export async function runTsp(tsp: string, n: number, p: number, cmd: string[], noOutput = false): Promise<TimedResult> {
   const dir = tempDir('kq-bench-tsp-');
   const env = { ...process.env, TS_SOCKET: path.join(dir, 'socket'), TMPDIR: dir, TS_MAXFINISHED: String(n + 10) };
   const c = cmd.map(shq).join(' ');
   // The ids of the last P jobs: waiting on each covers every job (they start in order, P at a time).
   const script = `${shq(tsp)} -S ${p} >/dev/null
-i=0; while [ $i -lt ${n} ]; do ${shq(tsp)} -n ${c} >/dev/null || exit 1; i=$((i+1)); done
+i=0; while [ $i -lt ${n} ]; do ${shq(tsp)}${noOutput ? ' -n' : ''} ${c} >/dev/null || exit 1; i=$((i+1)); done
 for id in $(${shq(tsp)} -l | awk 'NR>1 {print $1}' | sort -n | tail -n ${p}); do ${shq(tsp)} -w $id >/dev/null 2>&1; done
 ${shq(tsp)} -l | awk 'NR>1 && $2 != "finished" {bad++} END {exit bad>0}'`;
   try {

@@ -77,7 +77,8 @@ export function formatMarkdown(info: RunInfo, results: ScenarioResult[]): string
     `Load average ${info.loadavgBefore} before, ${info.loadavgAfter ?? '-'} after (other work on the machine inflates every tool alike; ratios are from one run, interleaved).`,
     `Peers: ${Object.entries(info.peers).filter(([k]) => k !== 'sh').map(([k, p]) => `${k} ${p ? p.version ?? '?' : 'missing'}`).join(', ')}.`, ''];
   for (const s of results) {
-    out.push(`#### ${s.title}`, '');
+    const when = s.ranAt ? ` — ${s.ranAt.slice(0, 16).replace('T', ' ')} UTC, load ${s.load?.[0] ?? '-'} → ${s.load?.[1] ?? '-'}` : '';
+    out.push(`#### ${s.title}${when}`, '');
     const { head, body } = cells(s);
     if (body.length) out.push(mdTable(head, body), '');
     if (Object.keys(s.metrics).length) out.push(`Metrics: ${metricLine(s)}`, '');

@@ -19,10 +19,10 @@ import { soak } from './scenarios/soak.js';
 import { summarizeProfile } from './profile.js';
 
 const SCENARIOS: Record<string, (ctx: Context) => Promise<ScenarioResult>> = { a: scenarioA, b: scenarioB, c: scenarioC, d: scenarioD };
-const USAGE = `usage: npm run bench -- [--quick] [--only a,b,c,d] [--reps N] [--profile] [--kq-root DIR] [--no-write] | --soak DURATION (e.g. 30s, 10m) | --rewrite-readme`;
+const USAGE = `usage: npm run bench -- [--quick] [--only a,b,c,d] [--reps N] [--profile] [--kq-root DIR] [--no-write] | --soak DURATION (e.g. 30s, 10m) | --rewrite-readme; --merge with --only replaces those scenarios in results.json`;
 
 function parseArgs(argv: string[]) {
-  const o = { quick: false, only: Object.keys(SCENARIOS), reps: 0, profile: false, write: true, soakMs: 0, kqRoot: undefined as string | undefined, rewrite: false };
+  const o = { quick: false, only: Object.keys(SCENARIOS), reps: 0, profile: false, write: true, soakMs: 0, kqRoot: undefined as string | undefined, rewrite: false, merge: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = () => {
@@ -38,6 +38,7 @@ function parseArgs(argv: string[]) {
     else if (a === '--soak') o.soakMs = parseDuration(value());
     else if (a === '--kq-root') o.kqRoot = path.resolve(value());
     else if (a === '--rewrite-readme') o.rewrite = true;
+    else if (a === '--merge') o.merge = true;
     else if (a === '--help' || a === '-h') { console.log(USAGE); process.exit(0); }
     else fail(`unknown argument "${a}"`);
   }
@@ -89,8 +90,11 @@ const results: ScenarioResult[] = [];
 for (const id of opts.only) {
   log(`\nscenario ${id}${opts.quick ? ' (quick)' : ''}…`);
   const started = Date.now();
+  const load0 = loadavg1();
   try {
     const r = await SCENARIOS[id]!(ctx);
+    r.ranAt = new Date(started).toISOString();
+    r.load = [load0, loadavg1()];
     if (profileDir) {
       const dirs = [path.join(profileDir, id), ...(r.profiles ?? [])].filter((d, i, all) => all.indexOf(d) === i && fs.existsSync(d));
       const files = dirs.flatMap((d) => fs.readdirSync(d).filter((f) => f.endsWith('.cpuprofile')).map((f) => path.join(d, f)));
@@ -114,9 +118,19 @@ for (const f of floors) console.log(`  ${f.ok ? 'MET ' : 'MISS'} (${f.scenario})
 if (profileDir) console.log(`\nprofiles: ${profileDir} (node dist/bench/profile.js DIR for a summary)`);
 
 if (opts.write) {
-  const file = path.join(benchDir, opts.quick || opts.profile || opts.kqRoot || opts.only.length < Object.keys(SCENARIOS).length ? 'results-partial.json' : 'results.json');
-  fs.writeFileSync(file, JSON.stringify({ ...info, scenarios: results, floors }, null, 2) + '\n');
-  if (file.endsWith('results.json')) replaceSection(path.join(benchDir, 'README.md'), 'results', formatMarkdown(info, results));
+  const partial = opts.quick || opts.profile || opts.kqRoot || (opts.only.length < Object.keys(SCENARIOS).length && !opts.merge);
+  const file = path.join(benchDir, partial ? 'results-partial.json' : 'results.json');
+  let all = results;
+  if (opts.merge && !partial) {
+    // Re-ran some scenarios (e.g. after a fix): replace them in results.json, keep the others.
+    const saved = JSON.parse(fs.readFileSync(file, 'utf8')) as { scenarios: ScenarioResult[] };
+    all = saved.scenarios.map((s) => results.find((r) => r.id === s.id) ?? s);
+    for (const r of results) if (!all.includes(r)) all.push(r);
+    all.sort((a, b) => a.id.localeCompare(b.id));
+  }
+  const allFloors = all.flatMap((r) => r.floors.map((f) => ({ scenario: r.id, ...f })));
+  fs.writeFileSync(file, JSON.stringify({ ...info, scenarios: all, floors: allFloors }, null, 2) + '\n');
+  if (file.endsWith('results.json')) replaceSection(path.join(benchDir, 'README.md'), 'results', formatMarkdown(info, all));
   log(`\nwrote ${path.relative(ROOT, file)}${file.endsWith('results.json') ? ' and the results section of bench/README.md' : ''}`);
 }
 process.exit(0);

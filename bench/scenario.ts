@@ -47,6 +47,9 @@ export interface ScenarioResult {
   floors: Floor[];
   notes: string[];
   profiles?: string[];
+  /** When it ran and the 1-minute load average before and after (set by run.ts). */
+  ranAt?: string;
+  load?: [number, number];
 }
 
 export function row(tool: string, kind: Row['kind'], samples: number[], extra: Partial<Row> = {}): Row {

@@ -58,7 +58,10 @@ export async function scenarioA(ctx: Context, o: { tasks?: number; kqctlSubmits?
       return r.ms;
     };
     if (ctx.peers.xargs) tools.push({ name: 'xargs -P2', run: async () => ok(await runXargs(n, 2, ['true']), 'xargs') });
-    if (ctx.peers.tsp) tools.push({ name: TSP, run: async () => ok(await runTsp(ctx.peers.tsp!.bin, n, 2, ['true']), 'tsp') });
+    if (ctx.peers.tsp) {
+      tools.push({ name: TSP, run: async () => ok(await runTsp(ctx.peers.tsp!.bin, n, 2, ['true']), 'tsp') });
+      tools.push({ name: `${TSP} -n (no output files)`, run: async () => ok(await runTsp(ctx.peers.tsp!.bin, n, 2, ['true'], true), 'tsp -n') });
+    }
     if (ctx.peers.parallel) tools.push({ name: 'parallel -j2', run: async () => ok(await runParallel(n, 2, ['true']), 'parallel') });
     const results = await interleave(ctx, tools);
 

@@ -153,6 +153,10 @@ export async function scenarioD(ctx: Context, o: { tasks?: number; observe?: num
     } finally {
       showClient.close();
     }
+    // How long kq stays unresponsive after that show (it builds and sends the whole task list).
+    const b0 = now();
+    await kq.request('list', {});
+    metrics.firstReplyAfterShowMs = round(now() - b0);
     const stop = await kq.ctl(['stop', String(job.id)]);
     rows.push(row('kqctl stop (cancel the rest)', 'kq', [stop.ms], { error: stop.code === 0 ? undefined : stop.stderr.slice(0, 200) }));
     await new Promise((r) => setTimeout(r, 500));
