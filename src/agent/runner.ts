@@ -3,7 +3,7 @@
  * Ends one way of several (exit, stop, timeout, agent shutdown); each kills the whole render tree.
  */
 import fs from 'node:fs';
-import { execa, type ResultPromise } from 'execa';
+import { spawn, type ChildProcess } from 'node:child_process';
 import type { TaskAssignment } from '../protocol/index.js';
 import { killGroup } from '../common/processes.js';
 import { LineSplitter } from './lines.js';
@@ -32,7 +32,7 @@ const MAX_LINE = 64 * 1024;
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => fs.existsSync(p)) ?? null;
 
 export class TaskRun {
-  private child: ResultPromise | null = null;
+  private child: ChildProcess | null = null;
   private endReason: string | null = null;
   private killTimer: NodeJS.Timeout | null = null;
   private timeoutTimer: NodeJS.Timeout | null = null;
@@ -73,47 +73,69 @@ export class TaskRun {
   private async runOne(command: string[], started: number): Promise<RunResult> {
     const argv = this.task.shell ? ['/bin/sh', '-c', command.join(' ')] : command;
     const [file, ...args] = SETPRIV ? [SETPRIV, '--pdeathsig', 'KILL', '--', ...argv] : argv;
-    const env = { ...(this.o.minimalEnv ? pick(process.env, MINIMAL_ENV_KEYS) : {}), ...this.o.env, ...this.task.env };
-    const child = execa(file!, args, {
+    const base = this.o.minimalEnv ? pick(process.env, MINIMAL_ENV_KEYS) : process.env;
+    const child = spawn(file!, args, {
       cwd: this.task.cwd ?? undefined,
-      env,
-      extendEnv: !this.o.minimalEnv,
+      env: { ...base, ...this.o.env, ...this.task.env },
       detached: true, // its own process group: stop/timeout kill the whole render tree
-      stdin: 'ignore',
-      all: true,
-      buffer: false,
-      reject: false,
-      cleanup: false,
-      stripFinalNewline: false,
+      stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.child = child;
     if (child.pid !== undefined) this.o.onStarted(child.pid);
     if (this.endReason !== null && child.pid !== undefined) killGroup(child.pid, 'SIGKILL');
-    const lines = new LineSplitter(MAX_LINE);
-    try {
-      for await (const chunk of child.iterable({ from: 'all', binary: true, preserveNewlines: true })) {
-        const complete = lines.push(Buffer.from(chunk));
+    // One splitter per stream, so stdout and stderr lines never interleave mid-line.
+    for (const stream of [child.stdout!, child.stderr!]) {
+      const lines = new LineSplitter(MAX_LINE);
+      stream.on('data', (chunk: Buffer) => {
+        const complete = lines.push(chunk);
         if (complete.length > 0) this.o.onLines(complete);
-      }
-    } catch {
-      // The output stream failed (e.g. the process could not start); the result below says why.
+      });
+      stream.on('end', () => {
+        const last = lines.end();
+        if (last.length > 0) this.o.onLines(last);
+      });
     }
-    const last = lines.end();
-    if (last.length > 0) this.o.onLines(last);
-    const result = await child;
+    const ended = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; error: NodeJS.ErrnoException | null }>((resolve) => {
+      child.once('error', (error: NodeJS.ErrnoException) => resolve({ code: null, signal: null, error }));
+      child.once('exit', (code, signal) => resolve({ code, signal, error: null }));
+    });
+    await outputDrained(child);
     if (this.killTimer) clearTimeout(this.killTimer);
-    const spawnError = result.failed && result.exitCode === undefined && !result.signal ? result.shortMessage : null;
     return {
-      exitCode: result.exitCode ?? null,
-      signal: result.signal ?? null,
+      exitCode: ended.code,
+      signal: ended.signal,
       durationMs: Date.now() - started,
-      reason: spawnError ? `cannot run ${JSON.stringify(command[0])}: ${result.code ?? spawnError}` : null,
+      reason: ended.error ? `cannot run ${JSON.stringify(command[0])}: ${ended.error.code ?? ended.error.message}` : null,
     };
   }
 }
 
-function pick(env: NodeJS.ProcessEnv, keys: string[]): Record<string, string> {
-  const out: Record<string, string> = {};
+/**
+ * After the render exits, read what is left in its pipes; a background process it left behind may hold
+ * them open forever, so stop waiting after a moment (its group is killed with the task anyway).
+ */
+function outputDrained(child: ChildProcess, graceMs = 200): Promise<void> {
+  const streams = [child.stdout!, child.stderr!].filter((s) => !s.readableEnded && !s.destroyed);
+  if (streams.length === 0) return Promise.resolve();
+  return new Promise((resolve) => {
+    let open = streams.length;
+    const timer = setTimeout(() => {
+      for (const s of streams) s.destroy();
+      resolve();
+    }, graceMs);
+    for (const s of streams) {
+      s.once('close', () => {
+        if (--open === 0) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    }
+  });
+}
+
+function pick(env: NodeJS.ProcessEnv, keys: string[]): NodeJS.ProcessEnv {
+  const out: NodeJS.ProcessEnv = {};
   for (const k of keys) if (env[k] !== undefined) out[k] = env[k]!;
   return out;
 }

@@ -1,7 +1,9 @@
 /** kqctl's connection to kq: one request → one reply, within a deadline; and broadcast subscriptions. */
 import crypto from 'node:crypto';
 import * as zmq from 'zeromq';
-import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION, BroadcastSchema, decode, encode, type Broadcast, type Reply, type RequestInput } from '../protocol/index.js';
+import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION } from '../protocol/version.js';
+import { encode } from '../protocol/codec.js';
+import type { Broadcast, Reply, RequestInput } from '../protocol/messages.js';
 import { tcpEndpoint } from '../common/endpoint.js';
 import { curveSocketOptions } from '../common/curve-client.js';
 import type { KqAddress } from './address.js';
@@ -57,13 +59,23 @@ export class KqClient {
     const sub = this.sub;
     return (async function* () {
       for await (const [, frame] of sub) {
-        const msg = decode(BroadcastSchema, frame);
-        if (msg.ok) yield msg.value;
+        const msg = parseBroadcast(frame);
+        if (msg) yield msg;
       }
     })();
   }
 
   close(): void {
     for (const s of [this.dealer, this.sub]) if (s && !s.closed) s.close();
+  }
+}
+
+/** kq is the only publisher kqctl listens to: a shape check is enough (and keeps zod out of kqctl). */
+function parseBroadcast(frame: Buffer | undefined): Broadcast | null {
+  try {
+    const msg = JSON.parse(frame?.toString() ?? '') as Broadcast;
+    return msg && msg.v === PROTOCOL_VERSION && typeof msg.type === 'string' ? msg : null;
+  } catch {
+    return null;
   }
 }

@@ -28,4 +28,5 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
   throw err;
 });
-await program.parseAsync();
+// Not top-level await: the bundle is CommonJS (see package.json "bundle"), loaded without ESM's export scan.
+void program.parseAsync();

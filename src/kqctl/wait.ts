@@ -1,5 +1,6 @@
 /** Wait for jobs to end: broadcasts for speed, a periodic `show` so a missed broadcast never hangs us. */
-import { Topics, isTerminalState, type JobSummary } from '../protocol/index.js';
+import { Topics, isTerminalState } from '../protocol/constants.js';
+import type { JobSummary } from '../protocol/index.js';
 import type { KqClient } from './client.js';
 import { EventReader } from './events.js';
 

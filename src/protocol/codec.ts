@@ -1,5 +1,5 @@
 /** JSON encoding of wire messages, and validation on the way in. */
-import { z } from 'zod';
+import type { z } from 'zod';
 import { PROTOCOL_VERSION } from './version.js';
 
 export function encode(message: object): Buffer {

@@ -9,6 +9,7 @@
  */
 import { z } from 'zod';
 import { PROTOCOL_VERSION } from './version.js';
+import { JOB_STATES, Topics, isTerminalState, type JobState } from './constants.js';
 
 const v = z.literal(PROTOCOL_VERSION);
 const id = z.number().int().nonnegative();
@@ -17,9 +18,9 @@ const shortText = z.string().max(4096);
 
 // ---------- jobs and tasks as clients see them ----------
 
-export const JobStateSchema = z.enum(['Waiting', 'Running', 'Completed', 'Cancelled', 'Failed']);
-export type JobState = z.infer<typeof JobStateSchema>;
-export const isTerminalState = (s: JobState) => s === 'Completed' || s === 'Failed' || s === 'Cancelled';
+export const JobStateSchema = z.enum(JOB_STATES);
+export type { JobState };
+export { JOB_STATES, isTerminalState, Topics };
 
 export const TaskStateSchema = z.enum(['waiting', 'running', 'completed', 'failed', 'cancelled']);
 export type TaskState = z.infer<typeof TaskStateSchema>;
@@ -174,12 +175,6 @@ export type Update = z.infer<typeof UpdateSchema>;
 
 // ---------- broadcast socket: kq -> subscribers ----------
 
-export const Topics = {
-  agent: (agentId: string) => `agent.${agentId}`,
-  allAgents: 'agents',
-  log: (jobId: number) => `log.${jobId}`,
-  job: (jobId: number) => `job.${jobId}`,
-} as const;
 
 export const BroadcastSchema = z.discriminatedUnion('type', [
   /** Kill the render of this task (job stopped, or the task is no longer this agent's). */

@@ -3,20 +3,17 @@
  * over an SSH connection; every value on their command lines is shell-quoted. Also: copy the scripts over
  * SFTP when an install lacks them, and read the agents' logs and liveness for diagnostics.
  */
-import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { installRoot } from '../common/install-root.js';
 import type { SshConnection } from './connect.js';
 import { uploadFiles } from './sftp.js';
 import { shellCommand } from './shell-quote.js';
 
 export const SCRIPT_NAMES = { start: 'StartAgents.sh', stop: 'StopAgents.sh' } as const;
 
-/** scripts/ of the kq install this code runs from (dist/src/ssh/ when built, src/ssh/ under vitest). */
+/** scripts/ of the kq install this code runs from. */
 export function localScriptsDir(): string {
-  const here = path.dirname(fileURLToPath(import.meta.url));
-  const candidates = [path.resolve(here, '..', '..', '..', 'scripts'), path.resolve(here, '..', '..', 'scripts')];
-  return candidates.find((d) => fs.existsSync(path.join(d, SCRIPT_NAMES.start))) ?? candidates[0]!;
+  return path.join(installRoot(), 'scripts');
 }
 
 export interface KqPorts { request: number; update: number; broadcast: number }

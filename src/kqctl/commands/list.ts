@@ -1,5 +1,6 @@
 import { Option, type Command } from 'commander';
-import { JobStateSchema, type JobState, type JobSummary } from '../../protocol/index.js';
+import { JOB_STATES, type JobState } from '../../protocol/constants.js';
+import type { JobSummary } from '../../protocol/index.js';
 import { EXIT } from '../exit-codes.js';
 import { jobsTable, printJson } from '../format.js';
 import { withClient, type ConnectionFlags } from '../connect.js';
@@ -7,7 +8,7 @@ import { withClient, type ConnectionFlags } from '../connect.js';
 export function register(program: Command, connection: (c: Command) => Command): void {
   connection(program.command('list')
     .description('list jobs: Id, Name, State, Progress (frames done/total), Submitted, Completed, Log File')
-    .addOption(new Option('--state <state...>', 'only jobs in these states').choices(JobStateSchema.options))
+    .addOption(new Option('--state <state...>', 'only jobs in these states').choices(JOB_STATES))
     .option('--json', 'print as JSON', false))
     .action(withClient(async (client, flags: ConnectionFlags & { json: boolean; state?: JobState[] }) => {
       const jobs = await client.request<JobSummary[]>('list', { states: flags.state });

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import { Topics, isTerminalState, type LogChunk } from '../../protocol/index.js';
+import { Topics, isTerminalState } from '../../protocol/constants.js';
+import type { LogChunk } from '../../protocol/index.js';
 import { EXIT } from '../exit-codes.js';
 import { printJson } from '../format.js';
 import { EventReader } from '../events.js';

@@ -8,7 +8,7 @@ import dns from 'node:dns/promises';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { installRoot } from '../../common/install-root.js';
 import { Option, type Command } from 'commander';
 import { durationArg, intArg, portArg, usageExitCodes } from '../../common/cli.js';
 import { isLoopback } from '../../common/endpoint.js';
@@ -28,8 +28,8 @@ import { withClient, type ConnectionFlags } from '../connect.js';
 import { CliError, EXIT } from '../exit-codes.js';
 import { agentsTable, printJson } from '../format.js';
 
-/** This kqctl's own install (dist/src/kqctl/commands → the repository root): the default --install-root. */
-const THIS_INSTALL = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..');
+/** This kqctl's own install: the default --install-root. */
+const THIS_INSTALL = installRoot();
 const DEFAULT_REMOTE_DATA_ROOT = '~/.local/share/kq';
 const POLL_MS = 200;
 
