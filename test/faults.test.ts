@@ -86,7 +86,7 @@ describe('fault suite', () => {
     expect(isRunning(busy.pid)).toBe(false); // a hung local agent is killed and replaced
   });
 
-  it('(d) 10,000 malformed messages on each of the three ports: kq stays up and a normal job completes', async () => {
+  it('(d) 10,000 malformed messages on each of the three ports: kq stays up and a normal job completes', { timeout: 300_000 }, async () => {
     const kq = await start({ numAgents: 1 });
     const zmq = await import('zeromq');
     const dealer = new zmq.Dealer({ linger: 0, sendHighWaterMark: 20_000 });

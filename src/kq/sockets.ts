@@ -30,7 +30,9 @@ export async function bindSockets(o: BindOptions): Promise<DaemonSockets> {
   const common = o.curveSecretKey === null ? base : { ...base, curveServer: true, curveSecretKey: o.curveSecretKey, zapDomain: ZAP_DOMAIN };
   // handover: an agent reconnecting under its routing id takes it back; mandatory: a send to a peer that
   // is gone rejects (EHOSTUNREACH) instead of vanishing, so the task can be requeued at once.
-  const router = new zmq.Router({ ...common, handover: true, mandatory: true, sendHighWaterMark: 10_000 });
+  // sendTimeout: a peer that sends requests but never reads its replies fills its pipe; without a timeout the
+  // next send to it would wait forever and, sends being serialised, hold up every other peer's.
+  const router = new zmq.Router({ ...common, handover: true, mandatory: true, sendHighWaterMark: 10_000, sendTimeout: 100 });
   const pull = new zmq.Pull({ ...common, receiveHighWaterMark: 100_000 });
   const pub = new zmq.Publisher({ ...common, sendHighWaterMark: 100_000 });
   const sockets = [router, pull, pub];
