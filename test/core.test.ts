@@ -207,6 +207,21 @@ describe('bad input', () => {
   });
 });
 
+describe('big jobs', () => {
+  it('shows the first 10,000 tasks of a bigger job and counts the rest; stop answers with summaries', async () => {
+    const kq = await start({ numAgents: 0 });
+    const id = await kq.submit('--frames', '1-10005', '--', 'true');
+    const job = await kq.json('show', String(id));
+    expect(job.taskList).toHaveLength(10_000);
+    expect(job.tasksOmitted).toBe(5);
+    expect(job.tasks.waiting).toBe(10_005);
+    expect((await kq.ctl('show', String(id))).stdout).toMatch(/… and 5 more tasks \(not listed\)/);
+    const [stopped] = await kq.json('stop', String(id));
+    expect(stopped).toMatchObject({ id, state: 'Cancelled', framesTotal: 10_005 });
+    expect(stopped.taskList).toBeUndefined();
+  });
+});
+
 describe('lifecycle', () => {
   it('SIGTERM stops renders and agents, requeues running tasks, exits 0 and leaves no orphan', async () => {
     const kq = await start({ numAgents: 2 });

@@ -241,6 +241,7 @@ export class Agent {
       },
       minimalEnv: this.o.minimalEnv,
       killGraceMs: this.o.killGraceMs,
+      deathSignal: !this.o.local,
       onStarted: (pid) => void this.send({ v: PROTOCOL_VERSION, type: 'started', ...ref, pid }),
       onLines: (lines) => {
         if (this.current === run) this.queueLines(lines); // an abandoned render's output is not ours to send

@@ -13,6 +13,11 @@ export interface RunOptions {
   env: Record<string, string>;
   minimalEnv: boolean;
   killGraceMs: number;
+  /**
+   * Run renders under `setpriv --pdeathsig KILL`, so the kernel kills a render whose agent died without
+   * cleaning up. It costs an extra exec per render; local agents skip it, as kq kills their renders' groups.
+   */
+  deathSignal: boolean;
   onStarted(pid: number): void;
   onLines(lines: string[]): void;
 }
@@ -72,7 +77,7 @@ export class TaskRun {
 
   private async runOne(command: string[], started: number): Promise<RunResult> {
     const argv = this.task.shell ? ['/bin/sh', '-c', command.join(' ')] : command;
-    const [file, ...args] = SETPRIV ? [SETPRIV, '--pdeathsig', 'KILL', '--', ...argv] : argv;
+    const [file, ...args] = SETPRIV && this.o.deathSignal ? [SETPRIV, '--pdeathsig', 'KILL', '--', ...argv] : argv;
     const base = this.o.minimalEnv ? pick(process.env, MINIMAL_ENV_KEYS) : process.env;
     const child = spawn(file!, args, {
       cwd: this.task.cwd ?? undefined,

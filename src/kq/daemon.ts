@@ -307,8 +307,10 @@ export class Daemon {
     }
   }
 
+  /** The summaries of these jobs (what stop and restart answer), without building their task lists. */
   private req(jobIds: number[]) {
-    return jobIds.map((id) => this.store.showJob(id)!).map(({ taskList: _t, ...summary }) => summary);
+    const byId = new Map(this.store.listJobs(undefined, jobIds).map((j) => [j.id, j]));
+    return jobIds.map((id) => byId.get(id)!); // in the order asked
   }
 
   private existingJob(jobId: number) {

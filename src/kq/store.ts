@@ -55,6 +55,9 @@ interface AgentRow {
   epoch: string; registered_at: string; last_seen: number;
 }
 
+/** `show` lists at most this many tasks (the first ones): a 100,000-task job would not fit one message. */
+export const MAX_TASKS_SHOWN = 10_000;
+
 const TASK_STATES: TaskState[] = ['waiting', 'running', 'completed', 'failed', 'cancelled'];
 const now = () => new Date().toISOString();
 
@@ -119,7 +122,8 @@ export class Store {
   showJob(jobId: number): JobDetail | null {
     const row = this.jobRow(jobId);
     if (!row) return null;
-    const tasks = this.stmt.tasksOfJob.all(jobId) as TaskRow[];
+    const tasks = this.cached(`SELECT * FROM tasks WHERE job_id = ? ORDER BY seq LIMIT ?`).all(jobId, MAX_TASKS_SHOWN + 1) as TaskRow[];
+    const total = row.n_waiting + row.n_running + row.n_completed + row.n_failed + row.n_cancelled;
     return {
       ...this.summary(row),
       argv: JSON.parse(row.argv) as string[],
@@ -131,7 +135,8 @@ export class Store {
       maxAttempts: row.max_attempts,
       timeoutMs: row.timeout_ms,
       blocklist: (this.stmt.blocklistOf.all(jobId) as Array<{ host: string }>).map((b) => b.host),
-      taskList: tasks.map(taskInfo),
+      taskList: tasks.slice(0, MAX_TASKS_SHOWN).map(taskInfo),
+      tasksOmitted: Math.max(0, total - MAX_TASKS_SHOWN),
     };
   }
 

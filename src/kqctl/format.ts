@@ -43,7 +43,8 @@ export function jobDetail(j: JobDetail): string {
   const head = fields.map(([k, v]) => `${(k + ':').padEnd(11)} ${v}`).join('\n') + '\n\n';
   return head + table(['Task', 'Frames', 'State', 'Attempts', 'Host', 'Exit', 'Reason'],
     j.taskList.map((t) => [String(t.seq), framesText(t.frames), t.state, String(t.attempts), t.host ?? '-',
-      t.exitCode === null ? '-' : String(t.exitCode), t.reason ?? '']));
+      t.exitCode === null ? '-' : String(t.exitCode), t.reason ?? '']))
+    + (j.tasksOmitted > 0 ? `… and ${j.tasksOmitted} more tasks (not listed)\n` : '');
 }
 
 export function agentsTable(agents: AgentInfo[]): string {

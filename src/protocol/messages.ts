@@ -83,7 +83,9 @@ export interface JobDetail extends JobSummary {
   maxAttempts: number;
   timeoutMs: number | null;
   blocklist: string[];
+  /** The job's first tasks, at most 10,000; `tasksOmitted` counts the rest (their totals are in `tasks`). */
   taskList: TaskInfo[];
+  tasksOmitted: number;
 }
 
 export interface AgentInfo {
