@@ -76,7 +76,7 @@ describe('fault suite', () => {
     await waitFor('the frozen agent to be lost', async () => !(await kq.agents()).some((a) => a.id === busy.id && a.state === 'busy'), 10_000, 20);
     const detectMs = Date.now() - frozenAt;
     console.log(`lost-agent detection: ${detectMs} ms (agent timeout 2 s, heartbeat 250 ms)`);
-    expect(detectMs).toBeLessThan(5000);
+    expect(detectMs).toBeLessThan(8000); // 2 s timeout + check interval + kqctl polling on a loaded machine
     const job = await kq.waitJob(id);
     expect(job.state).toBe('Completed');
     // The frozen agent's render may have finished its frame unseen: that frame can appear twice, no other.
