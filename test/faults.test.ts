@@ -89,9 +89,11 @@ describe('fault suite', () => {
   it('(d) 10,000 malformed messages on each of the three ports: kq stays up and a normal job completes', { timeout: 300_000 }, async () => {
     const kq = await start({ numAgents: 1 });
     const zmq = await import('zeromq');
-    const dealer = new zmq.Dealer({ linger: 0, sendHighWaterMark: 20_000 });
-    const push = new zmq.Push({ linger: 0, sendHighWaterMark: 20_000 });
-    const xsub = new zmq.XSubscriber({ linger: 0, sendHighWaterMark: 20_000 });
+    // sendTimeout: if kq stopped reading, a send fails here (EAGAIN) instead of the test hanging silently.
+    const opts = { linger: 0, sendHighWaterMark: 20_000, sendTimeout: 10_000 };
+    const dealer = new zmq.Dealer(opts);
+    const push = new zmq.Push(opts);
+    const xsub = new zmq.XSubscriber(opts);
     dealer.connect(`tcp://127.0.0.1:${kq.info.requestPort}`);
     push.connect(`tcp://127.0.0.1:${kq.info.updatePort}`);
     xsub.connect(`tcp://127.0.0.1:${kq.info.broadcastPort}`);
