@@ -155,7 +155,8 @@ describe('monitor page', () => {
       return Date.now() - t;
     };
     const sortMs = await timed(() => page.locator('.th', { hasText: 'Name' }).click(),
-      () => page.waitForSelector('.row[data-id="1"][aria-rowindex="1"]'));
+      // 16 submitters run at once, so ids need not follow names: look rows up by name.
+      () => page.locator('.row[aria-rowindex="1"]', { hasText: 'job-00001' }).waitFor());
     const filterMs = await timed(() => page.locator('#search').fill('job-07777'),
       () => page.waitForSelector('#jobs-count[data-shown="1"]'));
     await page.locator('#search').fill('');
@@ -163,7 +164,7 @@ describe('monitor page', () => {
     // Scroll again on each poll: right after the filter is cleared the list may not have its full height yet.
     const scrollMs = await timed(async () => undefined, () => expect.poll(async () => {
       await page.locator('.viewport').evaluate((v) => { v.scrollTop = v.scrollHeight; });
-      return page.locator('.row[data-id="10000"][aria-rowindex="10000"]').count();
+      return page.locator('.row[aria-rowindex="10000"]', { hasText: 'job-10000' }).count();
     }, { timeout: 30_000 }).toBe(1));
     const stateMs = await timed(() => page.locator('.chip', { hasText: 'Completed' }).click(),
       () => page.waitForSelector('#jobs-count[data-shown="0"]'));
