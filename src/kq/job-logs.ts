@@ -52,14 +52,6 @@ export class JobLogs {
     this.taskBytes.delete(taskKey);
   }
 
-  size(jobId: number): number {
-    try {
-      return fs.statSync(this.pathOf(jobId)).size;
-    } catch {
-      return 0;
-    }
-  }
-
   /** Read up to `max` bytes from `from`. */
   read(jobId: number, from: number, max: number): { text: string; next: number; size: number } {
     let fd: number;

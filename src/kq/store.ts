@@ -349,11 +349,6 @@ export class Store {
     return (this.stmt.agents.all() as AgentRow[]).map((r) => this.agentInfo(r));
   }
 
-  agent(agentId: string): AgentInfo | null {
-    const row = this.stmt.agent.get(agentId) as AgentRow | undefined;
-    return row ? this.agentInfo(row) : null;
-  }
-
   /** Local agents the previous kq started that were still alive-looking when it stopped. */
   localAgentsFromBefore(epoch: string): AgentInfo[] {
     return (this.stmt.agents.all() as AgentRow[])
