@@ -7,7 +7,7 @@ import type { EventEmitter } from 'node:events';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { AgentInfo, Broadcast, JobSummary } from '../../protocol/index.js';
-import type { LocalRequest } from '../daemon.js';
+import type { LocalRequest } from '../requests.js';
 
 /** What the monitor needs from the daemon (the Daemon class provides it). */
 export interface MonitorBackend {

@@ -1,0 +1,128 @@
+/**
+ * The one request handler behind the request socket (agents, kqctl) and the HTTP API: validated
+ * requests in, the store changed in one transition each, answers out. Built from a store, a scheduler and
+ * a publisher, so it runs as well on an in-memory store in a unit test as inside the daemon.
+ */
+import type { Logger } from 'pino';
+import { PROTOCOL_VERSION, RequestSchema, type LogChunk, type Request, type RequestInput } from '../protocol/index.js';
+import type { JobLogs } from './job-logs.js';
+import type { Publisher } from './publisher.js';
+import type { Scheduler } from './scheduler.js';
+import type { Store } from './store.js';
+import { prepareJob, RequestError } from './submit.js';
+
+/** A request as in-process callers write it: no protocol version or request id. */
+export type LocalRequest = RequestInput extends infer R ? (R extends unknown ? Omit<R, 'v' | 'rid'> : never) : never;
+
+export interface RequestDeps {
+  store: Store;
+  logs: JobLogs;
+  publisher: Publisher;
+  scheduler: Scheduler;
+  log: Logger;
+  epoch: string;
+  heartbeatMs: number;
+  /** What `ping` reports about kq's links. */
+  security(): { curve: boolean; insecure: boolean };
+}
+
+/** Requests after which waiting work may find an agent. */
+const DISPATCHING: ReadonlySet<Request['type']> = new Set(['register', 'submit', 'restart']);
+
+export class RequestHandler {
+  constructor(private readonly d: RequestDeps) {}
+
+  /**
+   * Answer one validated request from the socket (`routingId` is the sender's ZeroMQ identity) and
+   * dispatch afterwards, so an agent never sees an assignment before its registration reply.
+   * Throws RequestError for bad input or unknown jobs.
+   */
+  handle(req: Request, routingId: string): unknown {
+    return this.answer(req, routingId);
+  }
+
+  /** Called once the reply is on its way. */
+  afterReply(req: Request): void {
+    if (DISPATCHING.has(req.type)) this.d.scheduler.dispatch();
+  }
+
+  /**
+   * The same requests kqctl sends, for in-process callers (the HTTP monitor): validated like wire input,
+   * answered with the same data shapes. Throws RequestError for bad input or unknown jobs.
+   */
+  local(input: LocalRequest): unknown {
+    const parsed = RequestSchema.safeParse({ ...input, v: PROTOCOL_VERSION, rid: 'in-process' });
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new RequestError('bad-request', `invalid request: ${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'unknown'}`);
+    }
+    if (parsed.data.type === 'register') throw new RequestError('bad-request', 'agents register over the request socket');
+    const data = this.answer(parsed.data, '');
+    this.afterReply(parsed.data);
+    return data;
+  }
+
+  private answer(req: Request, routingId: string): unknown {
+    const { store, scheduler, publisher } = this.d;
+    switch (req.type) {
+      case 'ping':
+        return { epoch: this.d.epoch, pid: process.pid, version: PROTOCOL_VERSION, ...this.d.security() };
+      case 'register': {
+        if (routingId !== req.agentId) throw new RequestError('bad-request', 'agent routing id must equal its agent id');
+        if (req.lastOutcome) scheduler.applyOutcome(req.agentId, req.lastOutcome);
+        const r = store.registerAgent({ id: req.agentId, host: req.host, pid: req.pid, local: req.local, running: req.running, epoch: this.d.epoch });
+        scheduler.registered(req.agentId);
+        this.d.log.info({ agent: req.agentId, host: req.host, keep: r.keepRunning }, 'agent registered');
+        // Announce only: work is dispatched after the reply, so the agent never sees an assignment first.
+        for (const jobId of new Set(r.requeuedJobs)) publisher.announceJob(jobId);
+        return { heartbeatMs: this.d.heartbeatMs, keepRunning: r.keepRunning };
+      }
+      case 'submit': {
+        const job = store.submitJob(prepareJob(req.job));
+        publisher.appendLog(job.id, `[kq] job ${job.id} "${job.name}" submitted at ${job.submittedAt}: ${job.framesTotal} frames\n`);
+        this.d.log.info({ job: job.id, name: job.name, frames: job.framesTotal }, 'job submitted');
+        publisher.announceJob(job.id);
+        return job;
+      }
+      case 'list':
+        return store.listJobs(req.states, req.jobIds);
+      case 'show':
+        return this.existingJob(req.jobId) && store.showJob(req.jobId);
+      case 'log': {
+        const job = this.existingJob(req.jobId);
+        const chunk = this.d.logs.read(req.jobId, req.from, req.max);
+        return { ...chunk, from: req.from, state: job.state } satisfies LogChunk;
+      }
+      case 'stop': {
+        req.jobIds.forEach((id) => this.existingJob(id));
+        const kill = store.stopJobs(req.jobIds);
+        scheduler.stopRenders(kill, 'job stopped');
+        for (const id of req.jobIds) publisher.appendLog(id, `[kq] job ${id} stopped at ${new Date().toISOString()}\n`);
+        scheduler.afterChange(req.jobIds);
+        return this.summaries(req.jobIds);
+      }
+      case 'restart': {
+        req.jobIds.forEach((id) => this.existingJob(id));
+        const kill = store.restartJobs(req.jobIds, req.failedOnly);
+        scheduler.stopRenders(kill, 'job restarted');
+        for (const id of req.jobIds) publisher.appendLog(id, `[kq] job ${id} restarted${req.failedOnly ? ' (failed tasks only)' : ''} at ${new Date().toISOString()}\n`);
+        for (const id of req.jobIds) publisher.announceJob(id);
+        return this.summaries(req.jobIds);
+      }
+      case 'agents':
+        return store.listAgents();
+    }
+  }
+
+  /** The summaries of these jobs (what stop and restart answer), without building their task lists. */
+  private summaries(jobIds: number[]) {
+    const byId = new Map(this.d.store.listJobs(undefined, jobIds).map((j) => [j.id, j]));
+    return jobIds.map((id) => byId.get(id)!); // in the order asked
+  }
+
+  private existingJob(jobId: number) {
+    const job = this.d.store.jobRow(jobId);
+    if (!job) throw new RequestError('not-found', `no job with id ${jobId}`);
+    return job;
+  }
+}

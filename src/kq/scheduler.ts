@@ -1,0 +1,119 @@
+/**
+ * Scheduling: hand waiting tasks to idle agents, record how attempts end (retries, blocklists), find
+ * agents that went silent and take their work back. Every state change is one store transition; the
+ * effects (assignments, stop-task, announcements) follow it.
+ */
+import os from 'node:os';
+import type { Logger } from 'pino';
+import { PROTOCOL_VERSION, Topics, encode, type Assign, type TaskOutcome } from '../protocol/index.js';
+import { killGroup } from '../common/processes.js';
+import type { SendQueue } from '../common/send-queue.js';
+import type { JobLogs } from './job-logs.js';
+import type { ProgressTracker } from './progress.js';
+import type { Publisher } from './publisher.js';
+import type { Store, TaskRef } from './store.js';
+
+export interface SchedulerDeps {
+  store: Store;
+  logs: JobLogs;
+  progress: ProgressTracker;
+  publisher: Publisher;
+  log: Logger;
+  /** kq's run: only agents registered in it get work. */
+  epoch: string;
+  agentTimeoutMs: number;
+  blocklistAfter: number;
+  /** False while kq starts or stops: nothing is dispatched then. */
+  isRunning(): boolean;
+  /** Kill a hung local agent (kq replaces it). */
+  killLocalAgent(pid: number): void;
+}
+
+export class Scheduler {
+  /** The request socket's queue (assignments go to an agent by its routing id); set once bound. */
+  routerQueue: SendQueue | null = null;
+  private readonly reregisterSentAt = new Map<string, number>();
+
+  constructor(private readonly d: SchedulerDeps) {}
+
+  /** Hand waiting tasks to idle agents of this epoch until one or the other runs out. */
+  dispatch(): void {
+    if (!this.d.isRunning() || !this.routerQueue) return;
+    for (const agent of this.d.store.idleAgents(this.d.epoch)) {
+      const task = this.d.store.claimTask(agent.id);
+      if (!task) continue;
+      const msg: Assign = { v: PROTOCOL_VERSION, type: 'assign', task };
+      this.routerQueue.send([Buffer.from(agent.id), encode(msg)]).catch((err: Error) => {
+        this.d.log.warn({ agent: agent.id, task: task.taskId, err: err.message }, 'assignment not delivered; requeued');
+        this.d.store.unassign({ agentId: agent.id, taskId: task.taskId, attempt: task.attempt });
+        this.afterChange([task.jobId]);
+      });
+      this.d.publisher.announceJob(task.jobId);
+    }
+  }
+
+  /** After jobs changed: tell subscribers, then hand out whatever became available. */
+  afterChange(jobIds: Iterable<number>): void {
+    for (const id of new Set(jobIds)) this.d.publisher.announceJob(id);
+    this.dispatch();
+  }
+
+  /** Record how a task attempt ended (from `finished`, or resent in `register`); a stale or repeated report is ignored. */
+  applyOutcome(agentId: string, o: TaskOutcome): void {
+    const result = this.d.store.finishTask({ agentId, taskId: o.taskId, attempt: o.attempt }, o.exitCode, o.reason);
+    const key = `${o.taskId}.${o.attempt}`;
+    this.d.logs.endTask(key);
+    this.d.progress.end(key);
+    if (result.outcome === 'ignored') return this.dispatch();
+    const log = (text: string) => this.d.publisher.appendLog(result.jobId, text);
+    const how = o.reason ?? (o.signal ? `killed by ${o.signal}` : `exit code ${o.exitCode}`);
+    const next = result.outcome === 'retry' ? ' (will retry)' : result.outcome === 'failed' ? ' (no attempts left)' : '';
+    log(`[kq] task ${o.taskId} attempt ${o.attempt} ${result.outcome === 'completed' ? 'completed' : `failed: ${how}${next}`} after ${(o.durationMs / 1000).toFixed(2)}s\n`);
+    if (result.blocklisted) log(`[kq] host ${result.blocklisted} blocklisted for this job after ${this.d.blocklistAfter} failures\n`);
+    if (result.failedEverywhere > 0) log(`[kq] ${result.failedEverywhere} waiting task(s) failed: every available host is blocklisted for this job (kqctl restart clears the blocklist)\n`);
+    this.afterChange([result.jobId]);
+  }
+
+  /** Kill the renders of these task attempts (the agents get `stop-task` on their topic). */
+  stopRenders(refs: TaskRef[], reason: string): void {
+    for (const r of refs) {
+      this.d.publisher.publish(Topics.agent(r.agentId), { v: PROTOCOL_VERSION, type: 'stop-task', taskId: r.taskId, attempt: r.attempt, reason });
+    }
+  }
+
+  /** An agent kq does not know (any more) spoke: ask it to register again, at most once a second. */
+  askToReregister(agentId: string): void {
+    const last = this.reregisterSentAt.get(agentId) ?? 0;
+    if (Date.now() - last < 1000) return;
+    this.reregisterSentAt.set(agentId, Date.now());
+    this.d.publisher.publish(Topics.agent(agentId), { v: PROTOCOL_VERSION, type: 'reregister' });
+  }
+
+  registered(agentId: string): void {
+    this.reregisterSentAt.delete(agentId);
+  }
+
+  /** A local agent process exited: its renders die with it, its task goes back to the queue. */
+  localAgentExited(agentId: string, why: string): void {
+    if (!this.d.isRunning()) return;
+    for (const pid of this.d.store.renderPidsOf(agentId)) killGroup(pid, 'SIGKILL');
+    this.afterChange(this.d.store.agentGone(agentId, `agent ended (${why})`));
+  }
+
+  /** Agents silent past the timeout are lost: their tasks are requeued; a local one is killed and replaced. */
+  checkSilentAgents(): void {
+    if (!this.d.isRunning()) return;
+    const lost = this.d.store.markSilentAgentsLost(Date.now() - this.d.agentTimeoutMs);
+    for (const { agent, requeuedJobs, renderPids } of lost) {
+      this.d.log.warn({ agent: agent.id, host: agent.host, lastSeen: agent.lastSeen }, 'agent lost: no heartbeat');
+      for (const jobId of requeuedJobs) this.d.publisher.appendLog(jobId, `[kq] agent ${agent.id} on ${agent.host} lost (silent for over ${this.d.agentTimeoutMs} ms): task requeued\n`);
+      // A local agent that hangs is killed and replaced; a remote one is told to drop its task if it wakes.
+      if (agent.local && agent.host === os.hostname()) {
+        for (const pid of renderPids) killGroup(pid, 'SIGKILL');
+        this.d.killLocalAgent(agent.pid);
+      }
+      if (agent.taskId !== null) this.d.publisher.publish(Topics.agent(agent.id), { v: PROTOCOL_VERSION, type: 'reregister' });
+      this.afterChange(requeuedJobs);
+    }
+  }
+}

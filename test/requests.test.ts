@@ -1,0 +1,73 @@
+/**
+ * The request handler on an in-memory store: the same answers kqctl and the page get, without sockets.
+ * Agents here are rows registered through the handler itself; assignments go nowhere (no socket yet).
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { Broadcast, JobDetail, JobSummary } from '../src/protocol/index.js';
+import { JobLogs } from '../src/kq/job-logs.js';
+import { ProgressTracker } from '../src/kq/progress.js';
+import { Publisher } from '../src/kq/publisher.js';
+import { RequestHandler } from '../src/kq/requests.js';
+import { Scheduler } from '../src/kq/scheduler.js';
+import { Store } from '../src/kq/store.js';
+import { RequestError } from '../src/kq/submit.js';
+
+let dir: string;
+let store: Store;
+let logs: JobLogs;
+let handler: RequestHandler;
+let published: Array<[string, Broadcast]>;
+
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kq-requests-'));
+  const log = pino({ level: 'silent' });
+  const logPath = (id: number) => path.join(dir, `job-${id}.log`);
+  store = new Store(':memory:', { blocklistAfter: 3 }, logPath);
+  logs = new JobLogs(logPath, { maxTaskBytes: 1 << 20, maxOpen: 8 });
+  const publisher = new Publisher({ store, logs, log });
+  published = [];
+  publisher.broadcasts.on('message', (topic, msg) => published.push([topic, msg]));
+  const progress = new ProgressTracker();
+  const scheduler = new Scheduler({
+    store, logs, progress, log, epoch: 'e1', publisher, agentTimeoutMs: 10_000, blocklistAfter: 3,
+    isRunning: () => true, killLocalAgent: () => undefined,
+  });
+  handler = new RequestHandler({ store, logs, log, epoch: 'e1', publisher, scheduler, heartbeatMs: 2000, security: () => ({ curve: false, insecure: false }) });
+});
+
+afterEach(() => {
+  logs.close();
+  store.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+describe('request handler on an in-memory store', () => {
+  it('submits a chunked job, lists it, shows its tasks and logs the submission', () => {
+    const job = handler.local({ type: 'submit', job: { name: 'spin', argv: ['povray', '+SF{start}', '+EF{end}'], frames: '1-10', chunk: 4 } }) as JobSummary;
+    expect(job).toMatchObject({ id: 1, name: 'spin', state: 'Waiting', framesTotal: 10, tasks: { waiting: 3 } });
+    expect((handler.local({ type: 'list' }) as JobSummary[]).map((j) => j.id)).toEqual([1]);
+    const detail = handler.local({ type: 'show', jobId: 1 }) as JobDetail;
+    expect(detail.taskList.map((t) => t.frames)).toEqual([[1, 2, 3, 4], [5, 6, 7, 8], [9, 10]]);
+    expect(fs.readFileSync(path.join(dir, 'job-1.log'), 'utf8')).toContain('job 1 "spin" submitted');
+    expect(published.some(([, m]) => m.type === 'job' && m.jobId === 1)).toBe(true);
+  });
+
+  it('stops a job: waiting tasks cancelled, job Cancelled; restart puts them back', () => {
+    handler.local({ type: 'submit', job: { argv: ['true'], frames: '1-3' } });
+    const [stopped] = handler.local({ type: 'stop', jobIds: [1] }) as JobSummary[];
+    expect(stopped).toMatchObject({ state: 'Cancelled', tasks: { cancelled: 3 } });
+    const [restarted] = handler.local({ type: 'restart', jobIds: [1] }) as JobSummary[];
+    expect(restarted).toMatchObject({ state: 'Waiting', tasks: { waiting: 3 } });
+  });
+
+  it('refuses unknown jobs, bad input and registrations from in-process callers', () => {
+    expect(() => handler.local({ type: 'show', jobId: 99 })).toThrow(RequestError);
+    expect(() => handler.local({ type: 'submit', job: { argv: [] } })).toThrow(/argv/);
+    expect(() => handler.local({ type: 'submit', job: { argv: ['true'], frames: '5-1' } })).toThrow(RequestError);
+    expect(() => handler.local({ type: 'register', agentId: 'a', host: 'h', pid: 1, local: false, running: null } as never)).toThrow(/request socket/);
+  });
+});
