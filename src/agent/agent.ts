@@ -88,12 +88,14 @@ export class Agent {
   private async shutdown(): Promise<void> {
     this.state = 'stopping';
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    // Hand the task back rather than fail it: its output so far is sent, its render group killed, no
+    // `finished` reported; `bye` makes kq requeue it with no attempt counted and no strike on this host.
+    this.flushLogs();
     const run = this.current;
     if (run) {
-      run.stop('agent stopped');
+      this.abandonCurrent('agent stopped');
       await run.done.catch(() => undefined);
     }
-    this.flushLogs();
     await this.send({ v: PROTOCOL_VERSION, type: 'bye', agentId: this.o.agentId }).catch(() => undefined);
     for (const s of [this.dealer, this.sub, this.push]) if (!s.closed) s.close();
     this.state = 'stopped';
@@ -204,8 +206,8 @@ export class Agent {
         if (this.state === 'running') void this.register();
         return;
       case 'kq-stopping':
-        // kq requeues our task itself; kill the render so it does not run twice once kq is back.
-        this.current?.stop('kq stopped');
+        // kq requeues our task itself; kill the render (unreported) so it does not run twice once kq is back.
+        this.abandonCurrent('kq stopped');
         void this.register();
         return;
       default:
@@ -252,7 +254,6 @@ export class Agent {
       if (this.abandoned.has(run)) return;
       this.flushLogs();
       this.current = null;
-      if (result.reason === 'kq stopped') return; // kq already requeued it
       const { taskId, attempt } = ref;
       this.lastOutcome = { taskId, attempt, ...result };
       void this.send({ v: PROTOCOL_VERSION, type: 'finished', agentId: this.o.agentId, ...this.lastOutcome });
