@@ -78,27 +78,28 @@ export class Daemon {
       if (this.o.httpPort !== null) {
         this.monitor = await startMonitor(this, { port: this.o.httpPort, bind: this.o.httpBind, token: this.o.httpToken, dataRoot: this.o.dataRoot, log: this.log.child({ component: 'http' }) });
       }
+      this.info = {
+        pid: process.pid,
+        host: this.o.bind === '0.0.0.0' || this.o.bind === '*' ? '127.0.0.1' : this.o.bind === '::' ? '::1' : this.o.bind,
+        bind: this.o.bind,
+        requestPort: this.sockets.ports.request,
+        updatePort: this.sockets.ports.update,
+        broadcastPort: this.sockets.ports.broadcast,
+        dataRoot: this.o.dataRoot,
+        startedAt: new Date().toISOString(),
+        curve: this.curve !== null,
+        serverKey: this.curve?.serverPublicKey ?? null,
+        insecure: this.insecure,
+        httpPort: this.monitor?.port ?? null,
+        httpUrl: this.monitor?.url ?? null,
+      };
+      fs.writeFileSync(this.files.info, JSON.stringify(this.info, null, 2) + '\n');
     } catch (err) {
-      this.lock.release();
+      await this.abortStart();
       throw err;
     }
+    // The point of no return: from here on this kq owns the table, the agents and their renders.
     this.store.beginEpoch();
-    this.info = {
-      pid: process.pid,
-      host: this.o.bind === '0.0.0.0' || this.o.bind === '*' ? '127.0.0.1' : this.o.bind === '::' ? '::1' : this.o.bind,
-      bind: this.o.bind,
-      requestPort: this.sockets.ports.request,
-      updatePort: this.sockets.ports.update,
-      broadcastPort: this.sockets.ports.broadcast,
-      dataRoot: this.o.dataRoot,
-      startedAt: new Date().toISOString(),
-      curve: this.curve !== null,
-      serverKey: this.curve?.serverPublicKey ?? null,
-      insecure: this.insecure,
-      httpPort: this.monitor?.port ?? null,
-      httpUrl: this.monitor?.url ?? null,
-    };
-    fs.writeFileSync(this.files.info, JSON.stringify(this.info, null, 2) + '\n');
     void this.receiveRequests();
     void this.receiveUpdates();
     this.lostTimer = setInterval(() => this.scheduler.checkSilentAgents(), Math.max(100, Math.min(1000, this.o.agentTimeoutMs / 4)));
@@ -106,6 +107,27 @@ export class Daemon {
     this.state = 'running';
     this.log.info({ ...this.info, epoch: this.epoch, loopback: isLoopback(this.o.bind) }, 'kq running');
     return this.info;
+  }
+
+  /**
+   * A start that failed undoes only what it did itself: it closes what it opened and releases the lock.
+   * The renders, agents and table rows of the kq before it (killed, or still running elsewhere) are left
+   * exactly as they are, for the next start to adopt. stop() afterwards does nothing.
+   */
+  private async abortStart(): Promise<void> {
+    this.state = 'stopping';
+    this.stopped = Promise.resolve();
+    const steps: Array<[string, () => unknown]> = [
+      ['close web monitor', () => this.monitor?.close()],
+      ['close sockets', () => this.sockets?.close()],
+      ['stop ZAP handler', () => this.zap?.close()],
+      ['close logs', () => this.logs?.close()],
+      ['close store', () => this.store?.close()],
+      ['release lock', () => this.lock?.release()],
+    ];
+    await this.runSteps(steps);
+    this.log?.error('kq could not start; nothing of the previous run was touched');
+    this.state = 'stopped';
   }
 
   /** Every broadcast kq publishes, also emitted in-process as ('message', topic, msg) for the HTTP monitor. */
@@ -152,6 +174,14 @@ export class Daemon {
       ['remove kq.json', () => this.info && fs.rmSync(this.files.info, { force: true })],
       ['release lock', () => this.lock?.release()],
     ];
+    await this.runSteps(steps);
+    this.log?.info('kq stopped');
+    this.log?.flush();
+    this.state = 'stopped';
+  }
+
+  /** Every step runs even if one before it failed. */
+  private async runSteps(steps: Array<[string, () => unknown]>): Promise<void> {
     for (const [name, step] of steps) {
       try {
         await step();
@@ -159,9 +189,6 @@ export class Daemon {
         this.log?.error({ step: name, err: (err as Error).message }, 'shutdown step failed');
       }
     }
-    this.log?.info('kq stopped');
-    this.log?.flush();
-    this.state = 'stopped';
   }
 
   /** Listening beyond loopback with CURVE turned off by --insecure. */
