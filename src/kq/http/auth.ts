@@ -2,8 +2,9 @@
  * Who may use the monitor's API.
  * - With a token (given, or required because the monitor listens beyond loopback): every /api request
  *   must carry it, as `Authorization: Bearer <token>` or `?token=<token>` (EventSource cannot set headers).
- * - On loopback without a token: only requests addressed to a loopback name (a web page cannot reach
- *   the API through DNS rebinding), and no cross-site writes (a page elsewhere cannot stop jobs).
+ * - On loopback without a token: only requests whose Host is a literal loopback IP or exactly `localhost`
+ *   (a web page whose name resolves to 127.0.0.1 cannot reach the API through DNS rebinding), and no
+ *   cross-site writes: a write's Origin, when sent, must be that same host (a page elsewhere cannot act).
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -51,10 +52,15 @@ function presentedToken(req: FastifyRequest): string | null {
   return typeof q === 'string' ? q : null;
 }
 
-function hostnameOf(hostHeader: string | undefined): string | null {
-  if (!hostHeader) return null;
+/** A Host header is a name or bracketed IPv6 literal and an optional port: nothing else (no `user@`, no path). */
+const HOST_HEADER = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?$/;
+
+/** The Host header's host and port as a browser would normalise them (`127.1` → `127.0.0.1`), or null. */
+function parseHost(hostHeader: string | undefined): { hostname: string; host: string } | null {
+  if (!hostHeader || !HOST_HEADER.test(hostHeader)) return null;
   try {
-    return new URL(`http://${hostHeader}`).hostname.replace(/^\[|\]$/g, '');
+    const url = new URL(`http://${hostHeader}`);
+    return { hostname: url.hostname, host: url.host };
   } catch {
     return null;
   }
@@ -71,16 +77,19 @@ export function apiGuard(token: string | null) {
       }
       return;
     }
-    const host = hostnameOf(req.headers.host);
-    if (host === null || !isLoopback(host)) {
+    const host = parseHost(req.headers.host);
+    if (host === null || !isLoopback(host.hostname)) {
       await reply.code(403).send({ code: 'forbidden', error: `the monitor listens on loopback only; requests must be addressed to localhost, not "${req.headers.host ?? ''}"` });
       return;
     }
     const origin = req.headers.origin;
     if (req.method !== 'GET' && req.method !== 'HEAD' && origin !== undefined) {
       let originHost: string | null = null;
-      try { originHost = new URL(origin).host; } catch { /* "null" or garbage */ }
-      if (originHost !== req.headers.host) {
+      try {
+        const url = new URL(origin);
+        if (url.protocol === 'http:') originHost = url.host;
+      } catch { /* "null" or garbage */ }
+      if (originHost !== host.host) {
         await reply.code(403).send({ code: 'forbidden', error: 'cross-site requests may not change jobs' });
       }
     }
