@@ -6,10 +6,21 @@ export class SseReader {
   private readonly controller = new AbortController();
   private waiters: Array<() => void> = [];
   status = 0;
+  /** Streams kq ended (with `reconnect`, each was followed by a new one resuming at the last event id). */
+  ends = 0;
   done: Promise<void>;
 
-  constructor(url: string, headers: Record<string, string> = {}) {
-    this.done = this.run(url, headers).catch(() => undefined);
+  /** `reconnect`: like a browser's EventSource, reconnect with Last-Event-ID when kq ends the stream. */
+  constructor(url: string, headers: Record<string, string> = {}, o: { reconnect?: boolean } = {}) {
+    this.done = (async () => {
+      for (;;) {
+        const lastId = this.events.filter((e) => e.id !== undefined).at(-1)?.id;
+        await this.run(url, lastId === undefined ? headers : { ...headers, 'last-event-id': lastId }).catch(() => undefined);
+        this.ends++;
+        if (!o.reconnect || this.controller.signal.aborted) return;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    })();
   }
 
   private async run(url: string, headers: Record<string, string>): Promise<void> {

@@ -8,9 +8,26 @@
  * in the same tick as the last read, so no byte is lost or sent twice.
  */
 import type { LogChunk } from '../../protocol/index.js';
-import type { MonitorBackend, MonitorHub, SseStream } from './sse.js';
+import { sseEvent, type MonitorBackend, type MonitorHub, type SseStream } from './sse.js';
 
 const CHUNK = 256 * 1024;
+
+type LogBroadcast = { offset: number; text: string };
+
+/**
+ * A live log broadcast as one event, made once and shared by every follower that is exactly caught up
+ * (all of them, normally): 200 followers must not mean 200 copies of each piece of log.
+ */
+const sharedEvents = new WeakMap<LogBroadcast, { end: number; event: string }>();
+function sharedEvent(msg: LogBroadcast): { end: number; event: string } {
+  let e = sharedEvents.get(msg);
+  if (!e) {
+    const end = msg.offset + Buffer.byteLength(msg.text);
+    e = { end, event: sseEvent('log', { offset: msg.offset, text: msg.text }, String(end)) };
+    sharedEvents.set(msg, e);
+  }
+  return e;
+}
 
 export interface LogStreamStart {
   jobId: number;
@@ -67,14 +84,13 @@ export async function streamLog(backend: MonitorBackend, hub: MonitorHub, stream
   // Live: same tick as the last read above, so the broadcasts continue the file exactly.
   const unfollow = hub.followLog(jobId, (msg) => {
     if (msg.type === 'job') return catchUp(); // a state change: kq may have logged it (submitted, stopped, restarted)
-    const bytes = Buffer.from(msg.text);
-    const end = msg.offset + bytes.length;
-    if (end <= next) return; // already sent
+    const shared = sharedEvent(msg);
+    if (shared.end <= next) return; // already sent
     if (msg.offset > next) catchUp(msg.offset);
     if (msg.offset > next) return;
-    const text = msg.offset < next ? bytes.subarray(next - msg.offset).toString('utf8') : msg.text;
-    stream.send('log', { offset: next, text }, String(end));
-    next = end;
+    if (msg.offset === next) stream.sendEvent(shared.event);
+    else stream.send('log', { offset: next, text: Buffer.from(msg.text).subarray(next - msg.offset).toString('utf8') }, String(shared.end));
+    next = shared.end;
   });
   stream.onClose(unfollow);
 }

@@ -28,13 +28,13 @@ import { expandCommands } from '../../common/placeholders.js';
 import { JobStateSchema, type JobDetail, type JobState, type JobSummary } from '../../protocol/index.js';
 import { RequestError } from '../submit.js';
 import { logStart, streamLog } from './log-stream.js';
-import { SseStream, type MonitorBackend, type MonitorHub, type SseOptions } from './sse.js';
+import { SseStream, type MonitorBackend, type MonitorHub, type SseStreams } from './sse.js';
 
 export interface RouteContext {
   backend: MonitorBackend;
   hub: MonitorHub;
   log: Logger;
-  sse: SseOptions;
+  sse: SseStreams;
   info: () => DaemonInfo | undefined;
   monitor: () => { url: string; auth: boolean };
 }

@@ -14,7 +14,7 @@ import { dataFiles, type DaemonInfo } from '../../common/paths.js';
 import { RequestError } from '../submit.js';
 import { apiGuard, chooseToken } from './auth.js';
 import { registerRoutes } from './routes.js';
-import { MonitorHub, type MonitorBackend } from './sse.js';
+import { MonitorHub, SseStreams, type MonitorBackend } from './sse.js';
 
 export interface MonitorOptions {
   /** 0 picks a free port. */
@@ -68,6 +68,9 @@ export async function startMonitor(backend: MonitorBackend & { info?: DaemonInfo
     return503OnClosing: true,
   });
   const hub = new MonitorHub(backend, o.log, { batchMs: 100, agentsMs: 2000 });
+  // A browser that keeps up leaves a few KB unread; 2 MiB lets one ride out a burst, and 32 MiB caps what
+  // any number of stalled clients can make kq hold (issue 11: 200 of them once took kq to 1.1 GB).
+  const sse = new SseStreams({ maxBufferedBytes: 2 * 1024 * 1024, maxTotalBufferedBytes: 32 * 1024 * 1024, heartbeatMs: 15_000 });
   let url = '';
 
   const guard = apiGuard(token);
@@ -95,11 +98,14 @@ export async function startMonitor(backend: MonitorBackend & { info?: DaemonInfo
   await app.register(fastifyStatic, { root: webRoot(), prefix: '/', index: 'index.html', dotfiles: 'deny', wildcard: true });
   registerRoutes(app, {
     backend, hub, log: o.log,
-    sse: { maxBufferedBytes: 8 * 1024 * 1024, heartbeatMs: 15_000 },
+    sse,
     info: () => backend.info,
     monitor: () => ({ url, auth: token !== null }),
   });
-  app.addHook('preClose', async () => hub.stop());
+  app.addHook('preClose', async () => {
+    hub.stop();
+    sse.closeAll();
+  });
 
   hub.start();
   try {

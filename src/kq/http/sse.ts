@@ -18,16 +18,58 @@ export interface MonitorBackend {
 export interface SseOptions {
   /** A client that lets this many bytes pile up unread is cut off (its EventSource reconnects and resumes). */
   maxBufferedBytes: number;
+  /** All clients together may leave this many bytes unread; past it the most behind are cut off. */
+  maxTotalBufferedBytes: number;
   heartbeatMs: number;
+}
+
+/** One event as sent on the wire. */
+export function sseEvent(event: string, data: unknown, id?: string): string {
+  return `event: ${event}\n${id === undefined ? '' : `id: ${id}\n`}data: ${JSON.stringify(data)}\n\n`;
+}
+
+/** Below this many unread bytes a client counts as keeping up, and the total is not even looked at. */
+const KEEPING_UP_BYTES = 64 * 1024;
+
+/**
+ * Every open SSE stream of one monitor, so that what they leave unread together stays bounded: without
+ * it, N clients that never read could make kq hold N × maxBufferedBytes.
+ */
+export class SseStreams {
+  private readonly open = new Set<SseStream>();
+
+  constructor(readonly o: SseOptions) {}
+
+  add(s: SseStream): void { this.open.add(s); }
+  delete(s: SseStream): void { this.open.delete(s); }
+  get size(): number { return this.open.size; }
+
+  /** Past the total, cut off the clients furthest behind until the rest fit. */
+  enforceTotal(): void {
+    let total = 0;
+    for (const s of this.open) total += s.unread;
+    if (total <= this.o.maxTotalBufferedBytes) return;
+    for (const s of [...this.open].sort((a, b) => b.unread - a.unread)) {
+      if (total <= this.o.maxTotalBufferedBytes || s.unread <= KEEPING_UP_BYTES) break;
+      total -= s.unread;
+      s.cutOff();
+    }
+  }
+
+  closeAll(): void {
+    for (const s of [...this.open]) s.close();
+  }
 }
 
 export class SseStream {
   private readonly raw;
   private heartbeat: NodeJS.Timeout;
   private readonly closeHandlers: Array<() => void> = [];
+  private readonly o: SseOptions;
   closed = false;
 
-  constructor(req: FastifyRequest, reply: FastifyReply, private readonly o: SseOptions, extraHeaders: Record<string, string> = {}) {
+  constructor(req: FastifyRequest, reply: FastifyReply, private readonly streams: SseStreams, extraHeaders: Record<string, string> = {}) {
+    this.o = streams.o;
     reply.hijack();
     this.raw = reply.raw;
     this.raw.writeHead(200, {
@@ -38,8 +80,9 @@ export class SseStream {
       connection: 'keep-alive',
     });
     this.raw.write('retry: 2000\n\n');
-    this.heartbeat = setInterval(() => this.write(': ping\n\n'), o.heartbeatMs);
+    this.heartbeat = setInterval(() => this.write(': ping\n\n'), this.o.heartbeatMs);
     this.heartbeat.unref();
+    streams.add(this);
     const onGone = () => this.close();
     req.raw.on('close', onGone);
     this.raw.on('close', onGone);
@@ -48,7 +91,12 @@ export class SseStream {
 
   /** Send one event; false once the stream is closed. `id` lets a reconnecting EventSource resume. */
   send(event: string, data: unknown, id?: string): boolean {
-    return this.write(`event: ${event}\n${id === undefined ? '' : `id: ${id}\n`}data: ${JSON.stringify(data)}\n\n`);
+    return this.write(sseEvent(event, data, id));
+  }
+
+  /** Send an event made by sseEvent(): one string shared by every client it goes to. */
+  sendEvent(text: string): boolean {
+    return this.write(text);
   }
 
   /** Resolves when the client has read what was sent (or the stream closed). */
@@ -70,14 +118,30 @@ export class SseStream {
     else this.closeHandlers.push(fn);
   }
 
+  /** Bytes written but not yet taken by the client's socket. */
+  get unread(): number {
+    return this.closed ? 0 : this.raw.writableLength;
+  }
+
+  /** Close politely: what was sent is still delivered. */
   close(): void {
-    if (this.closed) return;
+    if (this.end()) this.raw.end();
+  }
+
+  /** Drop a client that does not read, and what it left unread; its EventSource reconnects and resumes. */
+  cutOff(): void {
+    if (this.end()) this.raw.destroy();
+  }
+
+  private end(): boolean {
+    if (this.closed) return false;
     this.closed = true;
     clearInterval(this.heartbeat);
+    this.streams.delete(this);
     for (const fn of this.closeHandlers.splice(0)) {
       try { fn(); } catch { /* a close handler must not stop the others */ }
     }
-    if (!this.raw.destroyed) this.raw.end();
+    return !this.raw.destroyed;
   }
 
   private write(text: string): boolean {
@@ -88,14 +152,14 @@ export class SseStream {
       this.close();
       return false;
     }
-    if (this.raw.writableLength > this.o.maxBufferedBytes) {
-      this.closed = true; // cut off a client that does not read; it reconnects and resumes
-      clearInterval(this.heartbeat);
-      for (const fn of this.closeHandlers.splice(0)) {
-        try { fn(); } catch { /* ignore */ }
-      }
-      this.raw.destroy();
+    const unread = this.raw.writableLength;
+    if (unread > this.o.maxBufferedBytes) {
+      this.cutOff();
       return false;
+    }
+    if (unread > KEEPING_UP_BYTES) {
+      this.streams.enforceTotal();
+      if (this.closed) return false;
     }
     return true;
   }
@@ -190,8 +254,8 @@ export class MonitorHub {
     this.changed.clear();
     if (this.clients.size === 0 || ids.length === 0) return;
     for (let i = 0; i < ids.length; i += 10_000) {
-      const jobs = this.backend.request({ type: 'list', jobIds: ids.slice(i, i + 10_000) }) as JobSummary[];
-      for (const c of this.clients) c.send('jobs', jobs);
+      const jobs = sseEvent('jobs', this.backend.request({ type: 'list', jobIds: ids.slice(i, i + 10_000) }) as JobSummary[]);
+      for (const c of this.clients) c.sendEvent(jobs);
     }
     this.pushAgents();
   }
@@ -202,7 +266,8 @@ export class MonitorHub {
     const json = JSON.stringify(agents);
     if (json === this.lastAgents) return;
     this.lastAgents = json;
-    for (const c of this.clients) c.send('agents', agents);
+    const event = `event: agents\ndata: ${json}\n\n`;
+    for (const c of this.clients) c.sendEvent(event);
   }
 
   /** Nothing the monitor does may throw into the daemon's publish path or a timer. */
