@@ -8,7 +8,9 @@
  *             joins these with \r on one line: the last one counts), `POV-Ray finished` ends a run.
  * - Blender:  `Fra:12 Mem:… | Sample 16/128`, `| Rendered 3/16 Tiles`, `| Path Tracing Tile 3/16`,
  *             `| Rendering 17 / 64 samples` (Eevee); `Saved: '…'` ends a frame. Fra:N is placed among
- *             the task's frames, so `-s {start} -e {end} -a` and `-f {frame}` both add up.
+ *             the task's frames, so `-s {start} -e {end} -a` and `-f {frame}` both add up; Workbench
+ *             prints only `Saved:` lines, so each one (after the `Blender 3.4.1` banner) is a frame.
+ *             Checked on captured real logs (test/fixtures/blender).
  * - Katana renderboot: `NN% done` (Arnold and most renderers under renderboot), `R90000  NN%` (PRMan);
  *             a percentage that falls back marks the next run.
  * A job whose command names none of them gets a parser that tries all three and keeps the first that
@@ -52,7 +54,7 @@ export function createProgressParser(ctx: ProgressContext): ProgressParser {
   const renderer = detectRenderer(ctx.argv);
   switch (renderer) {
     case 'povray': return new PovRayParser(runs);
-    case 'blender': return new BlenderParser(ctx.frames);
+    case 'blender': return new BlenderParser(ctx.frames, true);
     case 'katana': return new PercentDoneParser(runs);
     default: return new AnyParser([new PovRayParser(runs), new BlenderParser(ctx.frames), new PercentDoneParser(runs)]);
   }
@@ -119,18 +121,28 @@ const BLENDER_STEPS = [
   /\bSample (\d+)\/(\d+)/,
 ];
 const BLENDER_SAVED = /^Saved: /;
+const BLENDER_BANNER = /^Blender \d+\.\d+/;
 
 export class BlenderParser implements ProgressParser {
   readonly renderer = 'blender' as const;
   private index = 0;
   private within = 0;
-  private seen = false;
+  /** The current frame was saved and no Fra: line has named the next one yet. */
+  private saved = false;
 
-  constructor(private readonly frames: number[]) {}
+  /** `seen`: the command is known to be Blender; otherwise a banner or Fra: line must show it first. */
+  constructor(private readonly frames: number[], private seen = false) {}
 
   feed(line: string): number | null {
+    if (BLENDER_BANNER.test(line)) {
+      this.seen = true;
+      return null;
+    }
     if (BLENDER_SAVED.test(line)) {
       if (!this.seen) return null;
+      // Workbench prints no Fra: lines at all: a second Saved: in a row is the next frame.
+      if (this.saved) this.index = Math.min(this.index + 1, Math.max(0, this.frames.length - 1));
+      this.saved = true;
       this.within = 1;
       return this.percent();
     }
@@ -141,7 +153,11 @@ export class BlenderParser implements ProgressParser {
     if (index >= 0 && index !== this.index) {
       this.index = index;
       this.within = 0;
+    } else if (index < 0 && this.saved) {
+      this.index = Math.min(this.index + 1, Math.max(0, this.frames.length - 1));
+      this.within = 0;
     }
+    this.saved = false;
     for (const re of BLENDER_STEPS) {
       const m = re.exec(line);
       if (m) {
