@@ -6,6 +6,7 @@ import { Daemon } from './daemon.js';
 import { DAEMON_DEFAULTS, envDefaults, type DaemonOptions } from './options.js';
 import { dataFiles } from '../common/paths.js';
 import { initKeys, keyFiles } from '../common/keys.js';
+import { identify, watchExit } from './exit-with.js';
 
 const env = envDefaults();
 const program = usageExitCodes(new Command('kq'))
@@ -29,8 +30,9 @@ const program = usageExitCodes(new Command('kq'))
   .option('--http-bind <addr>', 'web monitor address [env KQ_HTTP_BIND]; beyond loopback every API request needs the token', env.httpBind)
   .option('--http-token <token>', 'web monitor token [env KQ_HTTP_TOKEN] (default: none on loopback, else generated into <data root>/http-token)', env.httpToken)
   .option('--no-http', 'do not serve the web monitor')
+  .option('--exit-with <pid>', 'stop (renders killed, tasks requeued) when process PID exits, e.g. the Blender or Katana that started kq', intArg(1, 2 ** 31 - 1))
   .addHelpText('after', `
-Exit codes: 0 stopped cleanly (SIGINT/SIGTERM), 1 could not start, 2 bad usage.
+Exit codes: 0 stopped cleanly (SIGINT/SIGTERM, or the --exit-with process exited), 1 could not start, 2 bad usage.
 Files: <data root>/kq.db (job table), kq.json (address for kqctl), logs/job-<id>.log, logs/kq.log, http-token,
 keys/ (CURVE keys: see kq keys init --help and kqctl keys --help).`)
   .action(runDaemon);
@@ -69,6 +71,13 @@ async function runDaemon(opts: ReturnType<typeof program.opts>): Promise<void> {
     httpToken: opts.httpToken,
   };
 
+  // Checked before starting: a typo or an application that already quit must not leave a kq nobody stops.
+  const exitWith = opts.exitWith === undefined ? null : identify(opts.exitWith);
+  if (opts.exitWith !== undefined && !exitWith) {
+    process.stderr.write(`kq: --exit-with ${opts.exitWith}: no such process is running\n`);
+    process.exit(2);
+  }
+
   const daemon = new Daemon(options);
   const SHUTDOWN_SIGNALS = ['SIGINT', 'SIGTERM'] as const;
   for (const signal of SHUTDOWN_SIGNALS) {
@@ -87,6 +96,12 @@ async function runDaemon(opts: ReturnType<typeof program.opts>): Promise<void> {
       ? `  monitor token: ${dataFiles(info.dataRoot).httpToken} (open ${info.httpUrl}?token=<its contents>)\n` : '';
     process.stdout.write(`kq ${info.pid} ready: request ${at(info.requestPort)}, update ${at(info.updatePort)}, broadcast ${at(info.broadcastPort)}${monitor}\n` +
       `  data root ${info.dataRoot}; ${options.numAgents} local agent(s); log ${info.dataRoot}/logs/kq.log\n` + token);
+    if (exitWith) {
+      watchExit(exitWith, () => {
+        process.stdout.write(`kq: process ${exitWith.pid} (--exit-with) exited: stopping\n`);
+        void daemon.stop().then(() => process.exit(0));
+      });
+    }
   } catch (err) {
     process.stderr.write(`kq: ${(err as Error).message}\n`);
     await daemon.stop().catch(() => undefined);
