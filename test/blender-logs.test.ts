@@ -30,7 +30,7 @@ function expectSteadyRise(values: number[]) {
 }
 
 describe('real Blender 3.4 logs, two frames (-s {start} -e {end} -a)', () => {
-  for (const [file, engine] of [['cycles.log', 'CYCLES'], ['cycles-tiles.log', 'CYCLES'], ['eevee.log', 'BLENDER_EEVEE'], ['workbench.log', 'BLENDER_WORKBENCH']]) {
+  for (const [file, engine] of [['cycles.txt', 'CYCLES'], ['cycles-tiles.txt', 'CYCLES'], ['eevee.txt', 'BLENDER_EEVEE'], ['workbench.txt', 'BLENDER_WORKBENCH']]) {
     it(`${file}: each saved frame is half the task, progress only rises, ends at 100`, () => {
       const { values, atSaved } = parse(rangeArgv(engine!), [1, 2], fixture(file!));
       expect(atSaved).toEqual([50, 100]);
@@ -39,36 +39,36 @@ describe('real Blender 3.4 logs, two frames (-s {start} -e {end} -a)', () => {
     });
   }
 
-  it('cycles-tiles.log: tiles count within a frame (20 tiles: steps of 2.5 %)', () => {
-    const { values } = parse(rangeArgv('CYCLES'), [1, 2], fixture('cycles-tiles.log'));
+  it('cycles-tiles.txt: tiles count within a frame (20 tiles: steps of 2.5 %)', () => {
+    const { values } = parse(rangeArgv('CYCLES'), [1, 2], fixture('cycles-tiles.txt'));
     expect(values).toContain(2.5);
     expect(values).toContain(25);
     expect(values).toContain(52.5);
   });
 
-  it('cycles.log: samples count within a frame (Sample 1/4 of frame 1 is 12.5 %)', () => {
-    const { values } = parse(rangeArgv('CYCLES'), [1, 2], fixture('cycles.log'));
+  it('cycles.txt: samples count within a frame (Sample 1/4 of frame 1 is 12.5 %)', () => {
+    const { values } = parse(rangeArgv('CYCLES'), [1, 2], fixture('cycles.txt'));
     expect(values).toContain(12.5);
     expect(values).toContain(62.5);
   });
 
-  it('eevee.log: "Rendering 1 / 4 samples" counts', () => {
-    const { values } = parse(rangeArgv('BLENDER_EEVEE'), [1, 2], fixture('eevee.log'));
+  it('eevee.txt: "Rendering 1 / 4 samples" counts', () => {
+    const { values } = parse(rangeArgv('BLENDER_EEVEE'), [1, 2], fixture('eevee.txt'));
     expect(values).toContain(12.5);
     expect(values).toContain(62.5);
   });
 });
 
 describe('real Blender 3.4 log, one frame (-f {frame})', () => {
-  it('cycles-one-frame.log: frame 3 alone goes to 100', () => {
-    const { values, atSaved } = parse(['blender', '-b', 'scene.blend', '-f', '{frame}'], [3], fixture('cycles-one-frame.log'));
+  it('cycles-one-frame.txt: frame 3 alone goes to 100', () => {
+    const { values, atSaved } = parse(['blender', '-b', 'scene.blend', '-f', '{frame}'], [3], fixture('cycles-one-frame.txt'));
     expect(atSaved).toEqual([100]);
     expect(values).toContain(25);
     expectSteadyRise(values);
   });
 
-  it('workbench.log run per frame: two -f commands in one task add up', () => {
-    const lines = fixture('workbench.log');
+  it('workbench.txt run per frame: two -f commands in one task add up', () => {
+    const lines = fixture('workbench.txt');
     const firstSave = lines.findIndex((l) => l.startsWith('Saved: '));
     const oneFrame = [...lines.slice(0, firstSave + 1), 'Blender quit'];
     const { atSaved } = parse(['blender', '-b', 'scene.blend', '-E', 'BLENDER_WORKBENCH', '-f', '{frame}'], [1, 2], [...oneFrame, ...oneFrame]);
