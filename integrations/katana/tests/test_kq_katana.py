@@ -1,0 +1,56 @@
+"""kq_katana without Katana: python3 -m unittest discover -s integrations/katana/tests"""
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from kq_katana import commands  # noqa: E402
+from kq_katana.frames import FrameRangeError, contiguous, kq_frames, parse_frames  # noqa: E402
+
+
+class Frames(unittest.TestCase):
+    def test_ranges_steps_lists(self):
+        self.assertEqual(parse_frames("1-5"), [1, 2, 3, 4, 5])
+        self.assertEqual(parse_frames(" 1-10x3 "), [1, 4, 7, 10])
+        self.assertEqual(parse_frames("12"), [12])
+        self.assertEqual(parse_frames("1-3, 10, 2"), [1, 2, 3, 10])
+        self.assertEqual(parse_frames("-2-1"), [-2, -1, 0, 1])
+
+    def test_bad_ranges_say_why(self):
+        for text, why in (("", "no frames given"), ("5-1", "end frame is before"), ("1-10x0", "step must be"),
+                          ("a-b", "is not a frame range"), ("1-2000000", "more than")):
+            with self.assertRaisesRegex(FrameRangeError, why):
+                parse_frames(text)
+
+    def test_kq_frames_joins_runs(self):
+        self.assertEqual(kq_frames([1, 2, 3, 5, 7, 8]), "1-3, 5, 7-8")
+        self.assertEqual(kq_frames([4]), "4")
+        self.assertTrue(contiguous([3, 1, 2]))
+        self.assertFalse(contiguous([1, 3]))
+
+
+class Commands(unittest.TestCase):
+    def test_renderboot_frame_becomes_the_placeholder(self):
+        args = ["-renderer", "arnold", "-geolib3OpTree", "/tmp/k/op.optree", "-frame", "7", "-threads", "8"]
+        self.assertEqual(commands.renderboot_command("/opt/Katana/bin/renderboot", args),
+                         ["/opt/Katana/bin/renderboot", "-renderer", "arnold", "-geolib3OpTree", "/tmp/k/op.optree",
+                          "-frame", "{frame}", "-threads", "8"])
+        self.assertEqual(commands.renderboot_command("renderboot", ["--frame=3", "-x"]), ["renderboot", "--frame={frame}", "-x"])
+        self.assertEqual(commands.renderboot_command("renderboot", ["-renderer", "dl"]), ["renderboot", "-renderer", "dl", "-frame", "{frame}"])
+
+    def test_batch_command(self):
+        self.assertEqual(commands.batch_command("katana", "/shots/s.katana", "Render_beauty"),
+                         ["katana", "--batch", "--katana-file=/shots/s.katana", "--render-node=Render_beauty", "-t", "{start}-{end}"])
+        with self.assertRaisesRegex(ValueError, "not saved"):
+            commands.batch_command("katana", "", "Render")
+        with self.assertRaisesRegex(ValueError, "select a Render node"):
+            commands.batch_command("katana", "/s.katana", "")
+
+    def test_job_names(self):
+        self.assertEqual(commands.job_name("/shots/sh010.katana", "Render_beauty", "Disk Render", "1-100"),
+                         "sh010.katana Render_beauty Disk Render 1-100")
+        self.assertEqual(commands.job_name(None, "Merge1", "Preview Render", "5"), "untitled Merge1 Preview Render 5")
+
+
+if __name__ == "__main__":
+    unittest.main()
