@@ -71,3 +71,48 @@ describe('a start that fails', () => {
     expect(fs.readFileSync(path.join(dir, 'results'), 'utf8').trim().split('\n').sort()).toEqual(['1', '2']);
   });
 });
+
+describe('a huge job', () => {
+  /** Rows of a job in the task table, read after kq stopped: count, distinct seqs, frames. */
+  function taskRows(dataRoot: string, jobId: number) {
+    const db = new Database(path.join(dataRoot, 'kq.db'), { readonly: true });
+    try {
+      return db.prepare('SELECT count(*) AS n, count(DISTINCT seq) AS seqs, max(seq) AS last, sum(n_frames) AS frames FROM tasks WHERE job_id = ?').get(jobId);
+    } finally {
+      db.close();
+    }
+  }
+
+  it('a 1,000,000-frame submit is answered, no agent is blamed for kq\'s work, every task goes in once even across a kill -9', async () => {
+    const kq = await start();
+    const agentPids = (await kq.agents()).map((a) => a.pid).sort();
+    const t0 = Date.now();
+    const r = await kq.ctl('submit', '--frames', '1-1000000', '--', 'true');
+    console.log(`submit of 1,000,000 frames answered in ${Date.now() - t0} ms`);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const id = Number(r.stdout.trim());
+    expect(id).toBeGreaterThan(0);
+    const job = await kq.json('show', String(id));
+    expect(job.framesTotal).toBe(1_000_000);
+    expect(Object.values(job.tasks as Record<string, number>).reduce((a, b) => a + b, 0)).toBe(1_000_000);
+    // The agents work through the job meanwhile, and none was declared lost and replaced.
+    await waitFor('frames done', async () => (await kq.json('show', String(id))).framesDone >= 20, 60_000, 250);
+    expect((await kq.agents()).filter((a) => a.state !== 'offline').map((a) => a.pid).sort()).toEqual(agentPids);
+    expect(kq.log()).not.toMatch(/agent lost/);
+
+    // kq dies while the tasks are still going in; the next kq inserts the rest, none twice.
+    await kq.kill9();
+    await kq.start();
+    await waitFor('all tasks queued', () => kq.log().includes('all tasks of the job queued'), 120_000, 250);
+    const t1 = Date.now();
+    const stop = await kq.ctl('stop', String(id));
+    console.log(`stop of 1,000,000 tasks answered in ${Date.now() - t1} ms`);
+    expect(stop.exitCode, stop.stderr).toBe(0);
+    expect((await kq.json('show', String(id))).state).toBe('Cancelled');
+    // The agents kq started are the ones it had before: none was declared lost and replaced.
+    expect((await kq.agents()).filter((a) => a.state !== 'offline').map((a) => a.pid).sort()).toEqual(agentPids);
+    expect(kq.log()).not.toMatch(/agent lost/);
+    expect(await kq.stop()).toBe(0);
+    expect(taskRows(kq.dataRoot, id)).toEqual({ n: 1_000_000, seqs: 1_000_000, last: 999_999, frames: 1_000_000 });
+  });
+});

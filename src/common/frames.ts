@@ -12,8 +12,10 @@ export function parseFrameRange(spec: string): number[] {
   const trimmed = spec.trim();
   if (trimmed === '') throw new FrameRangeError('empty frame range');
   const frames: number[] = [];
-  const seen = new Set<number>();
-  for (const rawPart of trimmed.split(',')) {
+  const parts = trimmed.split(',');
+  // One part cannot repeat a frame: the duplicate check (a set of up to a million frames) is for lists.
+  const seen = parts.length > 1 ? new Set<number>() : null;
+  for (const rawPart of parts) {
     const part = rawPart.trim();
     const m = PART.exec(part);
     if (!m) throw new FrameRangeError(`invalid frame range part "${part}" in "${spec}" (expected N, A-B or A-BxSTEP)`);
@@ -25,8 +27,10 @@ export function parseFrameRange(spec: string): number[] {
     if (end < start) throw new FrameRangeError(`range "${part}" ends before it starts`);
     if ((end - start) / step + 1 + frames.length > MAX_FRAMES) throw new FrameRangeError(`more than ${MAX_FRAMES} frames in "${spec}"`);
     for (let f = start; f <= end; f += step) {
-      if (seen.has(f)) throw new FrameRangeError(`frame ${f} appears twice in "${spec}"`);
-      seen.add(f);
+      if (seen) {
+        if (seen.has(f)) throw new FrameRangeError(`frame ${f} appears twice in "${spec}"`);
+        seen.add(f);
+      }
       frames.push(f);
     }
   }

@@ -32,6 +32,9 @@ import { RequestHandler, type LocalRequest } from './requests.js';
 
 export type Lifecycle = 'starting' | 'running' | 'stopping' | 'stopped';
 
+/** A timer this late means kq's event loop was blocked (normal jitter is a few ms). */
+const LATE_TIMER_MS = 100;
+
 const AGENT_SCRIPT = fileURLToPath(new URL('../agent/main.js', import.meta.url));
 
 export class Daemon {
@@ -102,7 +105,8 @@ export class Daemon {
     this.store.beginEpoch();
     void this.receiveRequests();
     void this.receiveUpdates();
-    this.lostTimer = setInterval(() => this.scheduler.checkSilentAgents(), Math.max(100, Math.min(1000, this.o.agentTimeoutMs / 4)));
+    this.startSilenceCheck();
+    this.scheduler.queuer.resume();
     this.startLocalAgents();
     this.state = 'running';
     this.log.info({ ...this.info, epoch: this.epoch, loopback: isLoopback(this.o.bind) }, 'kq running');
@@ -162,6 +166,7 @@ export class Daemon {
     this.state = 'stopping';
     const steps: Array<[string, () => unknown]> = [
       ['stop timer', () => this.lostTimer && clearInterval(this.lostTimer)],
+      ['stop queueing tasks', () => this.scheduler.queuer.stop()],
       ['close web monitor', () => this.monitor?.close()],
       ['tell agents', () => this.publisher.publish(Topics.allAgents, { v: PROTOCOL_VERSION, type: 'kq-stopping' })],
       ['kill renders of local agents', () => this.killLocalRenders()],
@@ -178,6 +183,22 @@ export class Daemon {
     this.log?.info('kq stopped');
     this.log?.flush();
     this.state = 'stopped';
+  }
+
+  /**
+   * Look for silent agents a few times per timeout. The check's own timer measures how late it runs: a
+   * late run means kq's event loop was blocked, heartbeats waiting unread, and that time is not counted
+   * as the agents' silence.
+   */
+  private startSilenceCheck(): void {
+    const everyMs = Math.max(100, Math.min(1000, this.o.agentTimeoutMs / 4));
+    let last = Date.now();
+    this.lostTimer = setInterval(() => {
+      const now = Date.now();
+      if (now - last > everyMs + LATE_TIMER_MS) this.scheduler.deafTime.add(last + everyMs, now);
+      last = now;
+      this.scheduler.checkSilentAgents();
+    }, everyMs);
   }
 
   /** Every step runs even if one before it failed. */

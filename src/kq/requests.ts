@@ -78,7 +78,8 @@ export class RequestHandler {
         return { heartbeatMs: this.d.heartbeatMs, keepRunning: r.keepRunning };
       }
       case 'submit': {
-        const job = store.submitJob(prepareJob(req.job));
+        const { tasksUnqueued, ...job } = store.submitJob(prepareJob(req.job));
+        if (tasksUnqueued > 0) scheduler.queuer.add(job.id);
         publisher.appendLog(job.id, `[kq] job ${job.id} "${job.name}" submitted at ${job.submittedAt}: ${job.framesTotal} frames\n`);
         this.d.log.info({ job: job.id, name: job.name, frames: job.framesTotal }, 'job submitted');
         publisher.announceJob(job.id);

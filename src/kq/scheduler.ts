@@ -12,6 +12,8 @@ import type { JobLogs } from './job-logs.js';
 import type { ProgressTracker } from './progress.js';
 import type { Publisher } from './publisher.js';
 import type { Store, TaskRef } from './store.js';
+import { DeafTime } from './deaf-time.js';
+import { TaskQueuer } from './task-queuer.js';
 
 export interface SchedulerDeps {
   store: Store;
@@ -33,8 +35,14 @@ export class Scheduler {
   /** The request socket's queue (assignments go to an agent by its routing id); set once bound. */
   routerQueue: SendQueue | null = null;
   private readonly reregisterSentAt = new Map<string, number>();
+  /** When kq itself could not hear heartbeats: not counted as an agent's silence. */
+  readonly deafTime = new DeafTime();
+  /** Inserts the tasks of big jobs in the background, handing them out as they come. */
+  readonly queuer: TaskQueuer;
 
-  constructor(private readonly d: SchedulerDeps) {}
+  constructor(private readonly d: SchedulerDeps) {
+    this.queuer = new TaskQueuer({ store: d.store, log: d.log, onQueued: () => this.dispatch() });
+  }
 
   /** Hand waiting tasks to idle agents of this epoch until one or the other runs out. */
   dispatch(): void {
@@ -103,7 +111,7 @@ export class Scheduler {
   /** Agents silent past the timeout are lost: their tasks are requeued; a local one is killed and replaced. */
   checkSilentAgents(): void {
     if (!this.d.isRunning()) return;
-    const lost = this.d.store.markSilentAgentsLost(Date.now() - this.d.agentTimeoutMs);
+    const lost = this.d.store.markSilentAgentsLost(this.deafTime.silentBefore(Date.now(), this.d.agentTimeoutMs));
     for (const { agent, requeuedJobs, renderPids } of lost) {
       this.d.log.warn({ agent: agent.id, host: agent.host, lastSeen: agent.lastSeen }, 'agent lost: no heartbeat');
       for (const jobId of requeuedJobs) this.d.publisher.appendLog(jobId, `[kq] agent ${agent.id} on ${agent.host} lost (silent for over ${this.d.agentTimeoutMs} ms): task requeued\n`);

@@ -82,6 +82,8 @@ CREATE TABLE IF NOT EXISTS blocklist (
 const ADDED_COLUMNS: Array<[string, string, string]> = [
   ['jobs', 'output', 'TEXT'], // the job's output pattern (the monitor's thumbnails)
   ['tasks', 'progress', 'REAL'], // percent done of the current attempt, parsed from its log
+  // tasks of a big job not inserted yet: they are counted as waiting and inserted in batches (store.queueTasks)
+  ['jobs', 'tasks_unqueued', 'INTEGER'],
 ];
 
 export function addMissingColumns(db: { prepare(sql: string): { all(): unknown[] }; exec(sql: string): unknown }): void {

@@ -5,13 +5,15 @@
 import Database from 'better-sqlite3';
 import { isTerminalState, type AgentInfo, type JobDetail, type JobState, type JobSummary, type TaskAssignment, type TaskInfo, type TaskState } from '../protocol/index.js';
 import { expandCommands } from '../common/placeholders.js';
+import { parseFrameRange } from '../common/frames.js';
 import { addMissingColumns, SCHEMA, SCHEMA_VERSION } from './schema.js';
 
 export interface NewJob {
   name: string;
   argv: string[];
   frameSpec: string | null;
-  chunks: number[][];
+  /** Every frame, in order; task N renders frames[N*chunk .. (N+1)*chunk). No frames: one task. */
+  frames: number[];
   chunk: number;
   priority: number;
   cwd: string | null;
@@ -42,7 +44,7 @@ interface JobRow {
   cwd: string | null; env: string; max_attempts: number; timeout_ms: number | null; shell: number;
   state: JobState; submitted_at: string; completed_at: string | null; frames_total: number; frames_done: number;
   n_waiting: number; n_running: number; n_completed: number; n_failed: number; n_cancelled: number;
-  output: string | null;
+  output: string | null; tasks_unqueued: number | null;
 }
 export interface TaskRow {
   id: number; job_id: number; seq: number; frames: string; n_frames: number; priority: number; state: TaskState;
@@ -54,6 +56,12 @@ interface AgentRow {
   id: string; host: string; pid: number; local: number; state: AgentInfo['state']; task_id: number | null;
   epoch: string; registered_at: string; last_seen: number;
 }
+
+/**
+ * Tasks inserted with their job in the submit transaction; a bigger job's other tasks are inserted in
+ * batches of this size by queueTasks, one transaction each, so no transaction holds kq for long.
+ */
+export const TASK_BATCH = 5000;
 
 /** `show` lists at most this many tasks (the first ones): a 100,000-task job would not fit one message. */
 export const MAX_TASKS_SHOWN = 10_000;
@@ -94,18 +102,56 @@ export class Store {
 
   // ---------- jobs ----------
 
-  readonly submitJob = (job: NewJob): JobSummary => this.tx(() => {
-    const framesTotal = job.chunks.reduce((n, c) => n + c.length, 0);
-    const tasks = job.chunks.length === 0 ? [[]] : job.chunks;
+  /**
+   * Insert a job and its first TASK_BATCH tasks. The rest are counted as waiting and recorded in
+   * tasks_unqueued, for queueTasks to insert in later transactions (a crash in between loses none: the
+   * next kq resumes from the job's frame spec). Returns the job and how many tasks are still to insert.
+   */
+  readonly submitJob = (job: NewJob): JobSummary & { tasksUnqueued: number } => this.tx(() => {
+    const nTasks = Math.max(1, Math.ceil(job.frames.length / job.chunk));
     const { lastInsertRowid } = this.stmt.insertJob.run({
       name: job.name, argv: JSON.stringify(job.argv), frameSpec: job.frameSpec, chunk: job.chunk, priority: job.priority,
       cwd: job.cwd, env: JSON.stringify(job.env), maxAttempts: job.maxAttempts, timeoutMs: job.timeoutMs,
-      shell: job.shell ? 1 : 0, submittedAt: now(), framesTotal, nTasks: tasks.length, output: job.output,
+      shell: job.shell ? 1 : 0, submittedAt: now(), framesTotal: job.frames.length, nTasks, output: job.output, unqueued: nTasks,
     });
     const jobId = Number(lastInsertRowid);
-    tasks.forEach((frames, seq) => this.stmt.insertTask.run(jobId, seq, JSON.stringify(frames), frames.length, job.priority));
-    return this.summary(this.jobRow(jobId)!);
+    if (nTasks > TASK_BATCH) this.framesOfJob.set(jobId, job.frames);
+    const tasksUnqueued = this.insertTasks(jobId, TASK_BATCH, job.frames);
+    return { ...this.summary(this.jobRow(jobId)!), tasksUnqueued };
   });
+
+  /**
+   * Insert up to `max` more tasks of a job submitted with more than TASK_BATCH (in one transaction).
+   * Returns how many are still to insert.
+   */
+  readonly queueTasks = (jobId: number, max = TASK_BATCH): number => this.tx(() => this.insertTasks(jobId, max));
+
+  /** Jobs with tasks still to insert (after a restart: the batches the previous kq did not finish). */
+  jobsBeingQueued(): number[] {
+    return (this.cached(`SELECT id FROM jobs WHERE tasks_unqueued > 0 ORDER BY id`).all() as Array<{ id: number }>).map((r) => r.id);
+  }
+
+  /** Frames of jobs still being queued, so each batch does not parse the frame spec again. */
+  private readonly framesOfJob = new Map<number, number[]>();
+
+  private insertTasks(jobId: number, max: number, frames?: number[]): number {
+    const job = this.jobRow(jobId);
+    const unqueued = job?.tasks_unqueued ?? 0;
+    if (!job || unqueued <= 0) return 0;
+    const all = frames ?? this.framesOfJob.get(jobId) ?? (job.frame_spec === null ? [] : parseFrameRange(job.frame_spec));
+    const nTasks = Math.max(1, Math.ceil(all.length / job.chunk));
+    const first = nTasks - unqueued;
+    const end = Math.min(nTasks, first + max);
+    for (let seq = first; seq < end; seq++) {
+      const part = all.slice(seq * job.chunk, (seq + 1) * job.chunk);
+      this.stmt.insertTask.run(jobId, seq, JSON.stringify(part), part.length, job.priority);
+    }
+    const left = nTasks - end;
+    this.cached(`UPDATE jobs SET tasks_unqueued = ? WHERE id = ?`).run(left, jobId);
+    if (left > 0) this.framesOfJob.set(jobId, all);
+    else this.framesOfJob.delete(jobId);
+    return left;
+  }
 
   jobRow(jobId: number): JobRow | undefined {
     return this.stmt.job.get(jobId) as JobRow | undefined;
@@ -144,8 +190,9 @@ export class Store {
   readonly stopJobs = (jobIds: number[]): TaskRef[] => this.tx(() => {
     const toKill: TaskRef[] = [];
     for (const jobId of jobIds) {
-      for (const t of this.stmt.tasksOfJob.all(jobId) as TaskRow[]) {
-        if (t.state === 'running') toKill.push({ agentId: t.agent_id!, taskId: t.id, attempt: t.attempts });
+      this.insertTasks(jobId, Infinity); // a job stopped while its tasks are still being inserted
+      for (const t of this.stmt.runningOfJob.all(jobId) as TaskRow[]) {
+        toKill.push({ agentId: t.agent_id!, taskId: t.id, attempt: t.attempts });
       }
       this.cached(`UPDATE tasks SET state = 'cancelled', reason = 'stopped by user', finished_at = ?
         WHERE job_id = ? AND state IN ('waiting', 'running')`).run(now(), jobId);
@@ -162,9 +209,10 @@ export class Store {
     const toKill: TaskRef[] = [];
     const states = failedOnly ? `('failed', 'cancelled')` : `('failed', 'cancelled', 'completed', 'running')`;
     for (const jobId of jobIds) {
+      this.insertTasks(jobId, Infinity);
       if (!failedOnly) {
-        for (const t of this.stmt.tasksOfJob.all(jobId) as TaskRow[]) {
-          if (t.state === 'running') toKill.push({ agentId: t.agent_id!, taskId: t.id, attempt: t.attempts });
+        for (const t of this.stmt.runningOfJob.all(jobId) as TaskRow[]) {
+          toKill.push({ agentId: t.agent_id!, taskId: t.id, attempt: t.attempts });
         }
       }
       this.cached(`UPDATE tasks SET state = 'waiting', fails = 0, last_failed_host = NULL, exit_code = NULL, reason = NULL, pid = NULL,
@@ -269,6 +317,7 @@ export class Store {
     const open = this.cached(`SELECT count(*) AS n FROM agents a WHERE a.state IN ('idle', 'busy')
       AND NOT EXISTS (SELECT 1 FROM blocklist b WHERE b.job_id = ? AND b.host = a.host)`).get(jobId) as { n: number };
     if (open.n > 0) return 0;
+    this.insertTasks(jobId, Infinity);
     const { changes } = this.cached(`UPDATE tasks SET state = 'failed', reason = 'every available host is blocklisted for this job',
       finished_at = ? WHERE job_id = ? AND state = 'waiting'`).run(now(), jobId);
     if (changes > 0) this.recount(jobId);
@@ -397,8 +446,9 @@ export class Store {
   private recount(jobId: number): void {
     const counts: Record<string, number> = { id: jobId, framesDone: 0 };
     for (const s of TASK_STATES) counts[s] = 0;
+    counts.waiting = this.jobRow(jobId)?.tasks_unqueued ?? 0; // counted as waiting until inserted
     for (const r of this.stmt.counts.all(jobId) as Array<{ state: TaskState; n: number; frames: number }>) {
-      counts[r.state] = r.n;
+      counts[r.state]! += r.n;
       if (r.state === 'completed') counts.framesDone = r.frames;
     }
     this.stmt.saveCounts.run(counts);
@@ -461,8 +511,8 @@ const SUMMARY_COLUMNS = 'id, name, state, priority, frames_done, frames_total, n
 function prepareStatements(db: Database.Database) {
   return {
       insertJob: db.prepare(`INSERT INTO jobs (name, argv, frame_spec, chunk, priority, cwd, env, max_attempts, timeout_ms, shell,
-        state, submitted_at, frames_total, n_waiting, output) VALUES (@name, @argv, @frameSpec, @chunk, @priority, @cwd, @env,
-        @maxAttempts, @timeoutMs, @shell, 'Waiting', @submittedAt, @framesTotal, @nTasks, @output)`),
+        state, submitted_at, frames_total, n_waiting, output, tasks_unqueued) VALUES (@name, @argv, @frameSpec, @chunk, @priority, @cwd, @env,
+        @maxAttempts, @timeoutMs, @shell, 'Waiting', @submittedAt, @framesTotal, @nTasks, @output, @unqueued)`),
       insertTask: db.prepare(`INSERT INTO tasks (job_id, seq, frames, n_frames, priority, state) VALUES (?, ?, ?, ?, ?, 'waiting')`),
       job: db.prepare(`SELECT * FROM jobs WHERE id = ?`),
       // Lists read only what a summary shows: better-sqlite3 builds rows of 20+ columns several times slower.
@@ -474,7 +524,8 @@ function prepareStatements(db: Database.Database) {
         FROM tasks WHERE job_id = ? AND state = 'running' AND progress IS NOT NULL HAVING count(*) > 0`),
       setTaskProgress: db.prepare(`UPDATE tasks SET progress = @percent
         WHERE id = @taskId AND state = 'running' AND agent_id = @agentId AND attempts = @attempt`),
-      tasksOfJob: db.prepare(`SELECT * FROM tasks WHERE job_id = ? ORDER BY seq`),
+      // The partial index on running tasks: a job's running tasks without reading its other million.
+      runningOfJob: db.prepare(`SELECT * FROM tasks INDEXED BY tasks_by_agent WHERE state = 'running' AND job_id = ?`),
       task: db.prepare(`SELECT * FROM tasks WHERE id = ?`),
       claim: db.prepare(`UPDATE tasks SET state = 'running', attempts = attempts + 1, agent_id = @agentId, host = @host,
           pid = NULL, exit_code = NULL, reason = NULL, started_at = @at, finished_at = NULL, progress = NULL

@@ -2,7 +2,7 @@
 import path from 'node:path';
 import type { ErrorCode, JobSubmit } from '../protocol/index.js';
 import { JobSubmitSchema } from '../protocol/index.js';
-import { chunkFrames, FrameRangeError, parseFrameRange } from '../common/frames.js';
+import { FrameRangeError, parseFrameRange } from '../common/frames.js';
 import type { NewJob } from './store.js';
 
 export class RequestError extends Error {
@@ -28,7 +28,7 @@ export function prepareJob(input: JobSubmit): NewJob {
     name: job.name?.trim() || defaultName(job.argv),
     argv: job.argv,
     frameSpec: job.frames ?? null,
-    chunks: chunkFrames(frames, job.chunk),
+    frames,
     chunk: job.chunk,
     priority: job.priority,
     cwd: job.cwd ?? null,
