@@ -74,8 +74,17 @@ const submittedId = (output: string) => {
 describe('kq_blender in headless Blender', () => {
   it("bpy.ops.render.kq_submit on a saved 4-frame Cycles scene: kq's agents render the 4 PNGs with Blender", async () => {
     const { dir, blend } = shot();
-    const r = await blender(blend, "bpy.ops.render.kq_submit(chunk=2, priority=5, name='sh010 lighting')");
+    const r = await blender(blend, `bpy.ops.render.kq_submit(chunk=2, priority=5, name='sh010 lighting')
+panel = bpy.types.RENDER_PT_kq
+print("panel %s/%s/%s" % (panel.bl_space_type, panel.bl_context, panel.bl_label))
+# What the panel shows while Blender runs (its timer does not run headless: call it as the timer would).
+import time, kq_blender
+while kq_blender._poll_job() is not None:
+    time.sleep(0.5)
+print("panel status: %(state)s %(progress).1f%% %(frames_done)d/%(frames_total)d" % kq_blender._status)`);
     expect(r.exitCode, r.all).toBe(0);
+    expect(r.all).toContain('panel PROPERTIES/render/kq'); // the "kq" panel in Render Properties
+    expect(r.all).toContain('panel status: Completed 100.0% 4/4');
     const id = submittedId(r.all);
     const job = await kq.waitJob(id, 120_000);
     expect(job.state, (await kq.ctl('log', String(id))).stdout).toBe('Completed');
@@ -130,7 +139,7 @@ describe('kq_blender in headless Blender', () => {
     const opened = path.join(tempDir('kq-browser-'), 'url');
     const browser = path.join(path.dirname(opened), 'browser');
     fs.writeFileSync(browser, `#!/bin/sh\nprintf '%s' "$1" > '${opened}.tmp' && mv '${opened}.tmp' '${opened}'\n`, { mode: 0o755 });
-    const r = await blender(blend, 'bpy.ops.render.kq_submit(name="to open")\nbpy.ops.render.kq_open_monitor()', { BROWSER: browser });
+    const r = await blender(blend, 'bpy.ops.render.kq_submit(name="to open", frame_start=1, frame_end=1)\nbpy.ops.render.kq_open_monitor()', { BROWSER: browser });
     expect(r.exitCode, r.all).toBe(0);
     const id = submittedId(r.all);
     await kq.ctl('stop', String(id));

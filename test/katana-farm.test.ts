@@ -95,3 +95,47 @@ print(json.dumps({"rows": farm.jobs(), "state": farm.state(${job.id}), "log": fa
     expect((await kq.waitJob(job.id)).state).toBe('Completed');
   });
 });
+
+describe('Plugins/kq_farm_plugin.py with a stand-in Katana module (Katana itself is not here)', () => {
+  it('submitJob runs Katana\'s renderboot command over the tab\'s frame range; getJobs, getJobState, getJobRenderLog', async () => {
+    const shot = tempDir('kq-katana-shot-');
+    const r = await py(`
+import types
+katana = types.ModuleType("Katana")
+katana.FarmAPI = types.SimpleNamespace(BaseFarmPlugin=object)
+katana.NodegraphAPI = types.SimpleNamespace(GetProjectFile=lambda: ${JSON.stringify(path.join(shot, 'sh040.katana'))}, GetAllSelectedNodes=lambda: [])
+sys.modules["Katana"] = katana
+sys.path.insert(0, ${JSON.stringify(path.join(ROOT, 'integrations', 'katana', 'Plugins'))})
+import kq_farm_plugin
+assert kq_farm_plugin.PluginRegistry == [("FarmPlugin", 2.0, "kq", kq_farm_plugin.KqFarmPlugin)]
+class Request(object):
+    def getRenderbootCommand(self): return [${JSON.stringify(path.join(bin, 'renderboot'))}, "-renderer", "dl", "-frame", "5"]
+    def getFrame(self): return 5
+    def getNodeName(self): return "Teapot"
+plugin = kq_farm_plugin.KqFarmPlugin()
+one = plugin.submitJob(Request())
+kq_farm_plugin.settings["frames"] = "1-2"
+two = plugin.submitJob(Request())
+try:
+    plugin.submitJob(types.SimpleNamespace(getFrame=lambda: 1, getNodeName=lambda: "x"))
+    missing = None
+except RuntimeError as e:
+    missing = str(e)
+print(json.dumps({"one": one, "two": two, "ids": plugin.getJobs(), "missing": missing}))`);
+    expect(typeof r.one).toBe('string');
+    expect(r.ids).toEqual(expect.arrayContaining([r.one, r.two]));
+    expect(r.missing).toMatch(/has no getRenderbootCommand\(\).*adapt _renderboot_argv\(\)/);
+    const [one, two] = [await kq.waitJob(Number(r.one)), await kq.waitJob(Number(r.two))];
+    expect([one.name, one.frameSpec, one.state]).toEqual(['sh040.katana Teapot Preview Render 5', '5', 'Completed']);
+    expect([two.name, two.frameSpec, two.state]).toEqual(['sh040.katana Teapot Preview Render 1-2', '1-2', 'Completed']);
+    expect(fs.readdirSync(shot).filter((f) => f.startsWith('preview_')).sort()).toEqual(['preview_1.txt', 'preview_2.txt', 'preview_5.txt']);
+    const after = await py(`
+import types
+sys.modules["Katana"] = types.SimpleNamespace(FarmAPI=types.SimpleNamespace(BaseFarmPlugin=object), NodegraphAPI=None)
+sys.path.insert(0, ${JSON.stringify(path.join(ROOT, 'integrations', 'katana', 'Plugins'))})
+import kq_farm_plugin
+p = kq_farm_plugin.KqFarmPlugin()
+print(json.dumps([p.getJobState("${r.one}"), "attempt 1 started" in p.getJobRenderLog("${r.one}")]))`);
+    expect(after).toEqual(['Completed', true]);
+  });
+});

@@ -131,7 +131,7 @@ class RENDER_OT_kq_submit(bpy.types.Operator):
     save_first: BoolProperty(name="Save first", description="Save unsaved changes first (default: the panel's)")
 
     def _option(self, name, fallback):
-        return getattr(self, name) if self.properties.is_property_set(name) else fallback
+        return getattr(self.properties, name) if self.properties.is_property_set(name) else fallback
 
     def execute(self, context):
         scene = context.scene
