@@ -4,6 +4,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BIN, Kq, cleanupAll, isRunning, processesMatching, tempDir, waitFor } from './helpers/kq.js';
+import { identify, stillRunning } from '../src/kq/exit-with.js';
 
 const kqs: Kq[] = [];
 const apps: Array<ReturnType<typeof execa>> = [];
@@ -20,6 +21,16 @@ function startApplication() {
 }
 
 describe('kq --exit-with PID', () => {
+  it('tells a process from a later one that got its pid (start time), and a gone one from a running one', async () => {
+    const me = identify(process.pid)!;
+    expect(me.startTime).toMatch(/^\d+$/);
+    expect(stillRunning(me)).toBe(true);
+    expect(stillRunning({ pid: process.pid, startTime: String(Number(me.startTime) + 1) })).toBe(false);
+    const gone = execa('true');
+    await gone;
+    expect(identify(gone.pid!)).toBeNull();
+  });
+
   it('stops kq and its agents when the process exits; the running render is killed and its task requeued, then rendered', async () => {
     const app = startApplication();
     const kq = await Kq.start({ numAgents: 1, args: ['--exit-with', String(app.pid)] });

@@ -39,6 +39,13 @@ describe('kq_client finds kq like kqctl', () => {
     const viaEnv = await py('print(json.dumps([j["id"] for j in kq_client.KqClient().list()]))', { KQ_DATA_ROOT: kq.dataRoot });
     expect(viaEnv.stderr).toBe('');
     expect(viaEnv.out).toContain(id);
+    const filtered = await py(`c = kq_client.KqClient()
+print(json.dumps([[j["state"] for j in c.list(states=["Completed"])], [j["state"] for j in c.list(states=["Failed", "Running"])], len(c.agents()), c.info()["pid"]]))`, { KQ_DATA_ROOT: kq.dataRoot });
+    expect(filtered.out[0]).toContain('Completed');
+    expect(new Set(filtered.out[0])).toEqual(new Set(['Completed']));
+    expect(filtered.out[1].every((s: string) => s === 'Failed' || s === 'Running')).toBe(true);
+    expect(filtered.out[2]).toBe(2);
+    expect(filtered.out[3]).toBe(kq.info.pid);
     const viaArg = await py(`print(json.dumps(kq_client.KqClient(data_root=${JSON.stringify(kq.dataRoot)}).show(${id})))`);
     expect(viaArg.out).toMatchObject({ id, name: 'found', state: 'Completed' });
     expect(viaArg.out).toEqual(await kq.json('show', String(id)));
