@@ -39,6 +39,80 @@ function groupMembers(pgid: number): number[] {
   return members;
 }
 
+/**
+ * A render that leaves a child ignoring SIGTERM behind it, each writing its pid to `pids` in its cwd.
+ * With `wait` the leader waits for it; without, the leader exits 0 at once.
+ */
+function stubbornRender(dir: string, leaderWaits: boolean): string[] {
+  fs.writeFileSync(path.join(dir, 'render.sh'), [
+    'echo $$ >> pids',
+    `sh -c 'trap "" TERM; echo $$ >> pids; exec sleep 60' &`,
+    leaderWaits ? 'wait' : 'while [ $(wc -l < pids) -lt 2 ]; do sleep 0.05; done',
+    '',
+  ].join('\n'));
+  return ['--cwd', dir, '--', 'sh', 'render.sh'];
+}
+
+describe('no render outlives its task', () => {
+  it('stop: a child that ignores SIGTERM is killed after the grace period, with the whole group', async () => {
+    const kq = await start({ numAgents: 1 });
+    const dir = tempDir();
+    const id = await kq.submit(...stubbornRender(dir, true));
+    const [leader, child] = await pidsWrittenTo(path.join(dir, 'pids'), 2);
+    expect(groupMembers(leader!)).toContain(child);
+    expect((await kq.ctl('stop', String(id))).exitCode).toBe(0);
+    await waitFor('the render group gone', () => groupMembers(leader!).length === 0, 30_000);
+    expect(isRunning(child!)).toBe(false);
+    // The agent is free again only once its render is gone.
+    const next = await kq.submit('--', 'true');
+    expect((await kq.waitJob(next)).state).toBe('Completed');
+  });
+
+  it('timeout: the task fails as timed out and its TERM-ignoring child is gone too', async () => {
+    const kq = await start({ numAgents: 1 });
+    const dir = tempDir();
+    const id = await kq.submit('--timeout', '1s', '--retries', '1', ...stubbornRender(dir, true));
+    const [leader, child] = await pidsWrittenTo(path.join(dir, 'pids'), 2);
+    const job = await kq.waitJob(id);
+    expect(job.state).toBe('Failed');
+    expect(job.taskList[0].reason).toBe('timed out after 1s');
+    // The outcome is reported once the group is gone.
+    expect(groupMembers(leader!)).toEqual([]);
+    expect(isRunning(child!)).toBe(false);
+  });
+
+  it('normal exit: background children the render left behind are killed before the task is reported', async () => {
+    const kq = await start({ numAgents: 1 });
+    const dir = tempDir();
+    const id = await kq.submit(...stubbornRender(dir, false));
+    const job = await kq.waitJob(id);
+    expect(job.state).toBe('Completed');
+    const [leader, child] = await pidsWrittenTo(path.join(dir, 'pids'), 2);
+    expect(groupMembers(leader!)).toEqual([]);
+    expect(isRunning(child!)).toBe(false);
+  });
+
+  it('a render killed by SIGTERM is reported as killed by SIGTERM', async () => {
+    const kq = await start({ numAgents: 1 });
+    const id = await kq.submit('--retries', '1', '--', 'sh', '-c', 'kill -TERM $$');
+    const job = await kq.waitJob(id);
+    expect(job.state).toBe('Failed');
+    expect((await kq.ctl('log', String(id))).stdout).toMatch(/attempt 1 failed: killed by SIGTERM/);
+  });
+
+  it('a remote agent killed with -9: its render and the render\'s children die with it', async () => {
+    const kq = await start({ numAgents: 0 });
+    const agent = startAgent(['--host-name', 'doomed', ...kq.agentArgs()]);
+    await waitFor('agent', async () => (await kq.agents()).length === 1);
+    const dir = tempDir();
+    await kq.submit(...stubbornRender(dir, true));
+    const [leader, child] = await pidsWrittenTo(path.join(dir, 'pids'), 2);
+    process.kill(agent.pid!, 'SIGKILL');
+    await waitFor('the render group gone', () => groupMembers(leader!).length === 0, 30_000);
+    expect(isRunning(child!)).toBe(false);
+  });
+});
+
 describe('an agent stopped politely hands its task back', () => {
   it('SIGTERM mid-render: the render group dies, no attempt is counted, the job (--retries 1) completes', async () => {
     const kq = await start({ numAgents: 1 });
@@ -78,5 +152,60 @@ describe('an agent stopped politely hands its task back', () => {
     expect(job.state).toBe('Completed');
     expect(job.taskList[0].host).toBe('second');
     expect((await kq.ctl('log', String(id))).stdout).not.toMatch(/failed/);
+  });
+});
+
+describe('jobs that can never be spawned', () => {
+  it('are refused at submit with the reason: kqctl exits 2, HTTP answers 400, nothing is queued', async () => {
+    const kq = await start({ numAgents: 1 });
+    const wide = await kq.ctl('submit', '--frames', '1', '--', 'echo', '{frame:0200000}');
+    expect(wide.exitCode).toBe(2);
+    expect(wide.stderr).toMatch(/argument 2 is 200000 bytes after placeholders: the system refuses any one argument over 131071 bytes/);
+    const bigEnv = Array.from({ length: 20 }, (_, i) => ['--env', `BIG${i}=${'x'.repeat(60_000)}`]).flat();
+    const big = await kq.ctl('submit', ...bigEnv, '--', 'true');
+    expect(big.exitCode).toBe(2);
+    expect(big.stderr).toMatch(/command line and environment come to \d+ bytes/);
+    const post = (job: unknown) => fetch(new URL('/api/jobs', kq.info.httpUrl!), {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(job),
+    }).then(async (r) => ({ status: r.status, body: await r.json() as { code: string; error: string } }));
+    const cases: Array<[unknown, RegExp]> = [
+      [{ argv: ['echo', 'a\0b'] }, /argument 2 contains a NUL byte/],
+      [{ argv: ['true'], env: { 'A\0B': 'x' } }, /environment variable name .* contains a NUL byte/],
+      [{ argv: ['true'], env: { A: 'x\0y' } }, /environment variable A contains a NUL byte/],
+      [{ argv: ['true'], cwd: '/tmp\0/x' }, /cwd contains a NUL byte/],
+      [{ argv: ['true'], env: { 'A=B': 'x' } }, /environment variable name "A=B" is empty or contains "="/],
+      [{ argv: ['true'], env: { '': 'x' } }, /environment variable name "" is empty/],
+    ];
+    for (const [job, reason] of cases) {
+      const r = await post(job);
+      expect(r.status, JSON.stringify(job)).toBe(400);
+      expect(r.body.code).toBe('bad-request');
+      expect(r.body.error).toMatch(reason);
+    }
+    expect(await kq.json('list')).toEqual([]);
+  });
+
+  it('an agent whose spawn throws (cwd is a file; an environment too big for exec) fails the task and lives on', async () => {
+    const kq = await start({ numAgents: 0 });
+    // An agent with a large environment of its own: a job adding 600 KB more passes submit but not exec.
+    const env = Object.fromEntries(Array.from({ length: 15 }, (_, i) => [`AGENT_BIG${i}`, 'y'.repeat(100_000)]));
+    const agent = startAgent(['--host-name', 'big-env', ...kq.agentArgs()], env);
+    await waitFor('agent', async () => (await kq.agents()).length === 1);
+    const file = path.join(tempDir(), 'a-file');
+    fs.writeFileSync(file, '');
+    const notDir = await kq.submit('--retries', '2', '--cwd', file, '--', 'true');
+    const jobEnv = Array.from({ length: 10 }, (_, i) => ['--env', `JOB_BIG${i}=${'z'.repeat(60_000)}`]).flat();
+    const tooBig = await kq.submit('--retries', '2', ...jobEnv, '--', 'true');
+    for (const [id, reason] of [[notDir, /working directory ".*a-file" is not a directory on this host/], [tooBig, /cannot start "true": E2BIG/]] as const) {
+      const job = await kq.waitJob(id);
+      expect(job.state).toBe('Failed');
+      expect(job.taskList[0].attempts).toBe(2);
+      expect(job.taskList[0].reason).toMatch(reason);
+      expect((await kq.ctl('log', String(id))).stdout).toMatch(new RegExp(`attempt 2 failed: .*${reason.source}.*\\(no attempts left\\)`));
+    }
+    // The same agent process ran all of it and still takes work.
+    expect((await kq.agents()).map((a) => a.pid)).toEqual([agent.pid]);
+    const ok = await kq.submit('--', 'true');
+    expect((await kq.waitJob(ok)).state).toBe('Completed');
   });
 });

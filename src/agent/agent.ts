@@ -14,6 +14,7 @@ import { tcpEndpoint } from '../common/endpoint.js';
 import { SendQueue } from '../common/send-queue.js';
 import { curveSocketOptions, type CurveClient } from '../common/curve-client.js';
 import { TaskRun } from './runner.js';
+import { RenderGuard } from './render-guard.js';
 
 export interface AgentOptions {
   kqHost: string;
@@ -47,6 +48,8 @@ export class Agent {
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private current: TaskRun | null = null;
   private readonly abandoned = new Set<TaskRun>();
+  /** Kills this agent's render groups if the agent dies without ending them itself. */
+  private readonly guard: RenderGuard;
   private pendingReplies = new Map<string, (reply: RegisterReply | null) => void>();
   private registering: Promise<void> | null = null;
   private stopped: Promise<void> | null = null;
@@ -65,9 +68,11 @@ export class Agent {
     this.sub = new zmq.Subscriber(common);
     this.dealerQueue = new SendQueue(this.dealer);
     this.pushQueue = new SendQueue(this.push);
+    this.guard = new RenderGuard(this.log.child({ component: 'guard' }));
   }
 
   async start(): Promise<void> {
+    this.guard.start();
     await this.resolveKqHost();
     const at = (port: number) => tcpEndpoint(this.o.kqHost, port);
     this.sub.subscribe(Topics.agent(this.o.agentId), Topics.allAgents);
@@ -98,6 +103,7 @@ export class Agent {
     }
     await this.send({ v: PROTOCOL_VERSION, type: 'bye', agentId: this.o.agentId }).catch(() => undefined);
     for (const s of [this.dealer, this.sub, this.push]) if (!s.closed) s.close();
+    this.guard.close();
     this.state = 'stopped';
   }
 
@@ -243,7 +249,7 @@ export class Agent {
       },
       minimalEnv: this.o.minimalEnv,
       killGraceMs: this.o.killGraceMs,
-      deathSignal: !this.o.local,
+      onGroup: (pgid, alive) => (alive ? this.guard.watch(pgid) : this.guard.forget(pgid)),
       onStarted: (pid) => void this.send({ v: PROTOCOL_VERSION, type: 'started', ...ref, pid }),
       onLines: (lines) => {
         if (this.current === run) this.queueLines(lines); // an abandoned render's output is not ours to send

@@ -1,11 +1,12 @@
 /**
  * Runs one task: its commands in order, each in its own process group, output streamed line by line.
- * Ends one way of several (exit, stop, timeout, agent shutdown); each kills the whole render tree.
+ * However a command ends (exit, failure, stop, timeout, agent stopping), its whole process group is ended
+ * with it (SIGTERM, the grace period, SIGKILL) before the task is reported: nothing it started lives on.
  */
-import fs from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import type { TaskAssignment } from '../protocol/index.js';
-import { killGroup } from '../common/processes.js';
+import { terminateGroup } from '../common/processes.js';
 import { LineSplitter } from './lines.js';
 
 export interface RunOptions {
@@ -13,12 +14,9 @@ export interface RunOptions {
   env: Record<string, string>;
   minimalEnv: boolean;
   killGraceMs: number;
-  /**
-   * Run renders under `setpriv --pdeathsig KILL`, so the kernel kills a render whose agent died without
-   * cleaning up. It costs an extra exec per render; local agents skip it, as kq kills their renders' groups.
-   */
-  deathSignal: boolean;
   onStarted(pid: number): void;
+  /** A render process group exists (its leader's pid), and when it is gone: the agent's guard follows both. */
+  onGroup(pgid: number, alive: boolean): void;
   onLines(lines: string[]): void;
 }
 
@@ -33,28 +31,32 @@ export interface RunResult {
 /** Environment variables a render keeps under --minimal-env True. */
 const MINIMAL_ENV_KEYS = ['PATH', 'HOME', 'USER', 'LOGNAME', 'LANG', 'LC_ALL', 'TMPDIR', 'TZ'];
 const MAX_LINE = 64 * 1024;
-/** setpriv (util-linux) makes the kernel kill the render if the agent dies without cleaning up. */
-const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => fs.existsSync(p)) ?? null;
 
 export class TaskRun {
-  private child: ChildProcess | null = null;
   private endReason: string | null = null;
-  private killTimer: NodeJS.Timeout | null = null;
+  /** The running command's process group, and its ending once begun (one per command). */
+  private group: { pgid: number; ending: Promise<boolean> | null } | null = null;
   private timeoutTimer: NodeJS.Timeout | null = null;
   readonly done: Promise<RunResult>;
 
   constructor(readonly task: TaskAssignment, private readonly o: RunOptions) {
-    this.done = this.run();
+    // Never rejects: an unexpected error fails the task instead of crashing the agent.
+    this.done = this.run().catch((err: Error) => ({ exitCode: null, signal: null, durationMs: 0, reason: `agent error: ${err.message}` }));
   }
 
-  /** Kill the render's process group: TERM, then KILL after the grace period. */
+  /** End the task: its render's whole process group gets SIGTERM, then SIGKILL after the grace period. */
   stop(reason: string): void {
     if (this.endReason !== null) return;
     this.endReason = reason;
-    const pid = this.child?.pid;
-    if (pid === undefined) return;
-    killGroup(pid, 'SIGTERM');
-    this.killTimer = setTimeout(() => killGroup(pid, 'SIGKILL'), this.o.killGraceMs);
+    if (this.group) this.endGroup(this.group);
+  }
+
+  private endGroup(group: { pgid: number; ending: Promise<boolean> | null }): Promise<boolean> {
+    group.ending ??= terminateGroup(group.pgid, this.o.killGraceMs).then((empty) => {
+      if (empty) this.o.onGroup(group.pgid, false);
+      return empty;
+    });
+    return group.ending;
   }
 
   private async run(): Promise<RunResult> {
@@ -76,18 +78,27 @@ export class TaskRun {
   }
 
   private async runOne(command: string[], started: number): Promise<RunResult> {
-    const argv = this.task.shell ? ['/bin/sh', '-c', command.join(' ')] : command;
-    const [file, ...args] = SETPRIV && this.o.deathSignal ? [SETPRIV, '--pdeathsig', 'KILL', '--', ...argv] : argv;
+    const [file, ...args] = this.task.shell ? ['/bin/sh', '-c', command.join(' ')] : command;
     const base = this.o.minimalEnv ? pick(process.env, MINIMAL_ENV_KEYS) : process.env;
-    const child = spawn(file!, args, {
-      cwd: this.task.cwd ?? undefined,
-      env: { ...base, ...this.o.env, ...this.task.env },
-      detached: true, // its own process group: stop/timeout kill the whole render tree
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    this.child = child;
-    if (child.pid !== undefined) this.o.onStarted(child.pid);
-    if (this.endReason !== null && child.pid !== undefined) killGroup(child.pid, 'SIGKILL');
+    let child: ChildProcess;
+    try {
+      child = spawn(file!, args, {
+        cwd: this.task.cwd ?? undefined,
+        env: { ...base, ...this.o.env, ...this.task.env },
+        detached: true, // its own process group: however the task ends, the whole render tree is ended
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+    } catch (err) {
+      // A NUL byte, an environment too big for exec, a cwd that is a file: spawn throws. The task fails.
+      return { exitCode: null, signal: null, durationMs: Date.now() - started, reason: this.cannotStart(command, err as NodeJS.ErrnoException) };
+    }
+    const group = child.pid !== undefined ? { pgid: child.pid, ending: null } : null;
+    if (group) {
+      this.group = group;
+      this.o.onGroup(group.pgid, true);
+      this.o.onStarted(group.pgid);
+      if (this.endReason !== null) void this.endGroup(group); // stopped while it was being started
+    }
     // One splitter per stream, so stdout and stderr lines never interleave mid-line.
     for (const stream of [child.stdout!, child.stderr!]) {
       const lines = new LineSplitter(MAX_LINE);
@@ -104,20 +115,37 @@ export class TaskRun {
       child.once('error', (error: NodeJS.ErrnoException) => resolve({ code: null, signal: null, error }));
       child.once('exit', (code, signal) => resolve({ code, signal, error: null }));
     });
+    // The leader is gone; whatever it left in its group (background children) goes too, before reporting.
+    if (group) await this.endGroup(group);
     await outputDrained(child);
-    if (this.killTimer) clearTimeout(this.killTimer);
     return {
       exitCode: ended.code,
       signal: ended.signal,
       durationMs: Date.now() - started,
-      reason: ended.error ? `cannot run ${JSON.stringify(command[0])}: ${ended.error.code ?? ended.error.message}` : null,
+      reason: ended.error ? this.cannotStart(command, ended.error) : null,
     };
+  }
+
+  private cannotStart(command: string[], err: NodeJS.ErrnoException): string {
+    const cwd = this.task.cwd;
+    if (cwd !== null && (err.code === 'ENOENT' || err.code === 'ENOTDIR' || err.code === 'EACCES') && !isDirectory(cwd)) {
+      return `cannot start ${JSON.stringify(command[0])}: working directory ${JSON.stringify(cwd)} is not a directory on this host`;
+    }
+    return `cannot start ${JSON.stringify(command[0])}: ${err.code === 'ERR_INVALID_ARG_VALUE' ? err.message : err.code ?? err.message}`;
+  }
+}
+
+function isDirectory(p: string): boolean {
+  try {
+    return fs.statSync(p).isDirectory();
+  } catch {
+    return false;
   }
 }
 
 /**
- * After the render exits, read what is left in its pipes; a background process it left behind may hold
- * them open forever, so stop waiting after a moment (its group is killed with the task anyway).
+ * After the render's group is gone, read what is left in its pipes; a process that left the group
+ * (setsid) may hold them open forever, so stop waiting after a moment.
  */
 function outputDrained(child: ChildProcess, graceMs = 200): Promise<void> {
   const streams = [child.stdout!, child.stderr!].filter((s) => !s.readableEnded && !s.destroyed);

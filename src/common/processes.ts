@@ -48,3 +48,61 @@ export function commandLineOf(pid: number): string | null {
     return null;
   }
 }
+
+/**
+ * Does any live process remain in this process group? kill(-pgid, 0) answers "no" at once for an empty
+ * group (the common case); otherwise /proc tells live members from zombies nobody has reaped yet.
+ */
+export function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  if (process.platform !== 'linux') return true;
+  let entries: string[];
+  try {
+    entries = fs.readdirSync('/proc');
+  } catch {
+    return true;
+  }
+  for (const entry of entries) {
+    if (entry.charCodeAt(0) < 48 || entry.charCodeAt(0) > 57) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'latin1');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ', 3);
+      if (fields[0] !== 'Z' && Number(fields[2]) === pgid) return true;
+    } catch { /* gone meanwhile */ }
+  }
+  return false;
+}
+
+/**
+ * End a whole process group, whether or not its leader still runs: SIGTERM, up to `graceMs` for it to
+ * empty, then SIGKILL. Resolves once the group is empty (true), or false if it outlived SIGKILL briefly
+ * (a process in uninterruptible sleep). It polls rather than signalling on a timer, so a group number
+ * the kernel hands out again once the group emptied is not signalled later.
+ */
+export async function terminateGroup(pgid: number, graceMs: number, pollMs = 25): Promise<boolean> {
+  if (!groupAlive(pgid)) return true;
+  signalGroup(pgid, 'SIGTERM');
+  if (await emptiesWithin(pgid, graceMs, pollMs)) return true;
+  signalGroup(pgid, 'SIGKILL');
+  return emptiesWithin(pgid, 5000, pollMs);
+}
+
+function signalGroup(pgid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pgid, signal);
+  } catch { /* emptied meanwhile */ }
+}
+
+async function emptiesWithin(pgid: number, ms: number, pollMs: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  // Quick at first (most groups empty within milliseconds of SIGTERM), then backing off to 200 ms.
+  for (let wait = pollMs; ; wait = Math.min(wait * 2, 200)) {
+    if (!groupAlive(pgid)) return true;
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, Math.min(wait, Math.max(1, deadline - Date.now()))));
+  }
+}

@@ -4,6 +4,7 @@ import type { ErrorCode, JobSubmit } from '../protocol/index.js';
 import { JobSubmitSchema } from '../protocol/index.js';
 import { FrameRangeError, parseFrameRange } from '../common/frames.js';
 import type { NewJob } from './store.js';
+import { unspawnableReason } from './spawnable.js';
 
 export class RequestError extends Error {
   constructor(readonly code: ErrorCode, message: string) {
@@ -24,6 +25,8 @@ export function prepareJob(input: JobSubmit): NewJob {
     }
   }
   if (job.cwd !== undefined && !path.isAbsolute(job.cwd)) throw new RequestError('bad-request', `cwd must be an absolute path: ${job.cwd}`);
+  const unspawnable = unspawnableReason({ argv: job.argv, env: job.env, cwd: job.cwd ?? null, shell: job.shell, frames, chunk: job.chunk });
+  if (unspawnable) throw new RequestError('bad-request', `cannot run this job: ${unspawnable}`);
   return {
     name: job.name?.trim() || defaultName(job.argv),
     argv: job.argv,
