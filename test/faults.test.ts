@@ -71,12 +71,11 @@ describe('fault suite', () => {
     const dir = tempDir();
     const id = await kq.submit(...frameJob(dir, '1-20', 'sleep 0.3'));
     const busy = await waitFor('a busy agent', async () => (await kq.agents()).find((a) => a.state === 'busy'));
-    const frozenAt = Date.now();
     process.kill(busy.pid, 'SIGSTOP');
-    await waitFor('the frozen agent to be lost', async () => !(await kq.agents()).some((a) => a.id === busy.id && a.state === 'busy'), 10_000, 20);
-    const detectMs = Date.now() - frozenAt;
-    console.log(`lost-agent detection: ${detectMs} ms (agent timeout 2 s, heartbeat 250 ms)`);
-    expect(detectMs).toBeLessThan(8000); // 2 s timeout + check interval + kqctl polling on a loaded machine
+    await waitFor('the frozen agent to be lost', async () => !(await kq.agents()).some((a) => a.id === busy.id && a.state === 'busy'), 30_000);
+    // Lost for its silence (not, say, for exiting): kq says so in its log.
+    const lostLine = kq.log().split('\n').find((l) => l.includes('agent lost: no heartbeat') && l.includes(`"agent":${JSON.stringify(busy.id)}`));
+    expect(lostLine).toBeDefined();
     const job = await kq.waitJob(id);
     expect(job.state).toBe('Completed');
     // The frozen agent's render may have finished its frame unseen: that frame can appear twice, no other.
@@ -169,11 +168,16 @@ describe('more reliability', () => {
 
   it('a task over its --timeout is killed (whole group) and fails with a clear reason', async () => {
     const kq = await start({ numAgents: 1 });
-    const id = await kq.submit('--timeout', '1s', '--retries', '1', '--', 'sh', '-c', 'sleep 30 & sleep 30');
-    const job = await kq.waitJob(id, 20_000);
+    const dir = tempDir();
+    const id = await kq.submit('--timeout', '1s', '--retries', '1', '--cwd', dir, '--', 'sh', '-c', 'sleep 30 & echo $$ $! > pids; sleep 30');
+    const job = await kq.waitJob(id, 30_000);
     expect(job.state).toBe('Failed');
     expect(job.taskList[0].reason).toBe('timed out after 1s');
     expect((await kq.ctl('log', String(id))).stdout).toMatch(/failed: timed out after 1s/);
+    // The render and its background child, by the pids the render wrote: both gone when the task ended.
+    const pids = fs.readFileSync(path.join(dir, 'pids'), 'utf8').trim().split(' ').map(Number);
+    expect(pids).toHaveLength(2);
+    for (const pid of pids) expect(isRunning(pid), `pid ${pid}`).toBe(false);
   });
 
   it('caps the log a chatty task writes, keeping a marker', async () => {
@@ -186,12 +190,21 @@ describe('more reliability', () => {
     expect(log).toMatch(/completed after/);
   });
 
-  it('refuses wire messages above the size limit and keeps running', async () => {
+  it('refuses wire messages above the size limit (drops that connection) and keeps running', async () => {
     const kq = await start({ numAgents: 1 });
     const zmq = await import('zeromq');
-    const dealer = new zmq.Dealer({ linger: 0 });
+    const dealer = new zmq.Dealer({ linger: 0, receiveTimeout: 15_000 });
+    const seen: string[] = [];
+    void (async () => { for await (const e of dealer.events) seen.push(e.type); })().catch(() => undefined);
     dealer.connect(`tcp://127.0.0.1:${kq.info.requestPort}`);
+    await waitFor('handshake with kq', () => seen.includes('handshake'));
     await dealer.send(Buffer.alloc(8 * 1024 * 1024, 0x20));
+    // kq's socket refuses the frame by dropping the link (the message was sent, not lost in our own close).
+    await waitFor('kq to drop the connection', () => seen.includes('disconnect'));
+    // The same peer, reconnected, gets answers again; and kq still runs jobs.
+    await dealer.send(JSON.stringify({ v: 1, rid: 'after', type: 'ping' }));
+    const [reply] = await dealer.receive();
+    expect(JSON.parse(reply!.toString())).toMatchObject({ rid: 'after', ok: true });
     dealer.close();
     const id = await kq.submit('--', 'true');
     expect((await kq.waitJob(id)).state).toBe('Completed');
