@@ -5,6 +5,7 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { PROTOCOL_VERSION, Topics, encode, isTerminalState, type Broadcast } from '../protocol/index.js';
+import { printableLines } from '../common/printable.js';
 import type { SendQueue } from '../common/send-queue.js';
 import type { JobLogs } from './job-logs.js';
 import type { Store } from './store.js';
@@ -36,9 +37,13 @@ export class Publisher {
     if (isTerminalState(job.state)) this.d.log.info({ job: jobId, state: job.state }, 'job ended');
   }
 
-  /** One of kq's own lines (`[kq] …`) into a job's log, and out to its followers. */
+  /**
+   * One of kq's own lines (`[kq] …`) into a job's log, and out to its followers. What it quotes (names,
+   * hosts, agent ids, reasons) came from others: control characters are escaped, line breaks kept.
+   */
   appendLog(jobId: number, text: string): void {
-    this.publishLog(jobId, this.d.logs.append(jobId, text), text);
+    const safe = printableLines(text);
+    this.publishLog(jobId, this.d.logs.append(jobId, safe), safe);
   }
 
   publishLog(jobId: number, offset: number, text: string): void {

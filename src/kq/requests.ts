@@ -10,6 +10,7 @@ import type { Publisher } from './publisher.js';
 import type { Scheduler } from './scheduler.js';
 import type { Store } from './store.js';
 import { prepareJob, RequestError } from './submit.js';
+import { printable } from '../common/printable.js';
 
 /** A request as in-process callers write it: no protocol version or request id. */
 export type LocalRequest = RequestInput extends infer R ? (R extends unknown ? Omit<R, 'v' | 'rid'> : never) : never;
@@ -80,7 +81,7 @@ export class RequestHandler {
       case 'submit': {
         const { tasksUnqueued, ...job } = store.submitJob(prepareJob(req.job));
         if (tasksUnqueued > 0) scheduler.queuer.add(job.id);
-        publisher.appendLog(job.id, `[kq] job ${job.id} "${job.name}" submitted at ${job.submittedAt}: ${job.framesTotal} frames\n`);
+        publisher.appendLog(job.id, `[kq] job ${job.id} "${printable(job.name)}" submitted at ${job.submittedAt}: ${job.framesTotal} frames\n`);
         this.d.log.info({ job: job.id, name: job.name, frames: job.framesTotal }, 'job submitted');
         publisher.announceJob(job.id);
         return job;

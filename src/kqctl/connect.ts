@@ -3,6 +3,7 @@ import { Option, type Command } from 'commander';
 import { durationArg, portArg } from '../common/cli.js';
 import { resolveAddress, type AddressFlags } from './address.js';
 import { KqClient } from './client.js';
+import { printable } from '../common/printable.js';
 import { CliError, EXIT } from './exit-codes.js';
 
 const DEFAULT_CONNECT_TIMEOUT_MS = 2000;
@@ -40,7 +41,7 @@ export function withClient<F extends ConnectionFlags, A extends unknown[]>(fn: (
       code = await fn(client, flags, ...positional);
     } catch (err) {
       const e = err instanceof CliError ? err : new CliError(EXIT.jobFailed, (err as Error).message);
-      process.stderr.write(`kqctl: ${e.message}\n`);
+      process.stderr.write(`kqctl: ${printable(e.message)}\n`);
       code = e.exitCode;
     } finally {
       client.close();

@@ -1,11 +1,17 @@
-/** Output for people (aligned tables) and for scripts (--json: the same data the table shows). */
+/**
+ * Output for people (aligned tables) and for scripts (--json: the same data the table shows). Every value
+ * in a table or a detail view is shown through printable(): names, commands, hosts and reasons come from
+ * others and must not act on the terminal (issue 11 #6). --json prints the exact data.
+ */
+import { printable } from '../common/printable.js';
 import type { AgentInfo, JobDetail, JobSummary } from '../protocol/index.js';
 
 export function printJson(data: unknown): void {
   process.stdout.write(JSON.stringify(data, null, 2) + '\n');
 }
 
-export function table(headers: string[], rows: string[][]): string {
+export function table(headers: string[], cells: string[][]): string {
+  const rows = cells.map((r) => r.map(printable));
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
   return [line(headers), ...rows.map(line)].join('\n') + '\n';
@@ -40,7 +46,7 @@ export function jobDetail(j: JobDetail): string {
     ['Cwd', j.cwd ?? '-'], ['Output', j.output ?? '-'], ['Submitted', when(j.submittedAt)], ['Completed', when(j.completedAt)], ['Log File', j.logFile],
     ['Blocklist', j.blocklist.length ? j.blocklist.join(', ') : '-'],
   ];
-  const head = fields.map(([k, v]) => `${(k + ':').padEnd(11)} ${v}`).join('\n') + '\n\n';
+  const head = fields.map(([k, v]) => `${(k + ':').padEnd(11)} ${printable(v)}`).join('\n') + '\n\n';
   return head + table(['Task', 'Frames', 'State', 'Attempts', 'Host', 'Exit', 'Reason'],
     j.taskList.map((t) => [String(t.seq), framesText(t.frames), t.state, String(t.attempts), t.host ?? '-',
       t.exitCode === null ? '-' : String(t.exitCode), t.reason ?? '']))
