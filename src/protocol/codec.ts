@@ -18,6 +18,9 @@ export function decode<S extends z.ZodType>(schema: S, frame: Buffer | undefined
     return { ok: false, error: `not JSON (${frame.length} bytes)` };
   }
   if (typeof raw === 'object' && raw !== null && 'v' in raw && raw.v !== PROTOCOL_VERSION) {
+    if (typeof raw.v !== 'number') {
+      return { ok: false, error: `invalid message: "v" must be the number ${PROTOCOL_VERSION}, not the ${raw.v === null ? 'value null' : `${typeof raw.v} ${JSON.stringify(raw.v)?.slice(0, 40)}`}` };
+    }
     return { ok: false, error: `protocol version ${String(raw.v)} (this kq speaks ${PROTOCOL_VERSION})` };
   }
   const parsed = schema.safeParse(raw);

@@ -15,6 +15,8 @@ const v = z.literal(PROTOCOL_VERSION);
 const id = z.number().int().nonnegative();
 const agentId = z.string().min(1).max(200);
 const shortText = z.string().max(4096);
+/** A whole number in [min, max]; the range is checked first, so 1e308 is refused as "<= max", not against the safe-integer bound. */
+const boundedInt = (min: number, max: number) => z.number().min(min).max(max).int();
 
 // ---------- jobs and tasks as clients see them ----------
 
@@ -29,11 +31,11 @@ export const JobSubmitSchema = z.object({
   name: z.string().max(256).optional(),
   argv: z.array(z.string().max(65536)).min(1).max(4096),
   frames: z.string().max(65536).optional(),
-  chunk: z.number().int().min(1).max(1_000_000).default(1),
-  priority: z.number().int().min(-1000).max(1000).default(0),
+  chunk: boundedInt(1, 1_000_000).default(1),
+  priority: boundedInt(-1000, 1000).default(0),
   cwd: z.string().max(4096).optional(),
   env: z.record(z.string().max(1024), z.string().max(65536)).default({}),
-  maxAttempts: z.number().int().min(1).max(100).default(3),
+  maxAttempts: boundedInt(1, 100).default(3),
   timeoutMs: z.number().int().positive().optional(),
   shell: z.boolean().default(false),
   /** Where the render writes its frames, relative to cwd, with placeholders: `frames/shot_{frame:04}.png` (the monitor shows them). */
@@ -119,7 +121,7 @@ export const RequestSchema = z.discriminatedUnion('type', [
   z.object({ v, rid: z.string().max(64), type: z.literal('submit'), job: JobSubmitSchema }),
   z.object({ v, rid: z.string().max(64), type: z.literal('list'), states: z.array(JobStateSchema).optional(), jobIds: z.array(id).max(10000).optional() }),
   z.object({ v, rid: z.string().max(64), type: z.literal('show'), jobId: id }),
-  z.object({ v, rid: z.string().max(64), type: z.literal('log'), jobId: id, from: z.number().int().nonnegative().default(0), max: z.number().int().positive().max(2_000_000).default(1_000_000) }),
+  z.object({ v, rid: z.string().max(64), type: z.literal('log'), jobId: id, from: z.number().int().nonnegative().default(0), max: boundedInt(1, 2_000_000).default(1_000_000) }),
   z.object({ v, rid: z.string().max(64), type: z.literal('stop'), jobIds: z.array(id).min(1).max(10000) }),
   z.object({ v, rid: z.string().max(64), type: z.literal('restart'), jobIds: z.array(id).min(1).max(10000), failedOnly: z.boolean().default(false) }),
   z.object({ v, rid: z.string().max(64), type: z.literal('agents') }),
