@@ -194,7 +194,9 @@ export class Agent {
 
   private async receiveBroadcasts(): Promise<void> {
     try {
-      for await (const [, frame] of this.sub) {
+      const mine = [Topics.agent(this.o.agentId), Topics.allAgents];
+      for await (const [topic, frame] of this.sub) {
+        if (!mine.includes(topic?.toString() ?? '')) continue; // a subscription is a prefix: `agent.a/` also hears `agent.a/b/`
         const msg = decode(BroadcastSchema, frame);
         if (msg.ok) this.onBroadcast(msg.value);
       }

@@ -57,8 +57,10 @@ export class KqClient {
     this.sub.subscribe(...topics);
     this.sub.connect(tcpEndpoint(this.address.host, this.address.broadcastPort));
     const sub = this.sub;
+    const wanted = new Set(topics);
     return (async function* () {
-      for await (const [, frame] of sub) {
+      for await (const [topic, frame] of sub) {
+        if (!wanted.has(topic?.toString() ?? '')) continue; // a subscription is a prefix: keep exact topics only
         const msg = parseBroadcast(frame);
         if (msg) yield msg;
       }

@@ -6,10 +6,14 @@ export const JOB_STATES = ['Waiting', 'Running', 'Completed', 'Cancelled', 'Fail
 export type JobState = (typeof JOB_STATES)[number];
 export const isTerminalState = (s: JobState) => s === 'Completed' || s === 'Failed' || s === 'Cancelled';
 
-/** Broadcast topics (the first frame of every PUB message). */
+/**
+ * Broadcast topics (the first frame of every PUB message). A ZeroMQ subscription is a byte prefix, so every
+ * topic ends with `/`: `log.1/` is not a prefix of `log.10/`. Receivers still compare the whole topic, since
+ * an agent id may itself contain `/`.
+ */
 export const Topics = {
-  agent: (agentId: string) => `agent.${agentId}`,
-  allAgents: 'agents',
-  log: (jobId: number) => `log.${jobId}`,
-  job: (jobId: number) => `job.${jobId}`,
+  agent: (agentId: string) => `agent.${agentId}/`,
+  allAgents: 'agents/',
+  log: (jobId: number) => `log.${jobId}/`,
+  job: (jobId: number) => `job.${jobId}/`,
 } as const;

@@ -73,6 +73,7 @@ async function follow(client: KqClient, jobId: number, out: LogOutput): Promise<
   let chunk = await catchUp();
   while (!isTerminalState(chunk.state)) {
     const event = await events.next(RECHECK_MS);
+    if (event !== null && 'jobId' in event && event.jobId !== jobId) continue;
     if (event?.type === 'log' && event.offset === next) {
       out.write(event.text);
       next += Buffer.byteLength(event.text);
