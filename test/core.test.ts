@@ -183,8 +183,8 @@ describe('bad input', () => {
     const push = new zmq.Push({ linger: 0 });
     dealer.connect(`tcp://127.0.0.1:${kq.info.requestPort}`);
     push.connect(`tcp://127.0.0.1:${kq.info.updatePort}`);
-    const junk = [Buffer.from('not json'), Buffer.from('{"v":1}'), Buffer.from('{"v":99,"type":"ping","rid":"x"}'),
-      Buffer.from('{"v":1,"rid":"r","type":"submit","job":{"argv":[]}}'), Buffer.from('{"v":1,"type":"finished","agentId":"x","taskId":-1}'),
+    const junk = [Buffer.from('not json'), Buffer.from('{"v":2}'), Buffer.from('{"v":99,"type":"ping","rid":"x"}'),
+      Buffer.from('{"v":2,"rid":"r","type":"submit","job":{"argv":[]}}'), Buffer.from('{"v":2,"type":"finished","agentId":"x","taskId":-1}'),
       Buffer.from([0xff, 0xfe, 0x00]), Buffer.alloc(0), Buffer.from('[]'), Buffer.from('null')];
     for (const frame of junk) {
       await dealer.send(frame);
@@ -192,7 +192,7 @@ describe('bad input', () => {
       await push.send(frame);
     }
     // A bad request with a request id still gets a clear error reply.
-    await dealer.send(Buffer.from('{"v":1,"rid":"r2","type":"submit","job":{"argv":[]}}'));
+    await dealer.send(Buffer.from('{"v":2,"rid":"r2","type":"submit","job":{"argv":[]}}'));
     const replies: string[] = [];
     dealer.receiveTimeout = 2000;
     for (;;) {

@@ -97,8 +97,8 @@ describe('fault suite', () => {
     push.connect(`tcp://127.0.0.1:${kq.info.updatePort}`);
     xsub.connect(`tcp://127.0.0.1:${kq.info.broadcastPort}`);
     const junk = (i: number) => [
-      Buffer.from(`{"v":1,"type":"finished","agentId":"x","taskId":${i}}`), Buffer.from(String(i)), Buffer.alloc(i % 64, i % 256),
-      Buffer.from(`{"v":1,"rid":"${i}","type":"submit","job":{"argv":[]}}`), Buffer.from('{"v":1,"rid":"a","type":"nope"}'),
+      Buffer.from(`{"v":2,"type":"finished","agentId":"x","taskId":${i}}`), Buffer.from(String(i)), Buffer.alloc(i % 64, i % 256),
+      Buffer.from(`{"v":2,"rid":"${i}","type":"submit","job":{"argv":[]}}`), Buffer.from('{"v":2,"rid":"a","type":"nope"}'),
     ][i % 5]!;
     for (let i = 0; i < 10_000; i++) {
       await dealer.send(junk(i));

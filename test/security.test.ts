@@ -5,6 +5,7 @@ import path from 'node:path';
 import * as zmq from 'zeromq';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Kq, cleanupAll, sleep, startAgent, tempDir, waitFor } from './helpers/kq.js';
+import { PROTOCOL_VERSION } from '../src/protocol/version.js';
 
 const kqs: Kq[] = [];
 const start = async (o: ConstructorParameters<typeof Kq>[0] = {}) => {
@@ -35,7 +36,7 @@ async function tryRequest(port: number, options: object, body: object): Promise<
   const dealer = new zmq.Dealer({ linger: 0, receiveTimeout: 1500, ...options });
   dealer.connect(endpoint(port));
   try {
-    await dealer.send(JSON.stringify({ v: 1, rid: 'probe', ...body }));
+    await dealer.send(JSON.stringify({ v: PROTOCOL_VERSION, rid: 'probe', ...body }));
     const [frame] = await dealer.receive();
     return JSON.parse(frame!.toString());
   } catch {

@@ -15,6 +15,7 @@ import { SendQueue } from '../common/send-queue.js';
 import { curveSocketOptions, type CurveClient } from '../common/curve-client.js';
 import { TaskRun } from './runner.js';
 import { RenderGuard } from './render-guard.js';
+import { LogBatch } from './log-batch.js';
 
 export interface AgentOptions {
   kqHost: string;
@@ -32,9 +33,13 @@ export interface AgentOptions {
 }
 
 export type AgentLifecycle = 'starting' | 'registering' | 'running' | 'stopping' | 'stopped';
+/** Why the agent ended: told to stop (signal), or another agent registered under its id. */
+export type AgentEndCause = 'stopped' | 'superseded';
+
+/** An update as the agent writes it: kq's protocol version, the agent id and the session are added on sending. */
+type UpdateBody = Update extends infer U ? (U extends unknown ? Omit<U, 'v' | 'agentId' | 'session'> : never) : never;
 
 const LOG_FLUSH_MS = 50;
-const LOG_FLUSH_LINES = 500;
 
 export class Agent {
   state: AgentLifecycle = 'starting';
@@ -53,16 +58,23 @@ export class Agent {
   private pendingReplies = new Map<string, (reply: RegisterReply | null) => void>();
   private registering: Promise<void> | null = null;
   private stopped: Promise<void> | null = null;
+  /** This registration's name, from kq's reply: every update carries it; assignments for another are dropped. */
+  private session: string | null = null;
+  endCause: AgentEndCause = 'stopped';
+  /** Called once the agent has stopped, whatever stopped it. */
+  onEnd: (() => void) | null = null;
   /** The last finished report, kept until kq has surely stored it (it assigned new work, or acked a register). */
   private lastOutcome: TaskOutcome | null = null;
-  private logBuffer: string[] = [];
+  private readonly logBatch = new LogBatch();
   private logTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly o: AgentOptions) {
     this.log = pino({ base: { agent: o.agentId, pid: process.pid } }, pino.destination({ dest: 2, sync: true }));
     const common = { linger: 0, maxMessageSize: MAX_MESSAGE_BYTES, reconnectInterval: 100, reconnectMaxInterval: 2000, ...curveSocketOptions(o.curve) };
     // sendTimeout: while kq is away, a request gives up instead of queueing behind a full pipe forever.
-    this.dealer = new zmq.Dealer({ ...common, routingId: o.agentId, sendTimeout: o.registerTimeoutMs });
+    // immediate: while kq is away nothing is queued, so registrations retried meanwhile are not all
+    // delivered (and each answered) when it comes back; the send times out instead and is retried.
+    this.dealer = new zmq.Dealer({ ...common, routingId: o.agentId, sendTimeout: o.registerTimeoutMs, immediate: true });
     // Updates (log lines, task finished) get a little linger so a stopping agent still delivers them.
     this.push = new zmq.Push({ ...common, linger: 2000, sendHighWaterMark: 100_000 });
     this.sub = new zmq.Subscriber(common);
@@ -101,10 +113,11 @@ export class Agent {
       this.abandonCurrent('agent stopped');
       await run.done.catch(() => undefined);
     }
-    await this.send({ v: PROTOCOL_VERSION, type: 'bye', agentId: this.o.agentId }).catch(() => undefined);
+    if (this.endCause === 'stopped') await this.send({ type: 'bye' }).catch(() => undefined);
     for (const s of [this.dealer, this.sub, this.push]) if (!s.closed) s.close();
     this.guard.close();
     this.state = 'stopped';
+    this.onEnd?.();
   }
 
   // ---------- registration ----------
@@ -125,6 +138,7 @@ export class Agent {
       });
       if (reply) {
         this.lastOutcome = null;
+        this.session = reply.session;
         this.heartbeatMs = reply.heartbeatMs;
         if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
         this.heartbeatTimer = setInterval(() => this.heartbeat(), this.heartbeatMs);
@@ -132,6 +146,7 @@ export class Agent {
         const reported = this.current && running && this.current.task.taskId === running.taskId && this.current.task.attempt === running.attempt;
         if (reported && !reply.keepRunning) this.abandonCurrent('kq requeued this task while the agent was away');
         this.state = 'running';
+        this.heartbeat(); // confirms this registration: kq dispatches only to a confirmed one
         this.log.info({ kq: tcpEndpoint(this.o.kqHost, this.o.requestPort), keepRunning: reply.keepRunning }, 'registered with kq');
         return;
       }
@@ -184,7 +199,8 @@ export class Agent {
           continue;
         }
         const assign = decode(AssignSchema, frame);
-        if (assign.ok) this.onAssign(assign.value.task);
+        if (assign.ok && assign.value.session !== this.session) this.log.warn({ task: assign.value.task.taskId }, 'dropped an assignment for another registration');
+        else if (assign.ok) this.onAssign(assign.value.task);
         else this.log.warn({ error: assign.error }, 'dropped a message from kq');
       }
     } catch (err) {
@@ -213,6 +229,9 @@ export class Agent {
       case 'reregister':
         if (this.state === 'running') void this.register();
         return;
+      case 'superseded':
+        if (msg.session === this.session && this.state === 'running') this.leaveSuperseded();
+        return;
       case 'kq-stopping':
         // kq requeues our task itself; kill the render (unreported) so it does not run twice once kq is back.
         this.abandonCurrent('kq stopped');
@@ -223,13 +242,21 @@ export class Agent {
     }
   }
 
+  /** Another agent registered under this id: kq no longer hears this one, so it stops its render and leaves. */
+  private leaveSuperseded(): void {
+    this.log.error(`another agent registered as "${this.o.agentId}" with kq, so kq no longer takes this one's reports: leaving (give each agent its own --agent-id)`);
+    this.endCause = 'superseded';
+    this.abandonCurrent('another agent registered under this id');
+    void this.stop();
+  }
+
   /** Kill the current render without reporting it: kq no longer counts it as ours. The agent is free at once. */
   private abandonCurrent(reason: string): void {
     const run = this.current;
     if (!run) return;
     this.abandoned.add(run);
     run.stop(reason);
-    this.logBuffer = [];
+    this.logBatch.take();
     this.current = null;
     void run.done.finally(() => this.abandoned.delete(run));
   }
@@ -239,11 +266,10 @@ export class Agent {
     this.lastOutcome = null; // kq only assigns to an agent whose last task it has recorded
     if (this.current) {
       this.log.warn({ task: task.taskId, busyWith: this.current.task.taskId }, 'assignment while busy; refusing it');
-      void this.send({ v: PROTOCOL_VERSION, type: 'finished', agentId: this.o.agentId, taskId: task.taskId, attempt: task.attempt,
-        exitCode: null, signal: null, durationMs: 0, reason: 'agent was busy with another task' });
+      void this.send({ type: 'refused', taskId: task.taskId, attempt: task.attempt, running: { taskId: this.current.task.taskId, attempt: this.current.task.attempt } });
       return;
     }
-    const ref = { agentId: this.o.agentId, taskId: task.taskId, attempt: task.attempt };
+    const ref = { taskId: task.taskId, attempt: task.attempt };
     const run = new TaskRun(task, {
       env: {
         KQ_JOB_ID: String(task.jobId), KQ_TASK_ID: String(task.taskId), KQ_ATTEMPT: String(task.attempt),
@@ -252,7 +278,7 @@ export class Agent {
       minimalEnv: this.o.minimalEnv,
       killGraceMs: this.o.killGraceMs,
       onGroup: (pgid, alive) => (alive ? this.guard.watch(pgid) : this.guard.forget(pgid)),
-      onStarted: (pid) => void this.send({ v: PROTOCOL_VERSION, type: 'started', ...ref, pid }),
+      onStarted: (pid) => void this.send({ type: 'started', ...ref, pid }),
       onLines: (lines) => {
         if (this.current === run) this.queueLines(lines); // an abandoned render's output is not ours to send
       },
@@ -264,34 +290,37 @@ export class Agent {
       this.current = null;
       const { taskId, attempt } = ref;
       this.lastOutcome = { taskId, attempt, ...result };
-      void this.send({ v: PROTOCOL_VERSION, type: 'finished', agentId: this.o.agentId, ...this.lastOutcome });
+      void this.send({ type: 'finished', ...this.lastOutcome });
     });
   }
 
   // ---------- updates to kq ----------
 
   private queueLines(lines: string[]): void {
-    this.logBuffer.push(...lines);
-    if (this.logBuffer.length >= LOG_FLUSH_LINES) this.flushLogs();
-    else this.logTimer ??= setTimeout(() => this.flushLogs(), LOG_FLUSH_MS);
+    this.logBatch.add(lines, (batch) => this.sendLines(batch));
+    if (!this.logBatch.empty) this.logTimer ??= setTimeout(() => this.flushLogs(), LOG_FLUSH_MS);
   }
 
   private flushLogs(): void {
     if (this.logTimer) clearTimeout(this.logTimer);
     this.logTimer = null;
+    if (!this.logBatch.empty) this.sendLines(this.logBatch.take());
+  }
+
+  private sendLines(lines: string[]): void {
     const run = this.current;
-    if (!run || this.logBuffer.length === 0) return;
-    const lines = this.logBuffer;
-    this.logBuffer = [];
-    void this.send({ v: PROTOCOL_VERSION, type: 'log', agentId: this.o.agentId, taskId: run.task.taskId, attempt: run.task.attempt, lines });
+    if (run) void this.send({ type: 'log', taskId: run.task.taskId, attempt: run.task.attempt, lines });
   }
 
   private heartbeat(): void {
     const running = this.current ? { taskId: this.current.task.taskId, attempt: this.current.task.attempt } : null;
-    void this.send({ v: PROTOCOL_VERSION, type: 'heartbeat', agentId: this.o.agentId, running });
+    void this.send({ type: 'heartbeat', running, lastOutcome: this.lastOutcome });
   }
 
-  private send(update: Update): Promise<void> {
+  /** Send an update for this registration (none before the first one: kq would not take it). */
+  private send(body: UpdateBody): Promise<void> {
+    if (this.session === null) return Promise.resolve();
+    const update = { v: PROTOCOL_VERSION, agentId: this.o.agentId, session: this.session, ...body } as Update;
     return this.pushQueue.send([encode(update)]).catch((err: Error) => {
       if (this.state !== 'stopped') this.log.warn({ err: err.message, type: update.type }, 'update not sent');
     });

@@ -26,7 +26,7 @@ const program = usageExitCodes(new Command('kq-agent'))
   .option('--local', 'started by kq itself on this machine', false)
   .option('--server-key <key>', "kq's CURVE public key (Z85) or its certificate file [env KQ_SERVER_KEY]", process.env.KQ_SERVER_KEY)
   .option('--key-file <file>', "this agent's secret CURVE certificate (from kqctl keys add-client) [env KQ_KEY_FILE]", process.env.KQ_KEY_FILE)
-  .addHelpText('after', '\nExit codes: 0 stopped by SIGINT/SIGTERM, 2 bad usage. The agent keeps retrying while kq is unreachable.')
+  .addHelpText('after', '\nExit codes: 0 stopped by SIGINT/SIGTERM, 2 bad usage, 3 another agent registered with kq under the same --agent-id. The agent keeps retrying while kq is unreachable.')
   .parse();
 
 const opts = program.opts();
@@ -55,5 +55,6 @@ const agent = new Agent({
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => void agent.stop().then(() => process.exit(0)));
 }
+agent.onEnd = () => process.exit(agent.endCause === 'superseded' ? 3 : 0);
 process.on('SIGHUP', () => undefined);
 await agent.start();

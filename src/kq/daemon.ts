@@ -149,7 +149,7 @@ export class Daemon {
       isRunning: () => this.state === 'running',
       killLocalAgent: (pid) => this.agents?.kill(pid),
     });
-    this.updates = new UpdateHandler({ store, logs, progress, log, epoch, publisher: this.publisher, scheduler: this.scheduler });
+    this.updates = new UpdateHandler({ store, logs, progress, log, epoch, heartbeatMs: this.o.heartbeatMs, publisher: this.publisher, scheduler: this.scheduler });
     this.requests = new RequestHandler({
       store, logs, log, epoch, publisher: this.publisher, scheduler: this.scheduler, heartbeatMs: this.o.heartbeatMs,
       security: () => ({ curve: this.curve !== null, insecure: this.insecure }),

@@ -3,14 +3,16 @@
  * requests in, the store changed in one transition each, answers out. Built from a store, a scheduler and
  * a publisher, so it runs as well on an in-memory store in a unit test as inside the daemon.
  */
+import crypto from 'node:crypto';
 import type { Logger } from 'pino';
-import { PROTOCOL_VERSION, RequestSchema, type LogChunk, type Request, type RequestInput } from '../protocol/index.js';
+import { PROTOCOL_VERSION, RequestSchema, type LogChunk, type RegisterReply, type Request, type RequestInput } from '../protocol/index.js';
 import type { JobLogs } from './job-logs.js';
 import type { Publisher } from './publisher.js';
 import type { Scheduler } from './scheduler.js';
 import type { Store } from './store.js';
 import { prepareJob, RequestError } from './submit.js';
 import { printable } from '../common/printable.js';
+import { checkDeliverable } from './limits.js';
 
 /** A request as in-process callers write it: no protocol version or request id. */
 export type LocalRequest = RequestInput extends infer R ? (R extends unknown ? Omit<R, 'v' | 'rid'> : never) : never;
@@ -71,15 +73,18 @@ export class RequestHandler {
       case 'register': {
         if (routingId !== req.agentId) throw new RequestError('bad-request', 'agent routing id must equal its agent id');
         if (req.lastOutcome) scheduler.applyOutcome(req.agentId, req.lastOutcome);
-        const r = store.registerAgent({ id: req.agentId, host: req.host, pid: req.pid, local: req.local, running: req.running, epoch: this.d.epoch });
+        const session = crypto.randomBytes(16).toString('hex');
+        const r = store.registerAgent({ id: req.agentId, host: req.host, pid: req.pid, local: req.local, running: req.running, epoch: this.d.epoch, session });
         scheduler.registered(req.agentId);
         this.d.log.info({ agent: req.agentId, host: req.host, keep: r.keepRunning }, 'agent registered');
         // Announce only: work is dispatched after the reply, so the agent never sees an assignment first.
         for (const jobId of new Set(r.requeuedJobs)) publisher.announceJob(jobId);
-        return { heartbeatMs: this.d.heartbeatMs, keepRunning: r.keepRunning };
+        return { heartbeatMs: this.d.heartbeatMs, keepRunning: r.keepRunning, session } satisfies RegisterReply;
       }
       case 'submit': {
-        const { tasksUnqueued, ...job } = store.submitJob(prepareJob(req.job));
+        const prepared = prepareJob(req.job);
+        checkDeliverable(prepared);
+        const { tasksUnqueued, ...job } = store.submitJob(prepared);
         if (tasksUnqueued > 0) scheduler.queuer.add(job.id);
         publisher.appendLog(job.id, `[kq] job ${job.id} "${printable(job.name)}" submitted at ${job.submittedAt}: ${job.framesTotal} frames\n`);
         this.d.log.info({ job: job.id, name: job.name, frames: job.framesTotal }, 'job submitted');

@@ -5,7 +5,7 @@
  */
 import os from 'node:os';
 import type { Logger } from 'pino';
-import { PROTOCOL_VERSION, Topics, encode, type Assign, type TaskOutcome } from '../protocol/index.js';
+import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Topics, encode, type Assign, type TaskOutcome } from '../protocol/index.js';
 import { killGroup } from '../common/processes.js';
 import type { SendQueue } from '../common/send-queue.js';
 import type { JobLogs } from './job-logs.js';
@@ -39,6 +39,7 @@ export class Scheduler {
   readonly deafTime = new DeafTime();
   /** Inserts the tasks of big jobs in the background, handing them out as they come. */
   readonly queuer: TaskQueuer;
+  private readonly supersededSentAt = new Map<string, number>();
 
   constructor(private readonly d: SchedulerDeps) {
     this.queuer = new TaskQueuer({ store: d.store, log: d.log, onQueued: () => this.dispatch() });
@@ -48,10 +49,19 @@ export class Scheduler {
   dispatch(): void {
     if (!this.d.isRunning() || !this.routerQueue) return;
     for (const agent of this.d.store.idleAgents(this.d.epoch)) {
-      const task = this.d.store.claimTask(agent.id);
-      if (!task) continue;
-      const msg: Assign = { v: PROTOCOL_VERSION, type: 'assign', task };
-      this.routerQueue.send([Buffer.from(agent.id), encode(msg)]).catch((err: Error) => {
+      const claimed = this.d.store.claimTask(agent.id);
+      if (!claimed) continue;
+      const { session, ...task } = claimed;
+      const msg: Assign = { v: PROTOCOL_VERSION, type: 'assign', session, task };
+      const frame = encode(msg);
+      if (frame.length > MAX_MESSAGE_BYTES) {
+        // libzmq would drop it silently and the task would stay Running for good (jobs from before the submit check).
+        const jobId = this.d.store.failUndeliverable({ agentId: agent.id, taskId: task.taskId, attempt: task.attempt }, `assignment of ${frame.length} bytes is over the ${MAX_MESSAGE_BYTES}-byte message limit`);
+        this.d.publisher.appendLog(jobId, `[kq] task ${task.taskId} failed: its assignment (${frame.length} bytes) is too large to send to an agent; resubmit with a smaller --chunk\n`);
+        this.afterChange([jobId]);
+        continue;
+      }
+      this.routerQueue.send([Buffer.from(agent.id), frame]).catch((err: Error) => {
         this.d.log.warn({ agent: agent.id, task: task.taskId, err: err.message }, 'assignment not delivered; requeued');
         this.d.store.unassign({ agentId: agent.id, taskId: task.taskId, attempt: task.attempt });
         this.afterChange([task.jobId]);
@@ -99,6 +109,17 @@ export class Scheduler {
 
   registered(agentId: string): void {
     this.reregisterSentAt.delete(agentId);
+  }
+
+  /** An update came from an older registration of this agent id: the agent holding it must leave (at most once a second). */
+  tellSuperseded(agentId: string, session: string): void {
+    const key = `${agentId}\0${session}`;
+    const last = this.supersededSentAt.get(key) ?? 0;
+    if (Date.now() - last < 1000) return;
+    if (this.supersededSentAt.size > 10_000) this.supersededSentAt.clear();
+    this.supersededSentAt.set(key, Date.now());
+    this.d.log.warn({ agent: agentId }, 'update from a superseded registration (two agents share this id?)');
+    this.d.publisher.publish(Topics.agent(agentId), { v: PROTOCOL_VERSION, type: 'superseded', session });
   }
 
   /** A local agent process exited: its renders die with it, its task goes back to the queue. */

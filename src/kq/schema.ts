@@ -84,6 +84,8 @@ const ADDED_COLUMNS: Array<[string, string, string]> = [
   ['tasks', 'progress', 'REAL'], // percent done of the current attempt, parsed from its log
   // tasks of a big job not inserted yet: they are counted as waiting and inserted in batches (store.queueTasks)
   ['jobs', 'tasks_unqueued', 'INTEGER'],
+  ['agents', 'session', 'TEXT'], // the current registration: updates must carry it
+  ['agents', 'confirmed', 'INTEGER NOT NULL DEFAULT 0'], // 1 once a heartbeat carried the session: only then is work dispatched
 ];
 
 export function addMissingColumns(db: { prepare(sql: string): { all(): unknown[] }; exec(sql: string): unknown }): void {

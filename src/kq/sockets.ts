@@ -1,6 +1,6 @@
 /** kq's three ZeroMQ sockets, bound with the options that keep a peer from hurting the daemon. */
 import * as zmq from 'zeromq';
-import { MAX_MESSAGE_BYTES } from '../protocol/index.js';
+import { MAX_MESSAGE_BYTES, MAX_UPDATE_BYTES } from '../protocol/index.js';
 import { portOf, tcpEndpoint } from '../common/endpoint.js';
 import { SendQueue } from '../common/send-queue.js';
 import { ZAP_DOMAIN } from './zap.js';
@@ -24,7 +24,19 @@ export interface DaemonSockets {
   close(): void;
 }
 
-const base = { linger: 0, maxMessageSize: MAX_MESSAGE_BYTES } as const;
+const base = { linger: 0 } as const;
+
+/**
+ * Each port's largest message and queue lengths, chosen together: libzmq queues up to the receive
+ * high-water mark per peer, in messages, so size × HWM bounds what one peer can make kq hold
+ * (request 32 × 4 MiB, update 64 × 1 MiB). A broadcast subscriber that does not read loses messages past
+ * 1,000 (PUB drops): `log -f` fills gaps from the file and agents' heartbeats recover a lost stop-task.
+ */
+const LIMITS = {
+  request: { maxMessageSize: MAX_MESSAGE_BYTES, receiveHighWaterMark: 32, sendHighWaterMark: 10_000 },
+  update: { maxMessageSize: MAX_UPDATE_BYTES, receiveHighWaterMark: 64 },
+  broadcast: { maxMessageSize: MAX_MESSAGE_BYTES, sendHighWaterMark: 1000 },
+} as const;
 
 export async function bindSockets(o: BindOptions): Promise<DaemonSockets> {
   const common = o.curveSecretKey === null ? base : { ...base, curveServer: true, curveSecretKey: o.curveSecretKey, zapDomain: ZAP_DOMAIN };
@@ -32,9 +44,9 @@ export async function bindSockets(o: BindOptions): Promise<DaemonSockets> {
   // is gone rejects (EHOSTUNREACH) instead of vanishing, so the task can be requeued at once.
   // sendTimeout: a peer that sends requests but never reads its replies fills its pipe; without a timeout the
   // next send to it would wait forever and, sends being serialised, hold up every other peer's.
-  const router = new zmq.Router({ ...common, handover: true, mandatory: true, sendHighWaterMark: 10_000, sendTimeout: 100 });
-  const pull = new zmq.Pull({ ...common, receiveHighWaterMark: 100_000 });
-  const pub = new zmq.Publisher({ ...common, sendHighWaterMark: 100_000 });
+  const router = new zmq.Router({ ...common, ...LIMITS.request, handover: true, mandatory: true, sendTimeout: 100 });
+  const pull = new zmq.Pull({ ...common, ...LIMITS.update });
+  const pub = new zmq.Publisher({ ...common, ...LIMITS.broadcast });
   const sockets = [router, pull, pub];
   try {
     await bindOne(router, o.bind, o.requestPort, 'request');

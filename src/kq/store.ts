@@ -3,7 +3,7 @@
  * The daemon is the only writer; everything it sends out is derived from what this returns.
  */
 import Database from 'better-sqlite3';
-import { isTerminalState, type AgentInfo, type JobDetail, type JobState, type JobSummary, type TaskAssignment, type TaskInfo, type TaskState } from '../protocol/index.js';
+import { isTerminalState, type TaskOutcome, type AgentInfo, type JobDetail, type JobState, type JobSummary, type TaskAssignment, type TaskInfo, type TaskState } from '../protocol/index.js';
 import { expandCommands } from '../common/placeholders.js';
 import { parseFrameRange } from '../common/frames.js';
 import { addMissingColumns, SCHEMA, SCHEMA_VERSION } from './schema.js';
@@ -54,7 +54,27 @@ export interface TaskRow {
 }
 interface AgentRow {
   id: string; host: string; pid: number; local: number; state: AgentInfo['state']; task_id: number | null;
-  epoch: string; registered_at: string; last_seen: number;
+  epoch: string; registered_at: string; last_seen: number; session: string | null; confirmed: number;
+}
+
+/** A task attempt as an agent reports it. */
+export interface RunningTask { taskId: number; attempt: number }
+
+/** Whether an update speaks for the agent's current registration. */
+export type SessionCheck = 'current' | 'unknown' | 'superseded';
+
+/** What a heartbeat told kq, and what kq must do about it. */
+export interface HeartbeatResult {
+  /** kq does not know the agent in this run (restarted, lost, offline): it must register again. */
+  reregister: boolean;
+  /** The agent's first heartbeat of this registration, or it became free: work can be dispatched. */
+  dispatch: boolean;
+  /** The agent reports an outcome kq never received (`finished` was lost): apply it. */
+  outcome: TaskOutcome | null;
+  /** Renders the agent runs that are not (any more) its work: stop them (the stop-task was lost). */
+  stop: TaskRef[];
+  /** Jobs whose task was requeued because the agent never got (or dropped) its assignment. */
+  requeuedJobs: number[];
 }
 
 /**
@@ -226,10 +246,10 @@ export class Store {
 
   // ---------- dispatch ----------
 
-  /** Give the highest-priority waiting task this agent's host may run to the agent, or null. */
-  readonly claimTask = (agentId: string): TaskAssignment | null => this.tx(() => {
+  /** Give the highest-priority waiting task this agent's host may run to the agent (with its session), or null. */
+  readonly claimTask = (agentId: string): (TaskAssignment & { session: string }) | null => this.tx(() => {
     const agent = this.stmt.agent.get(agentId) as AgentRow | undefined;
-    if (!agent || agent.state !== 'idle') return null;
+    if (!agent || agent.state !== 'idle' || agent.confirmed !== 1 || agent.session === null) return null;
     const task = this.stmt.claim.get({ agentId, host: agent.host, at: now() }) as TaskRow | undefined;
     if (!task) return null;
     this.stmt.setAgent.run({ id: agentId, state: 'busy', taskId: task.id });
@@ -240,7 +260,29 @@ export class Store {
       taskId: task.id, jobId: task.job_id, attempt: task.attempts, frames,
       commands: expandCommands(JSON.parse(job.argv) as string[], frames),
       cwd: job.cwd, env: JSON.parse(job.env) as Record<string, string>, timeoutMs: job.timeout_ms, shell: job.shell === 1,
+      session: agent.session,
     };
+  });
+
+  /** A task that can never be sent fails at once: no retry, no strike against the host; the agent stays free. */
+  readonly failUndeliverable = (ref: TaskRef, reason: string): number => this.tx(() => {
+    const task = this.stmt.runningOf.get(ref) as TaskRow;
+    this.stmt.endTask.run({ id: task.id, state: 'failed', exitCode: null, reason, at: now(), failed: 0 });
+    this.countMove(task.job_id, 'running', 'failed', 0);
+    this.stmt.setAgent.run({ id: ref.agentId, state: 'idle', taskId: null });
+    return task.job_id;
+  });
+
+  /**
+   * The agent refused an assignment (it runs another task): no attempt was made, so the task goes back to
+   * the queue with nothing counted. The agent gets no work until a heartbeat says it is free.
+   */
+  readonly refuseTask = (ref: TaskRef): number | null => this.tx(() => {
+    const task = this.stmt.runningOf.get(ref) as TaskRow | undefined;
+    if (!task) return null;
+    this.requeue(task, 'the agent was busy with another task');
+    this.stmt.setAgent.run({ id: ref.agentId, state: 'busy', taskId: null });
+    return task.job_id;
   });
 
   /** The assignment never reached the agent: the task goes back to the queue, the agent is offline. */
@@ -277,14 +319,18 @@ export class Store {
   }
 
   readonly finishTask = (ref: TaskRef, exitCode: number | null, reason: string | null): FinishResult => this.tx(() => {
-    const agent = this.stmt.agent.get(ref.agentId) as AgentRow | undefined;
-    if (agent && agent.task_id === ref.taskId && agent.state === 'busy') {
-      this.stmt.setAgent.run({ id: ref.agentId, state: 'idle', taskId: null });
-    }
+    // Checked before anything changes: a report about another attempt (stale, replayed or forged) touches nothing.
     const task = this.stmt.runningOf.get(ref) as TaskRow | undefined;
+    const agent = this.stmt.agent.get(ref.agentId) as AgentRow | undefined;
     if (!task) {
       const stale = this.stmt.task.get(ref.taskId) as TaskRow | undefined;
+      // The task was stopped or requeued meanwhile: the agent is free, unless it runs another attempt of it.
+      const runsItStill = stale?.state === 'running' && stale.agent_id === ref.agentId;
+      if (agent?.state === 'busy' && agent.task_id === ref.taskId && !runsItStill) this.stmt.setAgent.run({ id: ref.agentId, state: 'idle', taskId: null });
       return { jobId: stale?.job_id ?? -1, outcome: 'ignored', blocklisted: null, failedEverywhere: 0 };
+    }
+    if (agent && agent.task_id === ref.taskId && agent.state === 'busy') {
+      this.stmt.setAgent.run({ id: ref.agentId, state: 'idle', taskId: null });
     }
     const at = now();
     if (exitCode === 0 && reason === null) {
@@ -331,7 +377,7 @@ export class Store {
    * Running; otherwise `keepRunning` is false and the agent must drop it. Any other task the store
    * thought this agent had is requeued.
    */
-  readonly registerAgent = (a: { id: string; host: string; pid: number; local: boolean; running: { taskId: number; attempt: number } | null; epoch: string }):
+  readonly registerAgent = (a: { id: string; host: string; pid: number; local: boolean; running: RunningTask | null; epoch: string; session: string }):
     { keepRunning: boolean; requeuedJobs: number[] } => this.tx(() => {
     const keep = a.running !== null && this.isCurrent({ agentId: a.id, ...a.running });
     const requeuedJobs: number[] = [];
@@ -342,18 +388,62 @@ export class Store {
     }
     this.stmt.upsertAgent.run({
       id: a.id, host: a.host, pid: a.pid, local: a.local ? 1 : 0, state: keep ? 'busy' : 'idle',
-      taskId: keep ? a.running!.taskId : null, epoch: a.epoch, at: now(), seen: Date.now(),
+      taskId: keep ? a.running!.taskId : null, epoch: a.epoch, at: now(), seen: Date.now(), session: a.session,
     });
     return { keepRunning: keep, requeuedJobs };
   });
 
-  /** Record a heartbeat. Returns false when the agent must register again (unknown, lost, or older epoch). */
-  heartbeat(agentId: string, epoch: string): boolean {
+  /** Does an update from this agent speak for its current registration? */
+  checkSession(agentId: string, session: string): SessionCheck {
     const agent = this.stmt.agent.get(agentId) as AgentRow | undefined;
-    if (!agent || agent.epoch !== epoch || agent.state === 'lost' || agent.state === 'offline') return false;
-    this.stmt.seen.run(Date.now(), agentId);
-    return true;
+    if (!agent || agent.session === null) return 'unknown';
+    return agent.session === session ? 'current' : 'superseded';
   }
+
+  /**
+   * Record a heartbeat (its session already checked) and reconcile what the agent says it runs with what
+   * the store says, both ways. `assignGraceMs`: an assignment younger than this may still be on its way.
+   */
+  readonly heartbeat = (h: { agentId: string; epoch: string; running: RunningTask | null; lastOutcome: TaskOutcome | null; assignGraceMs: number }): HeartbeatResult =>
+    this.tx(() => {
+      const result: HeartbeatResult = { reregister: false, dispatch: false, outcome: null, stop: [], requeuedJobs: [] };
+      const agent = this.stmt.agent.get(h.agentId) as AgentRow | undefined;
+      if (!agent || agent.epoch !== h.epoch || agent.state === 'lost' || agent.state === 'offline') return { ...result, reregister: true };
+      this.stmt.seen.run(Date.now(), h.agentId);
+      if (agent.confirmed !== 1) {
+        this.cached(`UPDATE agents SET confirmed = 1 WHERE id = ?`).run(h.agentId);
+        result.dispatch = true;
+      }
+      const same = (a: RunningTask | null, b: RunningTask | null) => a !== null && b !== null && a.taskId === b.taskId && a.attempt === b.attempt;
+      const row = agent.task_id === null ? undefined : this.stmt.task.get(agent.task_id) as TaskRow | undefined;
+      const ours: RunningTask | null = agent.state === 'busy' && row && row.state === 'running' && row.agent_id === h.agentId
+        ? { taskId: row.id, attempt: row.attempts } : null;
+      let state = agent.state;
+      let taskId = agent.task_id;
+      if (ours && !same(ours, h.running)) {
+        if (h.lastOutcome && same(ours, h.lastOutcome)) {
+          result.outcome = h.lastOutcome; // its `finished` never arrived
+        } else if (Date.parse(row!.started_at ?? '') < Date.now() - h.assignGraceMs) {
+          // The agent neither runs nor finished the task it was given: the assignment was lost or dropped.
+          this.requeue(row!, 'the agent never started it');
+          result.requeuedJobs.push(row!.job_id);
+          state = 'busy';
+          taskId = null;
+        }
+      }
+      if (h.running && !same(ours, h.running)) {
+        // A render kq does not count as this agent's (its stop-task was lost): stop it; no work until it ends.
+        if (!this.isCurrent({ agentId: h.agentId, ...h.running })) result.stop.push({ agentId: h.agentId, ...h.running });
+        if (state === 'idle') state = 'busy';
+      } else if (!h.running && state === 'busy' && (taskId === null || !ours)) {
+        // Busy with nothing, or with a task that is no longer its own: the agent says it is free.
+        state = 'idle';
+        taskId = null;
+        result.dispatch = true;
+      }
+      if (state !== agent.state || taskId !== agent.task_id) this.stmt.setAgent.run({ id: h.agentId, state, taskId });
+      return result;
+    });
 
   /** Agents silent since `before` (ms) are lost; their tasks go back to the queue. */
   readonly markSilentAgentsLost = (before: number): Array<{ agent: AgentInfo; requeuedJobs: number[]; renderPids: number[] }> => this.tx(() => {
@@ -544,11 +634,11 @@ function prepareStatements(db: Database.Database) {
       requeueTask: db.prepare(`UPDATE tasks SET state = 'waiting', reason = @reason, pid = NULL WHERE id = @id`),
       agent: db.prepare(`SELECT * FROM agents WHERE id = ?`),
       agents: db.prepare(`SELECT * FROM agents ORDER BY registered_at, id`),
-      idleAgents: db.prepare(`SELECT * FROM agents WHERE state = 'idle' AND epoch = ? ORDER BY last_seen`),
-      upsertAgent: db.prepare(`INSERT INTO agents (id, host, pid, local, state, task_id, epoch, registered_at, last_seen)
-        VALUES (@id, @host, @pid, @local, @state, @taskId, @epoch, @at, @seen)
+      idleAgents: db.prepare(`SELECT * FROM agents WHERE state = 'idle' AND confirmed = 1 AND epoch = ? ORDER BY last_seen`),
+      upsertAgent: db.prepare(`INSERT INTO agents (id, host, pid, local, state, task_id, epoch, registered_at, last_seen, session, confirmed)
+        VALUES (@id, @host, @pid, @local, @state, @taskId, @epoch, @at, @seen, @session, 0)
         ON CONFLICT (id) DO UPDATE SET host = @host, pid = @pid, local = @local, state = @state, task_id = @taskId,
-          epoch = @epoch, last_seen = @seen`),
+          epoch = @epoch, last_seen = @seen, session = @session, confirmed = 0`),
       setAgent: db.prepare(`UPDATE agents SET state = @state, task_id = @taskId WHERE id = @id`),
       seen: db.prepare(`UPDATE agents SET last_seen = ? WHERE id = ?`),
       silentAgents: db.prepare(`SELECT * FROM agents WHERE state IN ('idle', 'busy') AND last_seen < ?`),

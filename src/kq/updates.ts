@@ -8,6 +8,8 @@ import type { Scheduler } from './scheduler.js';
 import type { Store, TaskRef } from './store.js';
 
 export interface UpdateDeps {
+  /** How often agents heartbeat: an assignment is given two of them (and a second) to be acknowledged. */
+  heartbeatMs: number;
   store: Store;
   logs: JobLogs;
   progress: ProgressTracker;
@@ -21,9 +23,22 @@ export class UpdateHandler {
   constructor(private readonly d: UpdateDeps) {}
 
   handle(u: Update): void {
-    const { store, scheduler, publisher } = this.d;
+    const { store, scheduler } = this.d;
+    // Only the agent's current registration speaks for it: a stranger, an agent under the same id, or a
+    // message from before a re-registration changes nothing.
+    const session = store.checkSession(u.agentId, u.session);
+    if (session !== 'current') {
+      if (u.type === 'heartbeat' && session === 'unknown') scheduler.askToReregister(u.agentId);
+      if (session === 'superseded') scheduler.tellSuperseded(u.agentId, u.session);
+      return;
+    }
     if (u.type === 'heartbeat') {
-      if (!store.heartbeat(u.agentId, this.d.epoch)) scheduler.askToReregister(u.agentId);
+      const r = store.heartbeat({ agentId: u.agentId, epoch: this.d.epoch, running: u.running, lastOutcome: u.lastOutcome, assignGraceMs: 2 * this.d.heartbeatMs + 1000 });
+      if (r.reregister) return scheduler.askToReregister(u.agentId);
+      if (r.stop.length > 0) scheduler.stopRenders(r.stop, 'not this agent\'s task any more');
+      for (const jobId of r.requeuedJobs) this.d.publisher.appendLog(jobId, `[kq] agent ${u.agentId} never started its task: requeued\n`);
+      if (r.outcome) scheduler.applyOutcome(u.agentId, r.outcome);
+      else if (r.dispatch || r.requeuedJobs.length > 0) scheduler.afterChange(r.requeuedJobs);
       return;
     }
     if (u.type === 'bye') {
@@ -31,6 +46,14 @@ export class UpdateHandler {
       scheduler.afterChange(store.agentGone(u.agentId, 'agent stopped'));
       return;
     }
+    if (u.type === 'refused') {
+      const jobId = store.refuseTask({ agentId: u.agentId, taskId: u.taskId, attempt: u.attempt });
+      this.d.log.warn({ agent: u.agentId, task: u.taskId, running: u.running }, 'agent refused a task (busy with another): requeued');
+      if (u.running && !store.isCurrent({ agentId: u.agentId, ...u.running })) scheduler.stopRenders([{ agentId: u.agentId, ...u.running }], 'not this agent\'s task any more');
+      if (jobId !== null) scheduler.afterChange([jobId]);
+      return;
+    }
+    const { publisher } = this.d;
     const ref: TaskRef = { agentId: u.agentId, taskId: u.taskId, attempt: u.attempt };
     switch (u.type) {
       case 'started': {

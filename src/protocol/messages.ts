@@ -138,7 +138,12 @@ export type Reply =
   | { v: typeof PROTOCOL_VERSION; rid: string; type: 'reply'; ok: false; code: ErrorCode; error: string };
 
 export interface LogChunk { text: string; from: number; next: number; size: number; state: JobState }
-export interface RegisterReply { heartbeatMs: number; keepRunning: boolean }
+/**
+ * `session` names this registration: the agent puts it on every update and kq on every assignment, so a
+ * stranger on the update port, an older registration (replayed, or a second agent under the same id)
+ * cannot speak for the agent, and the agent takes no work meant for another registration.
+ */
+export interface RegisterReply { heartbeatMs: number; keepRunning: boolean; session: string }
 
 // ---------- request socket: kq -> agent ----------
 
@@ -154,8 +159,9 @@ export interface TaskAssignment {
   timeoutMs: number | null;
   shell: boolean;
 }
+const session = z.string().min(16).max(64);
 export const AssignSchema = z.object({
-  v, type: z.literal('assign'),
+  v, type: z.literal('assign'), session,
   task: z.object({
     taskId: id, jobId: id, attempt: id, frames: z.array(z.number().int()),
     commands: z.array(z.array(z.string())).min(1), cwd: z.string().nullable(),
@@ -166,14 +172,23 @@ export type Assign = z.infer<typeof AssignSchema>;
 
 // ---------- update socket: agent -> kq ----------
 
-const taskRef = { agentId, taskId: id, attempt: id };
+// Every update names the agent and the registration it speaks for (RegisterReply.session).
+const from = { agentId, session };
+const taskRef = { ...from, taskId: id, attempt: id };
 export const UpdateSchema = z.discriminatedUnion('type', [
-  z.object({ v, type: z.literal('heartbeat'), agentId, running: RunningTaskSchema.nullable() }),
+  /**
+   * Also how kq and the agent agree on the agent's work: the first heartbeat of a registration confirms it
+   * (only then does kq dispatch to it); `running` and `lastOutcome` let kq notice a lost assignment, a lost
+   * `finished` or a lost stop-task.
+   */
+  z.object({ v, type: z.literal('heartbeat'), ...from, running: RunningTaskSchema.nullable(), lastOutcome: TaskOutcomeSchema.nullable().default(null) }),
   /** The agent is stopping (SIGTERM): its render is already killed; requeue its task without counting a failure. */
-  z.object({ v, type: z.literal('bye'), agentId }),
+  z.object({ v, type: z.literal('bye'), ...from }),
   z.object({ v, type: z.literal('started'), ...taskRef, pid: id }),
   z.object({ v, type: z.literal('log'), ...taskRef, lines: z.array(z.string()).max(10000) }),
-  z.object({ v, type: z.literal('finished'), agentId, ...TaskOutcomeSchema.shape }),
+  z.object({ v, type: z.literal('finished'), ...from, ...TaskOutcomeSchema.shape }),
+  /** The agent got an assignment while it runs another task: no attempt was made, the task goes back to the queue. */
+  z.object({ v, type: z.literal('refused'), ...taskRef, running: RunningTaskSchema.nullable() }),
 ]);
 export type Update = z.infer<typeof UpdateSchema>;
 
@@ -185,6 +200,8 @@ export const BroadcastSchema = z.discriminatedUnion('type', [
   z.object({ v, type: z.literal('stop-task'), taskId: id, attempt: id, reason: shortText }),
   /** kq does not know this agent (it restarted or declared it lost): register again. */
   z.object({ v, type: z.literal('reregister') }),
+  /** Another agent registered under this agent's id: the agent whose registration this was must leave. */
+  z.object({ v, type: z.literal('superseded'), session }),
   /** kq is shutting down: stop renders (they are requeued). */
   z.object({ v, type: z.literal('kq-stopping') }),
   z.object({ v, type: z.literal('log'), jobId: id, offset: z.number().int().nonnegative(), text: z.string() }),
