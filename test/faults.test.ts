@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { PROTOCOL_VERSION } from '../src/protocol/version.js';
 import { Kq, cleanupAll, isRunning, sleep, startAgent, tempDir, waitFor } from './helpers/kq.js';
 
 const FAST = ['--heartbeat', '250ms', '--agent-timeout', '2s', '--kill-grace', '1s'];
@@ -202,7 +203,7 @@ describe('more reliability', () => {
     // kq's socket refuses the frame by dropping the link (the message was sent, not lost in our own close).
     await waitFor('kq to drop the connection', () => seen.includes('disconnect'));
     // The same peer, reconnected, gets answers again; and kq still runs jobs.
-    await dealer.send(JSON.stringify({ v: 1, rid: 'after', type: 'ping' }));
+    await dealer.send(JSON.stringify({ v: PROTOCOL_VERSION, rid: 'after', type: 'ping' }));
     const [reply] = await dealer.receive();
     expect(JSON.parse(reply!.toString())).toMatchObject({ rid: 'after', ok: true });
     dealer.close();

@@ -7,6 +7,7 @@ import { execa } from 'execa';
 import * as zmq from 'zeromq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Topics } from '../src/protocol/constants.js';
+import { PROTOCOL_VERSION } from '../src/protocol/version.js';
 import { BIN, Kq, cleanupAll, sleep, tempDir, waitFor } from './helpers/kq.js';
 
 let kq: Kq;
@@ -27,18 +28,19 @@ async function request(body: object): Promise<any> {
 
 describe('refused input is described as it is', () => {
   it('a protocol version sent as a string is called a string, not a version mismatch', async () => {
-    const r = await request({ v: '1', rid: 'a', type: 'ping' });
+    const r = await request({ v: String(PROTOCOL_VERSION), rid: 'a', type: 'ping' });
     expect(r).toMatchObject({ ok: false, code: 'bad-request' });
-    expect(r.error).not.toMatch(/protocol version 1 \(this kq speaks 1\)/);
-    expect(r.error).toMatch(/"v" must be the number 1, not the string "1"/);
-    const other = await request({ v: 2, rid: 'b', type: 'ping' });
-    expect(other.error).toMatch(/protocol version 2 \(this kq speaks 1\)/);
-    expect((await request({ v: 1, rid: 'c', type: 'ping' })).ok).toBe(true);
+    const v = PROTOCOL_VERSION;
+    expect(r.error).not.toMatch(new RegExp(`protocol version ${v} \\(this kq speaks ${v}\\)`));
+    expect(r.error).toContain(`"v" must be the number ${v}, not the string "${v}"`);
+    const other = await request({ v: v + 1, rid: 'b', type: 'ping' });
+    expect(other.error).toContain(`protocol version ${v + 1} (this kq speaks ${v})`);
+    expect((await request({ v, rid: 'c', type: 'ping' })).ok).toBe(true);
   });
 
   it('a huge priority, chunk or retry count is reported against its own range (API and kqctl)', async () => {
     for (const [field, value, range] of [['priority', 1e308, /<=\s*1000/], ['priority', -1e308, />=\s*-1000/], ['chunk', 1e300, /<=\s*1000000/], ['maxAttempts', 1e300, /<=\s*100/]] as const) {
-      const ws = await request({ v: 1, rid: 'p', type: 'submit', job: { argv: ['true'], [field]: value } });
+      const ws = await request({ v: PROTOCOL_VERSION, rid: 'p', type: 'submit', job: { argv: ['true'], [field]: value } });
       expect(ws.ok, field).toBe(false);
       expect(ws.error, field).toMatch(range);
       expect(ws.error, field).not.toMatch(/9007199254740991/);
