@@ -69,6 +69,28 @@ except kq_client.KqUnreachable as e:
     expect(r.out[0]).toBe(3);
     expect(r.out[1]).toMatch(/^cannot reach kq at http:\/\/127\.0\.0\.1:9\/ \(connection refused; address from url argument\): is kq running\? start it with `kq`/);
   });
+  it('another program on the port: says so instead of failing on its answer', async () => {
+    const r = await py(`
+import threading, http.server
+class Page(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/api/jobs" else 404)
+        self.end_headers()
+        self.wfile.write(b"<html>not kq</html>")
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Page)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+out = []
+for call in (lambda c: c.list(), lambda c: c.show(1)):
+    try:
+        call(kq_client.KqClient(url="http://127.0.0.1:%d/" % server.server_port))
+    except kq_client.KqError as e:
+        out.append([e.exit_code, str(e)])
+print(json.dumps(out))`, { KQ_DATA_ROOT: tempDir('kq-none-') });
+    expect(r.out[0]).toEqual([3, expect.stringMatching(/answered, but not as kq does: is another program on that port\?/)]);
+    expect(r.out[1]).toEqual([3, expect.stringMatching(/answered HTTP 404, not as kq does/)]);
+  });
 });
 
 describe('kq_client submits, shows, follows, stops and restarts', () => {

@@ -273,6 +273,9 @@ class KqClient(object):
             resp = _request.urlopen(req, timeout=self.timeout)
             try:
                 return json.loads(resp.read().decode("utf-8"))
+            except ValueError:  # 200 but not JSON: not kq's API
+                raise KqError("%s answered, but not as kq does: is another program on that port? (address from %s)"
+                              % (self.url, self.source), EXIT_UNREACHABLE, "not-kq")
             finally:
                 resp.close()
         except _error.HTTPError as err:
@@ -288,7 +291,8 @@ class KqClient(object):
             payload = json.loads(err.read().decode("utf-8"))
             message, code = payload.get("error") or str(err), payload.get("code")
         except Exception:  # not kq's JSON: something else answers on that port
-            message, code = "%s answered HTTP %d, not as kq does: is another program on that port?" % (self.url, err.code), None
+            return KqError("%s answered HTTP %d, not as kq does: is another program on that port? (address from %s)"
+                           % (self.url, err.code, self.source), EXIT_UNREACHABLE, "not-kq")
         finally:
             err.close()
         if err.code == 401 and not self.token:

@@ -145,7 +145,10 @@ class RENDER_OT_kq_submit(bpy.types.Operator):
         try:
             kq_job.check_file(bpy.data.filepath, bpy.data.is_dirty, save_first)
             if bpy.data.is_dirty:
-                bpy.ops.wm.save_mainfile()
+                try:
+                    bpy.ops.wm.save_mainfile()
+                except RuntimeError as err:
+                    raise kq_job.SubmitRefused("could not save %s first: %s" % (bpy.data.filepath, err))
             job = kq_job.submission(
                 blender=blender, blend_file=bpy.path.abspath(bpy.data.filepath), engine=scene.render.engine,
                 start=start, end=end, step=scene.frame_step,
