@@ -60,7 +60,7 @@ function shot(): { dir: string; blend: string } {
 /** Headless Blender with the add-on enabled; `expr` runs after the file is loaded. */
 async function blender(file: string | null, expr: string, env: Record<string, string> = {}) {
   const r = await execa('blender', ['-b', ...(file ? [file] : []), '--addons', 'kq_blender', '--python-exit-code', '1', '--python-expr', `import bpy\n${expr}`], {
-    env: { HOME: home, BLENDER_USER_SCRIPTS: scripts, KQ_DATA_ROOT: kq.dataRoot, ...env }, reject: false, all: true, timeout: 120_000,
+    env: { HOME: home, TMPDIR: tempDir('kq-blender-tmp-'), BLENDER_USER_SCRIPTS: scripts, KQ_DATA_ROOT: kq.dataRoot, ...env }, reject: false, all: true, timeout: 120_000,
   });
   return { exitCode: r.exitCode, all: String(r.all) };
 }

@@ -157,6 +157,8 @@ class RENDER_OT_kq_submit(bpy.types.Operator):
                 is_movie=scene.render.is_movie_format, scene=scene.name if len(bpy.data.scenes) > 1 else None)
             submitted = _client(context).submit(**job)
         except (kq_job.SubmitRefused, kq_client.KqError) as err:
+            if isinstance(err, kq_client.KqUnreachable):
+                _status["error"] = str(err)  # the panel then offers "Start kq"
             self.report({"ERROR"}, "kq: %s" % err)
             return {"CANCELLED"}
         _follow(submitted["id"], submitted)
@@ -264,7 +266,7 @@ class RENDER_PT_kq(bpy.types.Panel):
             layout.operator(RENDER_OT_kq_open_monitor.bl_idname, icon="URL")
         if _status["error"]:
             layout.label(text=_status["error"][:200], icon="ERROR")
-            layout.operator(RENDER_OT_kq_start.bl_idname, icon="PLAY")
+        layout.operator(RENDER_OT_kq_start.bl_idname, icon="PLAY")
 
 
 CLASSES = (KqPreferences, KqSettings, RENDER_OT_kq_submit, RENDER_OT_kq_open_monitor, RENDER_OT_kq_refresh, RENDER_OT_kq_start, RENDER_PT_kq)
