@@ -2,6 +2,7 @@
  * kq's lifecycle under stress: a start that fails, a full disk, a huge job. Real kq, agents and kqctl;
  * a real tmpfs for the full disk; the job table read straight from kq.db while kq is down.
  */
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -114,5 +115,101 @@ describe('a huge job', () => {
     expect(kq.log()).not.toMatch(/agent lost/);
     expect(await kq.stop()).toBe(0);
     expect(taskRows(kq.dataRoot, id)).toEqual({ n: 1_000_000, seqs: 1_000_000, last: 999_999, frames: 1_000_000 });
+  });
+});
+
+describe('effects after a commit', () => {
+  it('a job log that cannot be written does not turn a committed submit into an error, nor keep its job from running', async () => {
+    const kq = await start();
+    const first = await kq.submit('--', 'true');
+    await kq.waitJob(first);
+    // The next job's log path is taken by a directory: every write to that log fails (EISDIR).
+    fs.mkdirSync(path.join(kq.dataRoot, 'logs', `job-${first + 1}.log`));
+    const r = await kq.ctl('submit', '--frames', '1-3', '--', 'true');
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(Number(r.stdout.trim())).toBe(first + 1);
+    const job = await kq.waitJob(first + 1);
+    expect(job.state).toBe('Completed');
+    expect((await kq.json('list')).length).toBe(2); // the job is there once
+  });
+});
+
+describe('a full disk', () => {
+  const mount = tempDir('kq-tmpfs-');
+  let mounted = false;
+  afterAll(async () => {
+    await cleanupAll(kqs);
+    if (mounted) execFileSync('umount', ['-l', mount]);
+    fs.rmSync(mount, { recursive: true, force: true });
+  });
+
+  const free = () => {
+    const s = fs.statfsSync(mount);
+    return s.bavail * s.bsize;
+  };
+  /** Grow the filler until only `leave` bytes are free (0: until the disk refuses more). */
+  function fill(leave: number): void {
+    const fd = fs.openSync(path.join(mount, 'filler'), 'a');
+    const block = Buffer.alloc(64 * 1024);
+    try {
+      for (let want = free() - leave; want > 0; want -= block.length) fs.writeSync(fd, block, 0, Math.min(block.length, want));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  const unfill = () => fs.rmSync(path.join(mount, 'filler'), { force: true });
+  /** SIGTERM and the exit code, or 'hung' if kq is still there after a generous while. */
+  const stopWithin = (kq: Kq, ms: number) => Promise.race([kq.stop(), new Promise<string>((r) => setTimeout(() => r('hung'), ms))]);
+
+  it('kq keeps answering, fails the chatty task with a clear reason, says the disk is full, resumes when there is room, and stops on SIGTERM', { timeout: 300_000 }, async () => {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', mount]);
+    mounted = true;
+    const kq = await start({ dataRoot: path.join(mount, 'data') });
+    const RESERVE = 4 * 1024 * 1024; // what kq keeps free for its table and log (src/kq/disk.ts)
+    fill(RESERVE + 2 * 1024 * 1024);
+
+    // A job that writes without end: kq stops it short of its reserve and fails it, without retry.
+    const chatty = await kq.submit('--name', 'chatty', '--', 'sh', '-c', 'while :; do echo "chatter chatter chatter chatter chatter chatter"; done');
+    const failed = await kq.waitJob(chatty, 120_000);
+    expect(failed.state).toBe('Failed');
+    console.log(`chatty task: ${failed.taskList[0].reason}`);
+    expect(failed.taskList[0].reason).toMatch(/disk full/);
+    expect(failed.taskList[0].attempts).toBe(1);
+    const agents = await kq.ctl('agents');
+    expect(agents.exitCode, agents.stderr).toBe(0);
+    console.log(agents.stderr.trim());
+    expect(agents.stderr).toMatch(/disk is full/);
+    const info = await (await fetch(`http://127.0.0.1:${kq.info.httpPort}/api/info`)).json() as { disk: { full: boolean; reason: string } };
+    expect(info.disk.full).toBe(true);
+
+    // Truly full: kq's own log and its table cannot grow. It still answers, clearly.
+    fill(0);
+    const list = await kq.ctl('list');
+    expect(list.exitCode, list.stderr).toBe(0);
+    const during = await kq.ctl('submit', '--frames', '1-2', '--', 'true');
+    if (during.exitCode !== 0) expect(during.stderr).toMatch(/disk is full/);
+
+    // Room again: kq resumes by itself; new work runs.
+    unfill();
+    await waitFor('kq to resume', async () => !(await kq.ctl('agents')).stderr.includes('disk is full'), 30_000, 250);
+    const after = await kq.submit('--frames', '1-3', '--', 'sh', '-c', 'echo frame {frame}');
+    expect((await kq.waitJob(after)).state).toBe('Completed');
+    if (during.exitCode === 0) expect((await kq.waitJob(Number(during.stdout.trim()))).state).toBe('Completed');
+
+    // Full again, SIGTERM: kq exits cleanly instead of hanging on its log.
+    fill(0);
+    expect(await stopWithin(kq, 30_000)).toBe(0);
+    unfill();
+
+    // The table is intact: the next kq has every job, and does not run the chatty one again.
+    await kq.start();
+    const jobs = await kq.json('list') as Array<{ id: number; state: string }>;
+    expect(jobs.find((j) => j.id === chatty)?.state).toBe('Failed');
+    expect(jobs.find((j) => j.id === after)?.state).toBe('Completed');
+    const last = await kq.submit('--', 'true');
+    expect((await kq.waitJob(last)).state).toBe('Completed');
+    expect((await kq.json('show', String(chatty))).taskList[0].attempts).toBe(1);
   });
 });

@@ -29,6 +29,8 @@ import { Publisher } from './publisher.js';
 import { Scheduler } from './scheduler.js';
 import { UpdateHandler } from './updates.js';
 import { RequestHandler, type LocalRequest } from './requests.js';
+import { DiskSpace } from './disk.js';
+import { LogFile } from './log-file.js';
 
 export type Lifecycle = 'starting' | 'running' | 'stopping' | 'stopped';
 
@@ -42,6 +44,8 @@ export class Daemon {
   readonly epoch = crypto.randomUUID();
   private readonly files;
   private log!: Logger;
+  private logFile: LogFile | null = null;
+  private disk!: DiskSpace;
   private store!: Store;
   private logs!: JobLogs;
   private sockets!: DaemonSockets;
@@ -70,10 +74,12 @@ export class Daemon {
     ensureWritableDir(this.files.logs);
     this.lock = acquireLock(this.files.lock);
     try {
-      this.log = pino({ base: { pid: process.pid }, level: this.o.logLevel },
-        pino.destination({ dest: this.files.daemonLog, sync: false }));
+      this.disk = new DiskSpace(this.o.dataRoot);
+      this.logFile = new LogFile(this.files.daemonLog, (err) => this.disk.failed(err, 'kq.log'));
+      this.log = pino({ base: { pid: process.pid }, level: this.o.logLevel }, this.logFile);
+      this.disk.log = this.log.child({ component: 'disk' });
       this.store = new Store(this.files.db, { blocklistAfter: this.o.blocklistAfter }, this.files.jobLog);
-      this.logs = new JobLogs(this.files.jobLog, { maxTaskBytes: this.o.maxTaskLogBytes, maxOpen: 64 });
+      this.logs = new JobLogs(this.files.jobLog, { maxTaskBytes: this.o.maxTaskLogBytes, maxOpen: 64, space: this.disk });
       this.wire();
       this.sockets = await bindSockets({ ...this.o, curveSecretKey: await this.startCurve() });
       this.publisher.pubQueue = this.sockets.pubQueue;
@@ -122,6 +128,7 @@ export class Daemon {
     this.state = 'stopping';
     this.stopped = Promise.resolve();
     const steps: Array<[string, () => unknown]> = [
+      ['stop disk poller', () => this.disk?.stop()],
       ['close web monitor', () => this.monitor?.close()],
       ['close sockets', () => this.sockets?.close()],
       ['stop ZAP handler', () => this.zap?.close()],
@@ -131,6 +138,7 @@ export class Daemon {
     ];
     await this.runSteps(steps);
     this.log?.error('kq could not start; nothing of the previous run was touched');
+    this.logFile?.close();
     this.state = 'stopped';
   }
 
@@ -146,13 +154,20 @@ export class Daemon {
     this.scheduler = new Scheduler({
       store, logs, progress, log, epoch, publisher: this.publisher,
       agentTimeoutMs: this.o.agentTimeoutMs, blocklistAfter: this.o.blocklistAfter,
-      isRunning: () => this.state === 'running',
+      // While the disk is full nothing new starts (and silence is not held against agents).
+      isRunning: () => this.state === 'running' && !this.disk.isFull,
       killLocalAgent: (pid) => this.agents?.kill(pid),
     });
     this.updates = new UpdateHandler({ store, logs, progress, log, epoch, heartbeatMs: this.o.heartbeatMs, publisher: this.publisher, scheduler: this.scheduler });
     this.requests = new RequestHandler({
       store, logs, log, epoch, publisher: this.publisher, scheduler: this.scheduler, heartbeatMs: this.o.heartbeatMs,
       security: () => ({ curve: this.curve !== null, insecure: this.insecure }),
+      disk: () => this.disk.status(),
+    });
+    // Room again: what could not be recorded meanwhile (heartbeats) is not held against agents; work resumes.
+    this.disk.on('ok', ({ fullForMs }) => {
+      this.scheduler.deafTime.add(Date.now() - fullForMs, Date.now());
+      this.scheduler.dispatch();
     });
   }
 
@@ -167,6 +182,7 @@ export class Daemon {
     const steps: Array<[string, () => unknown]> = [
       ['stop timer', () => this.lostTimer && clearInterval(this.lostTimer)],
       ['stop queueing tasks', () => this.scheduler.queuer.stop()],
+      ['stop disk poller', () => this.disk.stop()],
       ['close web monitor', () => this.monitor?.close()],
       ['tell agents', () => this.publisher.publish(Topics.allAgents, { v: PROTOCOL_VERSION, type: 'kq-stopping' })],
       ['kill renders of local agents', () => this.killLocalRenders()],
@@ -181,7 +197,7 @@ export class Daemon {
     ];
     await this.runSteps(steps);
     this.log?.info('kq stopped');
-    this.log?.flush();
+    this.logFile?.close();
     this.state = 'stopped';
   }
 
@@ -197,7 +213,11 @@ export class Daemon {
       const now = Date.now();
       if (now - last > everyMs + LATE_TIMER_MS) this.scheduler.deafTime.add(last + everyMs, now);
       last = now;
-      this.scheduler.checkSilentAgents();
+      try {
+        this.scheduler.checkSilentAgents();
+      } catch (err) {
+        if (!this.disk.failed(err, 'job table (kq.db)')) this.log.error({ err: (err as Error).stack }, 'silent-agent check failed');
+      }
     }, everyMs);
   }
 
@@ -282,7 +302,7 @@ export class Daemon {
         try {
           await this.onRequest(routingId, frames);
         } catch (err) {
-          this.log.error({ err: (err as Error).stack }, 'request handler failed');
+          if (!this.disk.failed(err, 'job table (kq.db)')) this.log.error({ err: (err as Error).stack }, 'request handler failed');
         }
       }
     } catch (err) {
@@ -304,8 +324,13 @@ export class Daemon {
       await this.reply(routingId, req.rid, { ok: true, data });
     } catch (err) {
       const code: ErrorCode = err instanceof RequestError ? err.code : 'internal';
-      if (code === 'internal') this.log.error({ err: (err as Error).stack, type: req.type }, 'request failed');
-      await this.reply(routingId, req.rid, { ok: false, code, error: (err as Error).message });
+      let error = (err as Error).message;
+      if (this.disk.failed(err, 'job table (kq.db)')) {
+        error = `kq's disk is full: nothing was changed (${error}); free space on ${this.o.dataRoot}, then try again`;
+      } else if (code === 'internal') {
+        this.log.error({ err: (err as Error).stack, type: req.type }, 'request failed');
+      }
+      await this.reply(routingId, req.rid, { ok: false, code, error });
     }
     this.requests.afterReply(req);
   }
@@ -326,7 +351,7 @@ export class Daemon {
         try {
           this.updates.handle(decoded.value);
         } catch (err) {
-          this.log.error({ err: (err as Error).stack }, 'update handler failed');
+          if (!this.disk.failed(err, 'job table (kq.db)')) this.log.error({ err: (err as Error).stack }, 'update handler failed');
         }
       }
     } catch (err) {

@@ -3,12 +3,15 @@
  * Appends go straight to the file with write(2): lines kq has received survive a kill -9 of kq.
  */
 import fs from 'node:fs';
+import { DiskFullError } from './disk.js';
 
 export interface JobLogOptions {
   /** Bytes a single task may write to the job log before its output is cut (a marker is written). */
   maxTaskBytes: number;
   /** Open file handles kept; older ones are closed. */
   maxOpen: number;
+  /** The data root's free space: appends stop short of kq's reserve, and report the disk full. */
+  space?: { hasRoom(bytes: number): boolean; failed(err: unknown, what: string): boolean };
 }
 
 interface OpenLog { fd: number; size: number }
@@ -20,14 +23,33 @@ export class JobLogs {
 
   constructor(private readonly pathOf: (jobId: number) => string, private readonly options: JobLogOptions) {}
 
-  /** Append text; returns the offset it was written at (for `log -f` de-duplication). */
+  /**
+   * Append text; returns the offset it was written at (for `log -f` de-duplication). Throws when it
+   * cannot (DiskFullError or the write's error); what a failed write got out is kept in the size.
+   */
   append(jobId: number, text: string): number {
-    const log = this.handle(jobId);
-    const offset = log.size;
     const bytes = Buffer.from(text);
-    fs.writeSync(log.fd, bytes);
-    log.size += bytes.length;
-    return offset;
+    const space = this.options.space;
+    if (space && !space.hasRoom(bytes.length)) throw new DiskFullError(`no room for ${this.pathOf(jobId)}: the data root is (nearly) full`);
+    try {
+      const log = this.handle(jobId);
+      const offset = log.size;
+      try {
+        for (let off = 0; off < bytes.length;) {
+          const n = fs.writeSync(log.fd, bytes, off);
+          off += n;
+          log.size += n;
+        }
+      } catch (err) {
+        // A partial line may be in the file: the next append starts at the real end.
+        log.size = fs.fstatSync(log.fd).size;
+        throw err;
+      }
+      return offset;
+    } catch (err) {
+      space?.failed(err, `job log ${this.pathOf(jobId)}`);
+      throw err;
+    }
   }
 
   /**

@@ -1,6 +1,8 @@
 /**
  * Everything kq tells the world: broadcasts on the PUB socket (and in-process, for the web monitor),
- * job-state announcements and job log lines. Nothing here changes the store.
+ * job-state announcements and job log lines. Nothing here changes the store, and nothing here throws:
+ * these are the effects of a transition already committed, which a failed log write or a broken
+ * listener must not turn into an error reply (a retry would duplicate the job) or cut short (dispatch).
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
@@ -9,6 +11,7 @@ import { printableLines } from '../common/printable.js';
 import type { SendQueue } from '../common/send-queue.js';
 import type { JobLogs } from './job-logs.js';
 import type { Store } from './store.js';
+import { isDiskFull } from './disk.js';
 
 export interface PublisherDeps {
   store: Store;
@@ -25,7 +28,11 @@ export class Publisher {
   constructor(private readonly d: PublisherDeps) {}
 
   publish(topic: string, msg: Broadcast): void {
-    this.broadcasts.emit('message', topic, msg);
+    try {
+      this.broadcasts.emit('message', topic, msg);
+    } catch (err) {
+      this.d.log.error({ err: (err as Error).stack, topic }, 'in-process broadcast listener failed');
+    }
     this.pubQueue?.send([topic, encode(msg)]).catch((err: Error) => this.d.log.warn({ err: err.message }, 'broadcast failed'));
   }
 
@@ -38,12 +45,21 @@ export class Publisher {
   }
 
   /**
-   * One of kq's own lines (`[kq] …`) into a job's log, and out to its followers. What it quotes (names,
-   * hosts, agent ids, reasons) came from others: control characters are escaped, line breaks kept.
+   * One of kq's own lines (`[kq] …`) into a job's log, and out to its followers; dropped if it cannot be
+   * written. What it quotes (names, hosts, agent ids, reasons) came from others: control characters are
+   * escaped, line breaks kept.
    */
   appendLog(jobId: number, text: string): void {
     const safe = printableLines(text);
-    this.publishLog(jobId, this.d.logs.append(jobId, safe), safe);
+    let offset: number;
+    try {
+      offset = this.d.logs.append(jobId, safe);
+    } catch (err) {
+      // A full disk is reported once, by DiskSpace; anything else is worth a line each time.
+      if (!isDiskFull(err)) this.d.log.error({ job: jobId, err: (err as Error).message }, 'job log line not written');
+      return;
+    }
+    this.publishLog(jobId, offset, safe);
   }
 
   publishLog(jobId: number, offset: number, text: string): void {

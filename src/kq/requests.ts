@@ -13,6 +13,7 @@ import type { Store } from './store.js';
 import { prepareJob, RequestError } from './submit.js';
 import { printable } from '../common/printable.js';
 import { checkDeliverable } from './limits.js';
+import type { DiskStatus } from './disk.js';
 
 /** A request as in-process callers write it: no protocol version or request id. */
 export type LocalRequest = RequestInput extends infer R ? (R extends unknown ? Omit<R, 'v' | 'rid'> : never) : never;
@@ -27,6 +28,8 @@ export interface RequestDeps {
   heartbeatMs: number;
   /** What `ping` reports about kq's links. */
   security(): { curve: boolean; insecure: boolean };
+  /** What `ping` reports about the data root's disk (full: no new work until there is room). */
+  disk?(): DiskStatus;
 }
 
 /** Requests after which waiting work may find an agent. */
@@ -69,7 +72,7 @@ export class RequestHandler {
     const { store, scheduler, publisher } = this.d;
     switch (req.type) {
       case 'ping':
-        return { epoch: this.d.epoch, pid: process.pid, version: PROTOCOL_VERSION, ...this.d.security() };
+        return { epoch: this.d.epoch, pid: process.pid, version: PROTOCOL_VERSION, ...this.d.security(), ...(this.d.disk ? { disk: this.d.disk() } : {}) };
       case 'register': {
         if (routingId !== req.agentId) throw new RequestError('bad-request', 'agent routing id must equal its agent id');
         if (req.lastOutcome) scheduler.applyOutcome(req.agentId, req.lastOutcome);

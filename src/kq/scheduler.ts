@@ -92,6 +92,16 @@ export class Scheduler {
     this.afterChange([result.jobId]);
   }
 
+  /** This attempt cannot go on (e.g. its output cannot be kept): it fails now, without retry, and its render is stopped. */
+  failTask(ref: TaskRef, reason: string): void {
+    this.stopRenders([ref], reason);
+    const jobId = this.d.store.failTaskNow(ref, reason);
+    if (jobId === null) return;
+    this.d.log.warn({ job: jobId, task: ref.taskId, attempt: ref.attempt, reason }, 'task failed by kq');
+    this.d.publisher.appendLog(jobId, `[kq] task ${ref.taskId} attempt ${ref.attempt} failed: ${reason}\n`);
+    this.afterChange([jobId]);
+  }
+
   /** Kill the renders of these task attempts (the agents get `stop-task` on their topic). */
   stopRenders(refs: TaskRef[], reason: string): void {
     for (const r of refs) {

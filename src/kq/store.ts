@@ -356,6 +356,19 @@ export class Store {
   });
 
   /**
+   * End this attempt as failed now, with no retry, while its render is still being stopped (kq cannot
+   * keep its output: the disk is full). The agent stays busy until it reports the render ended.
+   * Returns the task's job, or null if the attempt is no longer current.
+   */
+  readonly failTaskNow = (ref: TaskRef, reason: string): number | null => this.tx(() => {
+    const task = this.stmt.runningOf.get(ref) as TaskRow | undefined;
+    if (!task) return null;
+    this.stmt.endTask.run({ id: task.id, state: 'failed', exitCode: null, reason, at: now(), failed: 1 });
+    this.countMove(task.job_id, 'running', 'failed', 0);
+    return task.job_id;
+  });
+
+  /**
    * When every host that is up is blocklisted for a job, its waiting tasks could only wait forever:
    * fail them instead, so the job ends and `wait` returns. Returns how many were failed.
    */

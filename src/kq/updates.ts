@@ -6,6 +6,7 @@ import type { ProgressTracker } from './progress.js';
 import type { Publisher } from './publisher.js';
 import type { Scheduler } from './scheduler.js';
 import type { Store, TaskRef } from './store.js';
+import { isDiskFull } from './disk.js';
 
 export interface UpdateDeps {
   /** How often agents heartbeat: an assignment is given two of them (and a second) to be acknowledged. */
@@ -67,7 +68,14 @@ export class UpdateHandler {
         const task = store.currentTask(ref);
         if (!task) return;
         const key = `${u.taskId}.${u.attempt}`;
-        const written = this.d.logs.appendTaskOutput(task.job_id, key, u.lines);
+        let written: { offset: number; text: string } | null;
+        try {
+          written = this.d.logs.appendTaskOutput(task.job_id, key, u.lines);
+        } catch (err) {
+          // A task whose output kq cannot keep is stopped before it fills the disk further.
+          if (isDiskFull(err)) return scheduler.failTask(ref, `disk full: kq could not write this task's output to the job log (${(err as Error).message}); free space on the data root, then kqctl restart --failed-only ${task.job_id}`);
+          throw err;
+        }
         if (written) publisher.publishLog(task.job_id, written.offset, written.text);
         const percent = this.d.progress.feed(key, u.lines, () => ({ argv: JSON.parse(store.jobRow(task.job_id)!.argv) as string[], frames: JSON.parse(task.frames) as number[] }));
         if (percent !== null && store.setTaskProgress(ref, percent)) publisher.announceJob(task.job_id);

@@ -2,7 +2,7 @@
  * The monitor's JSON API. Every route answers with what kqctl's `--json` prints for the same command
  * (the daemon's request replies): the routes only translate HTTP into a daemon request and back.
  *
- *   GET  /api/info                        kq.json's contents, plus the monitor's own address
+ *   GET  /api/info                        kq.json's contents, plus the monitor's own address and the disk state
  *   GET  /api/jobs[?state=Running&state=…] list              → JobSummary[]
  *   POST /api/jobs            {job fields} submit            → 201 JobSummary
  *   GET  /api/jobs/:id                    show              → JobDetail
@@ -57,7 +57,8 @@ type IdParams = { Params: { id: number } };
 export function registerRoutes(app: FastifyInstance, c: RouteContext): void {
   const { backend } = c;
 
-  app.get('/api/info', async () => ({ ...c.info(), monitor: c.monitor() }));
+  // disk: {full, since, reason, dataRoot} as `ping` reports it (full: kq hands out no new work until there is room).
+  app.get('/api/info', async () => ({ ...c.info(), monitor: c.monitor(), disk: (backend.request({ type: 'ping' }) as { disk?: unknown }).disk ?? null }));
 
   app.get<{ Querystring: { state?: JobState[] } }>('/api/jobs', {
     schema: { querystring: { type: 'object', properties: { state: { type: 'array', items: { type: 'string', enum: JobStateSchema.options } }, token: { type: 'string' } } } },

@@ -11,8 +11,11 @@ export function register(program: Command, connection: (c: Command) => Command):
     .option('--json', 'print as JSON', false))
     .action(withClient(async (client, flags: ConnectionFlags & { json: boolean; all: boolean }) => {
       const agents = (await client.request<AgentInfo[]>('agents', {})).filter((a) => flags.all || a.state !== 'offline');
-      const kq = await client.request<{ insecure: boolean }>('ping', {});
+      const kq = await client.request<{ insecure: boolean; disk?: { full: boolean; since: string | null; reason: string | null; dataRoot: string } }>('ping', {});
       if (kq.insecure) process.stderr.write('kqctl: WARNING: kq listens beyond loopback WITHOUT CURVE (--insecure): anyone who reaches its ports can run commands on every agent\n');
+      if (kq.disk?.full) {
+        process.stderr.write(`kqctl: WARNING: kq's disk is full since ${kq.disk.since} (${kq.disk.reason}): no new work is handed out and tasks whose output cannot be kept fail; free space on ${kq.disk.dataRoot} and kq resumes by itself\n`);
+      }
       if (flags.json) printJson(agents);
       else process.stdout.write(agentsTable(agents));
       return EXIT.ok;
