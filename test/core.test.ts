@@ -79,7 +79,7 @@ describe('failures and control', () => {
     const kq = await start({ numAgents: 1 });
     const agentsBefore = (await kq.agents()).map((a) => a.pid);
     const dir = tempDir();
-    const submit = await kq.ctl('submit', '--wait', '--retries', '2', '--cwd', dir, '--', 'sh', '-c', 'test -f ok || { echo no marker >&2; exit 3; }');
+    const submit = await kq.ctl('submit', '--wait', '--retries', '1', '--cwd', dir, '--', 'sh', '-c', 'test -f ok || { echo no marker >&2; exit 3; }');
     expect(submit.exitCode).toBe(1);
     const id = Number(submit.stdout.trim());
     const failed = await kq.json('show', String(id));

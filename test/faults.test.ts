@@ -170,7 +170,7 @@ describe('more reliability', () => {
   it('a task over its --timeout is killed (whole group) and fails with a clear reason', async () => {
     const kq = await start({ numAgents: 1 });
     const dir = tempDir();
-    const id = await kq.submit('--timeout', '1s', '--retries', '1', '--cwd', dir, '--', 'sh', '-c', 'sleep 30 & echo $$ $! > pids; sleep 30');
+    const id = await kq.submit('--timeout', '1s', '--retries', '0', '--cwd', dir, '--', 'sh', '-c', 'sleep 30 & echo $$ $! > pids; sleep 30');
     const job = await kq.waitJob(id, 30_000);
     expect(job.state).toBe('Failed');
     expect(job.taskList[0].reason).toBe('timed out after 1s');

@@ -94,7 +94,7 @@ describe('monitor page', () => {
     await kq.ctl('stop', String(sleeper));
 
     // Restart failed: a failed job's task runs again; its error output is highlighted.
-    const broken = await kq.submit('--name', 'broken', '--retries', '1', '--', 'sh', '-c', 'echo "Parse Error: No matching } in sphere" >&2; exit 3');
+    const broken = await kq.submit('--name', 'broken', '--retries', '0', '--', 'sh', '-c', 'echo "Parse Error: No matching } in sphere" >&2; exit 3');
     await expect.poll(() => stateOf(page, broken), { timeout: 30_000 }).toBe('Failed');
     await row(page, broken).click();
     const errLine = page.locator('#detail .log-body .line.err', { hasText: 'Parse Error: No matching } in sphere' });

@@ -71,7 +71,7 @@ describe('no render outlives its task', () => {
   it('timeout: the task fails as timed out and its TERM-ignoring child is gone too', async () => {
     const kq = await start({ numAgents: 1 });
     const dir = tempDir();
-    const id = await kq.submit('--timeout', '1s', '--retries', '1', ...stubbornRender(dir, true));
+    const id = await kq.submit('--timeout', '1s', '--retries', '0', ...stubbornRender(dir, true));
     const [leader, child] = await pidsWrittenTo(path.join(dir, 'pids'), 2);
     const job = await kq.waitJob(id);
     expect(job.state).toBe('Failed');
@@ -94,7 +94,7 @@ describe('no render outlives its task', () => {
 
   it('a render killed by SIGTERM is reported as killed by SIGTERM', async () => {
     const kq = await start({ numAgents: 1 });
-    const id = await kq.submit('--retries', '1', '--', 'sh', '-c', 'kill -TERM $$');
+    const id = await kq.submit('--retries', '0', '--', 'sh', '-c', 'kill -TERM $$');
     const job = await kq.waitJob(id);
     expect(job.state).toBe('Failed');
     expect((await kq.ctl('log', String(id))).stdout).toMatch(/attempt 1 failed: killed by SIGTERM/);
@@ -118,7 +118,7 @@ describe('an agent stopped politely hands its task back', () => {
     const kq = await start({ numAgents: 1 });
     const dir = tempDir();
     // Attempt 1 writes its pid and blocks; any later attempt finishes at once.
-    const id = await kq.submit('--retries', '1', '--cwd', dir, '--', 'sh', '-c',
+    const id = await kq.submit('--retries', '0', '--cwd', dir, '--', 'sh', '-c',
       'if [ "$KQ_ATTEMPT" = 1 ]; then sleep 60 & echo $$ >> pids; echo $! >> pids; wait; fi; echo rendered');
     const [render, child] = await pidsWrittenTo(path.join(dir, 'pids'), 2);
     const [agent] = await kq.agents();
@@ -140,7 +140,7 @@ describe('an agent stopped politely hands its task back', () => {
     const a = startAgent(['--host-name', 'first', ...kq.agentArgs()]);
     await waitFor('agent first', async () => (await kq.agents()).length === 1);
     const dir = tempDir();
-    const id = await kq.submit('--retries', '1', '--cwd', dir, '--', 'sh', '-c',
+    const id = await kq.submit('--retries', '0', '--cwd', dir, '--', 'sh', '-c',
       'if [ "$KQ_AGENT_HOST" = first ]; then echo $$ >> pids; sleep 60; fi; echo rendered');
     const [render] = await pidsWrittenTo(path.join(dir, 'pids'), 1);
     process.kill(a.pid!, 'SIGTERM');
@@ -193,15 +193,15 @@ describe('jobs that can never be spawned', () => {
     await waitFor('agent', async () => (await kq.agents()).length === 1);
     const file = path.join(tempDir(), 'a-file');
     fs.writeFileSync(file, '');
-    const notDir = await kq.submit('--retries', '2', '--cwd', file, '--', 'true');
+    const notDir = await kq.submit('--retries', '1', '--cwd', file, '--', 'true');
     const jobEnv = Array.from({ length: 10 }, (_, i) => ['--env', `JOB_BIG${i}=${'z'.repeat(60_000)}`]).flat();
-    const tooBig = await kq.submit('--retries', '2', ...jobEnv, '--', 'true');
+    const tooBig = await kq.submit('--retries', '1', ...jobEnv, '--', 'true');
     for (const [id, reason] of [[notDir, /working directory ".*a-file" is not a directory on this host/], [tooBig, /cannot start "true": E2BIG/]] as const) {
       const job = await kq.waitJob(id);
       expect(job.state).toBe('Failed');
       expect(job.taskList[0].attempts).toBe(2);
       expect(job.taskList[0].reason).toMatch(reason);
-      expect((await kq.ctl('log', String(id))).stdout).toMatch(new RegExp(`attempt 2 failed: .*${reason.source}.*\\(no attempts left\\)`));
+      expect((await kq.ctl('log', String(id))).stdout).toMatch(new RegExp(`attempt 2 failed: .*${reason.source}.*\\(no retry: failed 2 times, --retries 1\\)`));
     }
     // The same agent process ran all of it and still takes work.
     expect((await kq.agents()).map((a) => a.pid)).toEqual([agent.pid]);

@@ -105,7 +105,7 @@ print(json.dumps(c.show(job["id"])))`, { KQ_DATA_ROOT: kq.dataRoot });
     expect(r.stderr).toBe('');
     const job = r.out;
     expect(job).toMatchObject({ name: 'py job', state: 'Completed', priority: 7, framesDone: 4, framesTotal: 4, chunk: 2, cwd,
-      frameSpec: '1-4', output: 'out_{frame}.txt', maxAttempts: 2, timeoutMs: 300_000, env: { GREETING: 'hello' } });
+      frameSpec: '1-4', output: 'out_{frame}.txt', maxAttempts: 3, timeoutMs: 300_000, env: { GREETING: 'hello' } });
     expect(job.taskList).toHaveLength(2);
     expect(fs.readFileSync(path.join(cwd, 'out_1.txt'), 'utf8')).toBe('hello 1-2\n');
     expect(fs.readFileSync(path.join(cwd, 'out_3.txt'), 'utf8')).toBe('hello 3-4\n');
@@ -182,11 +182,11 @@ print(json.dumps(out))`, { KQ_DATA_ROOT: kq.dataRoot });
     const kq = await sharedKq();
     const r = await py(`
 try:
-    kq_client.KqClient().submit(["false"], retries=1, wait=True, poll=0.2)
+    kq_client.KqClient().submit(["false"], retries=0, wait=True, poll=0.2)
 except kq_client.KqJobFailed as e:
     print(json.dumps([e.exit_code, str(e), e.job["state"]]))`, { KQ_DATA_ROOT: kq.dataRoot });
     expect(r.out).toEqual([1, expect.stringMatching(/^job \d+ failed: see kqctl log \d+$/), 'Failed']);
-    const ctl = await kq.ctl('submit', '--retries', '1', '--wait', '--', 'false');
+    const ctl = await kq.ctl('submit', '--retries', '0', '--wait', '--', 'false');
     expect(ctl.exitCode).toBe(1);
   });
 

@@ -136,7 +136,7 @@ class KqClient(object):
 
     # ---------- jobs ----------
 
-    def submit(self, argv, name=None, frames=None, chunk=1, priority=0, cwd=None, env=None, retries=3,
+    def submit(self, argv, name=None, frames=None, chunk=1, priority=0, cwd=None, env=None, retries=2,
                timeout=None, shell=False, output=None, wait=False, poll=1.0):
         """Queue a job, as `kqctl submit [options] -- ARGV...`; returns the job's summary (a dict with "id").
 
@@ -162,7 +162,7 @@ class KqClient(object):
         job = {
             "argv": argv, "chunk": int(chunk), "priority": int(priority),
             "cwd": os.path.abspath(cwd) if cwd else os.getcwd(), "env": env_map,
-            "maxAttempts": int(retries), "shell": bool(shell),
+            "maxAttempts": int(retries) + 1, "shell": bool(shell),
         }
         if name:
             job["name"] = str(name)

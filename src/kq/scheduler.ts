@@ -85,7 +85,7 @@ export class Scheduler {
     if (result.outcome === 'ignored') return this.dispatch();
     const log = (text: string) => this.d.publisher.appendLog(result.jobId, text);
     const how = o.reason ?? (o.signal ? `killed by ${o.signal}` : `exit code ${o.exitCode}`);
-    const next = result.outcome === 'retry' ? ' (will retry)' : result.outcome === 'failed' ? ' (no attempts left)' : '';
+    const next = result.outcome === 'retry' ? ' (will retry)' : result.outcome === 'failed' ? ` (${noRetry(result.fails ?? 1, result.retries ?? 0)})` : '';
     log(`[kq] task ${o.taskId} attempt ${o.attempt} ${result.outcome === 'completed' ? 'completed' : `failed: ${how}${next}`} after ${(o.durationMs / 1000).toFixed(2)}s\n`);
     if (result.blocklisted) log(`[kq] host ${result.blocklisted} blocklisted for this job after ${this.d.blocklistAfter} failures\n`);
     if (result.failedEverywhere > 0) log(`[kq] ${result.failedEverywhere} waiting task(s) failed: every available host is blocklisted for this job (kqctl restart clears the blocklist)\n`);
@@ -155,4 +155,9 @@ export class Scheduler {
       this.afterChange(requeuedJobs);
     }
   }
+}
+
+/** Why a failed task is not tried again, in the user's own terms (`--retries`). */
+function noRetry(fails: number, retries: number): string {
+  return retries === 0 ? 'no retry: --retries 0' : `no retry: failed ${fails} times, --retries ${retries}`;
 }

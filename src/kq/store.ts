@@ -32,6 +32,9 @@ export interface FinishResult {
   blocklisted: string | null;
   /** Waiting tasks failed because every available host is now blocklisted for the job. */
   failedEverywhere: number;
+  /** Failed runs of the task so far, and the retries its job allows (for the log line). */
+  fails?: number;
+  retries?: number;
 }
 
 export interface StoreOptions {
@@ -340,7 +343,9 @@ export class Store {
     }
     const job = this.jobRow(task.job_id)!;
     let blocklisted: string | null = null;
-    if (task.host) {
+    // Strike the host only while another host could take the work: on a one-host farm (or when the failure
+    // is the job's own fault) a blocklist would only leave the job with nowhere to run.
+    if (task.host && this.otherHostCouldRun(task.job_id, task.host)) {
       const { count } = this.stmt.bumpFailure.get(task.job_id, task.host) as { count: number };
       if (count >= this.options.blocklistAfter) {
         this.stmt.blocklist.run(task.job_id, task.host);
@@ -352,8 +357,14 @@ export class Store {
     this.stmt.endTask.run({ id: task.id, state: retry ? 'waiting' : 'failed', exitCode, reason: why, at, failed: 1 });
     this.countMove(task.job_id, 'running', retry ? 'waiting' : 'failed', 0);
     const failedEverywhere = blocklisted ? this.failIfNoHostLeft(task.job_id) : 0;
-    return { jobId: task.job_id, outcome: retry ? 'retry' : 'failed', blocklisted, failedEverywhere };
+    return { jobId: task.job_id, outcome: retry ? 'retry' : 'failed', blocklisted, failedEverywhere, fails: task.fails + 1, retries: job.max_attempts - 1 };
   });
+
+  /** Is a live agent on another host, not blocklisted for this job, there to take its work? */
+  private otherHostCouldRun(jobId: number, host: string): boolean {
+    return this.cached(`SELECT 1 FROM agents a WHERE a.state IN ('idle', 'busy') AND a.host != ?
+      AND NOT EXISTS (SELECT 1 FROM blocklist b WHERE b.job_id = ? AND b.host = a.host) LIMIT 1`).get(host, jobId) !== undefined;
+  }
 
   /**
    * End this attempt as failed now, with no retry, while its render is still being stopped (kq cannot

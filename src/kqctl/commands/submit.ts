@@ -25,7 +25,7 @@ export function register(program: Command, connection: (c: Command) => Command):
     .option('--priority <n>', 'higher runs first (-1000..1000)', intArg(-1000, 1000), 0)
     .option('--cwd <dir>', 'working directory of the render (default: the current directory)')
     .option('--env <K=V>', 'environment variable for the render (repeatable)', envPair, [] as string[])
-    .option('--retries <n>', 'attempts per task before it fails', intArg(1, 100), 3)
+    .option('--retries <n>', 'times a failed task is tried again before it fails (0: never)', intArg(0, 99), 2)
     .option('--timeout <duration>', 'kill a task running longer than this (e.g. 30m)', durationArg)
     .option('--shell', 'run the command through /bin/sh -c (off: argv is run as is)', false)
     .option('--output <pattern>', "the frames the render writes, relative to --cwd, e.g. 'frames/shot_{frame:04}.png' (the web monitor shows them)")
@@ -41,7 +41,7 @@ export function register(program: Command, connection: (c: Command) => Command):
       if (command.length === 0 || command[0]!.trim() === '') throw new CliError(EXIT.usage, 'empty command: give the program to run after --');
       const job: JobSubmit = {
         name: flags.name, argv: command, frames: flags.frames, chunk: flags.chunk, priority: flags.priority,
-        cwd: flags.cwd ? (await import('node:path')).resolve(flags.cwd) : process.cwd(), env, maxAttempts: flags.retries,
+        cwd: flags.cwd ? (await import('node:path')).resolve(flags.cwd) : process.cwd(), env, maxAttempts: flags.retries + 1,
         timeoutMs: flags.timeout, shell: flags.shell, output: flags.output,
       };
       const submitted = await client.request<JobSummary>('submit', { job });
