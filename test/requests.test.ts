@@ -34,7 +34,7 @@ beforeEach(() => {
   const progress = new ProgressTracker();
   const scheduler = new Scheduler({
     store, logs, progress, log, epoch: 'e1', publisher, agentTimeoutMs: 10_000, blocklistAfter: 3,
-    isRunning: () => true, killLocalAgent: () => undefined,
+    isRunning: () => true, killLocalAgent: () => undefined, ownsLocalAgent: () => false,
   });
   handler = new RequestHandler({ store, logs, log, epoch: 'e1', publisher, scheduler, heartbeatMs: 2000, security: () => ({ curve: false, insecure: false }) });
 });

@@ -12,6 +12,8 @@ export const dataFiles = (root: string) => ({
   db: path.join(root, 'kq.db'),
   info: path.join(root, 'kq.json'),
   lock: path.join(root, 'kq.lock'),
+  /** The local agents kq started (pid, start time, argv), for a kq restarted after a crash to adopt. */
+  localAgents: path.join(root, 'local-agents.json'),
   logs: path.join(root, 'logs'),
   daemonLog: path.join(root, 'logs', 'kq.log'),
   jobLog: (jobId: number) => path.join(root, 'logs', `job-${jobId}.log`),

@@ -106,3 +106,33 @@ async function emptiesWithin(pgid: number, ms: number, pollMs: number): Promise<
     await new Promise((r) => setTimeout(r, Math.min(wait, Math.max(1, deadline - Date.now()))));
   }
 }
+
+/** What tells one process from a later one given the same pid: its boot, start time and exact argv. */
+export interface ProcessIdentity {
+  pid: number;
+  bootId: string;
+  /** Start time in clock ticks since boot (/proc/PID/stat field 22). */
+  startTicks: string;
+  argv: string[];
+}
+
+/** The identity of a running process, or null (gone, a zombie, or no /proc on this system). */
+export function processIdentity(pid: number): ProcessIdentity | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (fields[0] === 'Z') return null;
+    const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    const argv = cmdline.endsWith('\0') ? cmdline.slice(0, -1).split('\0') : cmdline.split('\0');
+    return { pid, bootId: fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(), startTicks: fields[19]!, argv };
+  } catch {
+    return null;
+  }
+}
+
+/** Is `pid` still exactly the process recorded (same boot, same start time, same argv)? */
+export function isSameProcess(recorded: ProcessIdentity): boolean {
+  const now = processIdentity(recorded.pid);
+  return now !== null && now.bootId === recorded.bootId && now.startTicks === recorded.startTicks &&
+    now.argv.length === recorded.argv.length && now.argv.every((a, i) => a === recorded.argv[i]);
+}

@@ -12,7 +12,7 @@ import * as zmq from 'zeromq';
 import { PROTOCOL_VERSION, RequestSchema, Topics, UpdateSchema, decode, encode, type ErrorCode } from '../protocol/index.js';
 import { dataFiles, type DaemonInfo } from '../common/paths.js';
 import { isLoopback } from '../common/endpoint.js';
-import { commandLineOf, isAlive, killGroup } from '../common/processes.js';
+import { killGroup } from '../common/processes.js';
 import { Store } from './store.js';
 import { JobLogs } from './job-logs.js';
 import { bindSockets, type DaemonSockets } from './sockets.js';
@@ -157,6 +157,7 @@ export class Daemon {
       // While the disk is full nothing new starts (and silence is not held against agents).
       isRunning: () => this.state === 'running' && !this.disk.isFull,
       killLocalAgent: (pid) => this.agents?.kill(pid),
+      ownsLocalAgent: (pid) => this.agents?.owns(pid) ?? false,
     });
     this.updates = new UpdateHandler({ store, logs, progress, log, epoch, heartbeatMs: this.o.heartbeatMs, publisher: this.publisher, scheduler: this.scheduler });
     this.requests = new RequestHandler({
@@ -263,14 +264,12 @@ export class Daemon {
   private startLocalAgents(): void {
     if (this.o.numAgents <= 0) return;
     const host = os.hostname();
-    const adopt = this.store.localAgentsFromBefore(this.epoch)
-      .filter((a) => a.host === host && isAgentProcess(a.pid))
-      .map((a) => a.pid);
     this.agents = new LocalAgents({
       count: this.o.numAgents,
       log: this.log.child({ component: 'local-agents' }),
       stopGraceMs: this.o.killGraceMs + 2000,
       logFile: (n) => this.files.agentLog(n),
+      recordFile: this.files.localAgents,
       command: () => [process.execPath, AGENT_SCRIPT, '--local',
         '--request-port', String(this.info.requestPort), '--update-port', String(this.info.updatePort),
         '--broadcast-port', String(this.info.broadcastPort), '--kill-grace', `${this.o.killGraceMs}ms`,
@@ -279,12 +278,13 @@ export class Daemon {
         ...(this.o.agentArgs ?? []), this.info.host],
       onExit: (pid, why) => this.scheduler.localAgentExited(`${host}:${pid}`, why),
     });
-    this.agents.start(adopt);
+    this.agents.start();
   }
 
   private killLocalRenders(): void {
     for (const a of this.store.listAgents()) {
-      if (a.local) for (const pid of this.store.renderPidsOf(a.id)) killGroup(pid, 'SIGTERM');
+      // Only our own agents' renders: a pid the table holds from an agent we did not start may be reused.
+      if (a.local && this.agents?.owns(a.pid)) for (const pid of this.store.renderPidsOf(a.id)) killGroup(pid, 'SIGTERM');
     }
   }
 
@@ -378,7 +378,3 @@ function ridOf(frame: Buffer | undefined): string | null {
   }
 }
 
-/** A pid from the table is only adopted if it still is a kq agent (pids get reused). */
-function isAgentProcess(pid: number): boolean {
-  return isAlive(pid) && (commandLineOf(pid)?.includes('agent') ?? false);
-}

@@ -1,25 +1,32 @@
 /**
  * Keeps N local kq-agent processes alive: spawns them, replaces any that exits, stops them on shutdown.
- * Each agent runs in its own process group so the whole tree can be killed; agents a previous kq started
- * (still alive after a kill -9 of kq) are adopted instead of doubled.
+ * Each agent runs in its own process group so the whole tree can be killed. Every agent started is
+ * recorded (pid, boot, start time, exact argv) in a file, so agents a previous kq started (still alive
+ * after a kill -9 of kq) are adopted instead of doubled: only a process that is exactly the one recorded,
+ * never a pid that now belongs to something else (after a reboot: ssh-agent, gpg-agent, …).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import type { Logger } from 'pino';
-import { isAlive, killGroup, waitForExit } from '../common/processes.js';
+import { isAlive, isSameProcess, killGroup, processIdentity, waitForExit, type ProcessIdentity } from '../common/processes.js';
 
 export interface LocalAgentsOptions {
   count: number;
   /** argv of one agent process (node + script + flags). */
   command: (slot: number) => string[];
   logFile: (slot: number) => string;
+  /** Where the agents this kq started are recorded, for the next kq to adopt. */
+  recordFile: string;
   /** Called when an agent process ended (pid); kq requeues its task. */
   onExit: (pid: number, why: string) => void;
   log: Logger;
   stopGraceMs: number;
 }
 
-interface Slot { n: number; pid: number | null; child: ChildProcess | null; startedAt: number; timer: NodeJS.Timeout | null; fastExits: number }
+interface Slot {
+  n: number; pid: number | null; identity: ProcessIdentity | null; child: ChildProcess | null;
+  startedAt: number; timer: NodeJS.Timeout | null; fastExits: number;
+}
 
 /** An agent that dies this soon after starting is crashing, not killed: back off so it cannot fork-storm. */
 const FAST_EXIT_MS = 2000;
@@ -32,21 +39,28 @@ export class LocalAgents {
 
   constructor(private readonly o: LocalAgentsOptions) {}
 
-  /** Start the agents, adopting the given still-running pids first. */
-  start(adoptPids: number[]): void {
+  /** Start the agents, adopting first those a previous kq recorded that are still exactly those processes. */
+  start(): void {
+    const survivors = this.recorded().filter(isSameProcess);
     for (let n = 1; n <= this.o.count; n++) {
-      const slot: Slot = { n, pid: null, child: null, startedAt: 0, timer: null, fastExits: 0 };
+      const slot: Slot = { n, pid: null, identity: null, child: null, startedAt: 0, timer: null, fastExits: 0 };
       this.slots.push(slot);
-      const adopt = adoptPids.shift();
+      const adopt = survivors.shift();
       if (adopt !== undefined) this.adopt(slot, adopt);
       else this.spawn(slot);
     }
     // More survivors than slots (KQ_NUM_AGENTS lowered): stop the extra ones.
-    for (const pid of adoptPids) killGroup(pid, 'SIGTERM');
+    for (const extra of survivors) killGroup(extra.pid, 'SIGTERM');
+    this.record();
   }
 
   pids(): number[] {
     return this.slots.map((s) => s.pid).filter((p): p is number => p !== null);
+  }
+
+  /** Is this pid one of our agents (spawned or adopted by this kq)? Only those are ever signalled. */
+  owns(pid: number): boolean {
+    return this.pids().includes(pid);
   }
 
   /** Kill one agent (e.g. it stopped answering); it is replaced like any agent that exits. */
@@ -76,28 +90,37 @@ export class LocalAgents {
     }
     slot.child = child;
     slot.pid = child.pid ?? null;
+    // Read at once: before the agent could exit and its pid be reused, as node has not reaped it yet.
+    slot.identity = slot.pid === null ? null : processIdentity(slot.pid);
     slot.startedAt = Date.now();
+    this.record();
     this.o.log.info({ slot: slot.n, pid: slot.pid }, 'local agent started');
     child.on('error', (err) => this.o.log.error({ slot: slot.n, err: err.message }, 'local agent failed to start'));
     child.on('exit', (code, signal) => {
       const pid = slot.pid;
       slot.child = null;
       slot.pid = null;
+      slot.identity = null;
+      this.record();
       this.ended(slot, pid, signal ? `killed by ${signal}` : `exited with code ${code}`);
     });
   }
 
-  private adopt(slot: Slot, pid: number): void {
+  private adopt(slot: Slot, identity: ProcessIdentity): void {
+    const pid = identity.pid;
     slot.pid = pid;
+    slot.identity = identity;
     slot.startedAt = Date.now();
     this.o.log.info({ slot: slot.n, pid }, 'local agent adopted from the previous kq');
     const poll = () => {
       if (this.stopping || slot.pid !== pid) return;
-      if (isAlive(pid)) {
+      if (isAlive(pid) && isSameProcess(identity)) {
         slot.timer = setTimeout(poll, ADOPTED_POLL_MS);
         return;
       }
       slot.pid = null;
+      slot.identity = null;
+      this.record();
       this.ended(slot, pid, 'adopted agent exited');
     };
     slot.timer = setTimeout(poll, ADOPTED_POLL_MS);
@@ -115,4 +138,32 @@ export class LocalAgents {
     const delay = slot.fastExits === 0 ? 0 : Math.min(RESPAWN_BACKOFF_MS.max, RESPAWN_BACKOFF_MS.first * 2 ** (slot.fastExits - 1));
     slot.timer = setTimeout(() => this.spawn(slot), delay);
   }
+
+  /** The agents recorded by the previous kq on this data root (none if unreadable: then nothing is adopted). */
+  private recorded(): ProcessIdentity[] {
+    try {
+      const list = JSON.parse(fs.readFileSync(this.o.recordFile, 'utf8')) as unknown;
+      return Array.isArray(list) ? list.filter(isIdentity) : [];
+    } catch {
+      return [];
+    }
+  }
+
+  /** Record the running agents (write, then rename: a crash leaves the old list or the new, whole). */
+  private record(): void {
+    const list = this.slots.map((s) => s.identity).filter((x): x is ProcessIdentity => x !== null);
+    const tmp = `${this.o.recordFile}.${process.pid}.tmp`;
+    try {
+      fs.writeFileSync(tmp, JSON.stringify(list) + '\n');
+      fs.renameSync(tmp, this.o.recordFile);
+    } catch (err) {
+      this.o.log.warn({ err: (err as Error).message, file: this.o.recordFile }, 'cannot record local agents: a kq restarted after a crash will start new ones instead of adopting these');
+    }
+  }
+}
+
+function isIdentity(x: unknown): x is ProcessIdentity {
+  const r = x as ProcessIdentity;
+  return typeof r === 'object' && r !== null && Number.isInteger(r.pid) && r.pid > 0 && typeof r.bootId === 'string' &&
+    typeof r.startTicks === 'string' && Array.isArray(r.argv) && r.argv.every((a) => typeof a === 'string');
 }

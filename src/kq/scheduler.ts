@@ -29,6 +29,8 @@ export interface SchedulerDeps {
   isRunning(): boolean;
   /** Kill a hung local agent (kq replaces it). */
   killLocalAgent(pid: number): void;
+  /** Is this pid a local agent this kq started or adopted? Only those, and their renders, are ever signalled. */
+  ownsLocalAgent(pid: number): boolean;
 }
 
 export class Scheduler {
@@ -147,7 +149,7 @@ export class Scheduler {
       this.d.log.warn({ agent: agent.id, host: agent.host, lastSeen: agent.lastSeen }, 'agent lost: no heartbeat');
       for (const jobId of requeuedJobs) this.d.publisher.appendLog(jobId, `[kq] agent ${agent.id} on ${agent.host} lost (silent for over ${this.d.agentTimeoutMs} ms): task requeued\n`);
       // A local agent that hangs is killed and replaced; a remote one is told to drop its task if it wakes.
-      if (agent.local && agent.host === os.hostname()) {
+      if (agent.local && agent.host === os.hostname() && this.d.ownsLocalAgent(agent.pid)) {
         for (const pid of renderPids) killGroup(pid, 'SIGKILL');
         this.d.killLocalAgent(agent.pid);
       }

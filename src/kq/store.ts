@@ -512,13 +512,6 @@ export class Store {
     return (this.stmt.agents.all() as AgentRow[]).map((r) => this.agentInfo(r));
   }
 
-  /** Local agents the previous kq started that were still alive-looking when it stopped. */
-  localAgentsFromBefore(epoch: string): AgentInfo[] {
-    return (this.stmt.agents.all() as AgentRow[])
-      .filter((r) => r.local === 1 && (r.state === 'idle' || r.state === 'busy') && r.epoch !== epoch)
-      .map((r) => this.agentInfo(r));
-  }
-
   // ---------- internals ----------
 
   private readonly statements = new Map<string, Database.Statement>();
