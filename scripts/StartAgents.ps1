@@ -67,10 +67,13 @@ function Get-AbsolutePath([string]$Path) {
 }
 
 # Is this pid a running kq agent? (a recycled pid running something else is not)
+# Exactly kq-agent's command line (as in StopAgents.ps1): a node executable, then kq-agent.js as its first argument.
+$KqAgentCommandLine = '^\s*"?(?:[^"]*[\\/])?node(?:js)?(?:\.exe)?"?\s+"?(?:[^"]*[\\/])?kq-agent(?:\.js)?"?(?:\s|$)'
+
 function Test-KqAgent([string]$ProcessId) {
   if ($ProcessId -notmatch '^[0-9]+$') { return $false }
   $p = Get-CimInstance -ClassName Win32_Process -Filter "ProcessId = $ProcessId" -ErrorAction SilentlyContinue
-  return ($null -ne $p -and $null -ne $p.CommandLine -and $p.CommandLine -like '*kq-agent*')
+  return ($null -ne $p -and $null -ne $p.CommandLine -and $p.CommandLine -match $KqAgentCommandLine)
 }
 
 # cmd.exe expands %VAR% even inside double quotes, and a " would end the quoting: refuse both.

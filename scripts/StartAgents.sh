@@ -64,14 +64,27 @@ absolute() {
   esac
 }
 
-# Is PID a running kq agent? (a recycled pid running something else is not)
+# Is PID a running kq agent? Its command line must be exactly kq-agent's: argv[0] a node binary, argv[1]
+# kq-agent.js (or kq-agent). A recycled pid running something else is not, nor is the launcher below
+# before it has exec'd into the agent (its command line names kq-agent-launch).
 is_kq_agent() {
   case ${1:-} in '' | *[!0-9]*) return 1 ;; esac
   if [ -r "/proc/$1/cmdline" ]; then
-    tr '\000' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q 'kq-agent'
+    args=$(tr '\000' '\n' <"/proc/$1/cmdline" 2>/dev/null | head -n 2)
+    exe=${args%%"
+"*}
+    script=${args#*"
+"}
+    [ "$exe" != "$args" ] || return 1 # fewer than two arguments
   else
-    ps -p "$1" -o command= 2>/dev/null | grep -q 'kq-agent'
+    set -- $(ps -p "$1" -o command= 2>/dev/null) # no /proc: split on spaces (paths with spaces never match)
+    [ "$#" -ge 2 ] || return 1
+    exe=$1
+    script=$2
   fi
+  case ${exe##*/} in node | nodejs | node[0-9]*) ;; *) [ "$exe" = "${KQ_NODE:-}" ] || return 1 ;; esac
+  case ${script##*/} in kq-agent.js | kq-agent) return 0 ;; esac
+  return 1
 }
 
 [ "$#" -eq 7 ] || bad_usage "expected 7 arguments, got $#"
