@@ -6,12 +6,19 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { execa } from 'execa';
+import { pino } from 'pino';
 import { median } from './stats.js';
+import { terminateGroup } from '../src/common/processes.js';
+import { RenderGuard } from '../src/agent/render-guard.js';
 
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => fs.existsSync(p));
 type Variant = { name: string; one: () => Promise<void> };
 
 const exitOf = (c: ReturnType<typeof spawn>, event: 'exit' | 'close') => new Promise<void>((r) => c.on(event, () => r()));
+
+// The agent's render guard (one sh per agent), told each group: what the agent pays per task besides the spawn.
+const guard = new RenderGuard(pino({ level: 'silent' }));
+guard.start();
 
 const variants: Variant[] = [
   { name: "spawn('true', stdio ignore)", one: () => exitOf(spawn('true', [], { stdio: 'ignore' }), 'exit') },
@@ -19,6 +26,15 @@ const variants: Variant[] = [
     const c = spawn('true', [], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     c.stdout!.resume(); c.stderr!.resume();
     return exitOf(c, 'close');
+  } },
+  { name: 'as the agent does now: + guard told, group ended (kill -pgid 0), guard told', one: async () => {
+    const c = spawn('true', [], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    guard.watch(c.pid!);
+    c.stdout!.resume(); c.stderr!.resume();
+    await exitOf(c, 'exit');
+    await terminateGroup(c.pid!, 5000);
+    guard.forget(c.pid!);
+    if (!c.stdout!.readableEnded) await exitOf(c, 'close');
   } },
   ...(SETPRIV ? [{ name: 'spawn setpriv --pdeathsig KILL -- true, 2 pipes, detached', one: () => {
     const c = spawn(SETPRIV, ['--pdeathsig', 'KILL', '--', 'true'], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
@@ -63,3 +79,4 @@ console.log(`${n} × true, 2 at a time, ${reps} interleaved reps (median per tas
 for (const [name, r] of results) {
   console.log(`  ${median(r.wall).toFixed(2).padStart(7)} ms wall (${(median(r.wall) / base).toFixed(2)}×)  ${median(r.cpu).toFixed(2).padStart(6)} ms node CPU   ${name}`);
 }
+guard.close();
