@@ -114,7 +114,7 @@ describe('no render outlives its task', () => {
 });
 
 describe('an agent stopped politely hands its task back', () => {
-  it('SIGTERM mid-render: the render group dies, no attempt is counted, the job (--retries 1) completes', async () => {
+  it('SIGTERM mid-render: the render group dies, no attempt is counted, the job (--retries 0) completes', async () => {
     const kq = await start({ numAgents: 1 });
     const dir = tempDir();
     // Attempt 1 writes its pid and blocks; any later attempt finishes at once.
