@@ -3,7 +3,7 @@
  * The daemon is the only writer; everything it sends out is derived from what this returns.
  */
 import Database from 'better-sqlite3';
-import { isTerminalState, type TaskOutcome, type AgentInfo, type JobDetail, type JobState, type JobSummary, type TaskAssignment, type TaskInfo, type TaskState } from '../protocol/index.js';
+import { isTerminalState, type RunningTask, type TaskOutcome, type AgentInfo, type JobDetail, type JobState, type JobSummary, type TaskAssignment, type TaskInfo, type TaskState } from '../protocol/index.js';
 import { expandCommands } from '../common/placeholders.js';
 import { parseFrameRange } from '../common/frames.js';
 import { addMissingColumns, SCHEMA, SCHEMA_VERSION } from './schema.js';
@@ -60,8 +60,6 @@ interface AgentRow {
   epoch: string; registered_at: string; last_seen: number; session: string | null; confirmed: number;
 }
 
-/** A task attempt as an agent reports it. */
-export interface RunningTask { taskId: number; attempt: number }
 
 /** Whether an update speaks for the agent's current registration. */
 export type SessionCheck = 'current' | 'unknown' | 'superseded';

@@ -106,6 +106,8 @@ export interface AgentInfo {
 // ---------- request socket: agent and client requests ----------
 
 const RunningTaskSchema = z.object({ taskId: id, attempt: id });
+/** A task attempt as an agent reports it. */
+export type RunningTask = z.infer<typeof RunningTaskSchema>;
 /** How a task attempt ended, as the agent saw it. Sent in `finished`, and again in `register` until acknowledged. */
 const TaskOutcomeSchema = z.object({
   taskId: id, attempt: id,
@@ -147,18 +149,6 @@ export interface RegisterReply { heartbeatMs: number; keepRunning: boolean; sess
 
 // ---------- request socket: kq -> agent ----------
 
-export interface TaskAssignment {
-  taskId: number;
-  jobId: number;
-  attempt: number;
-  frames: number[];
-  /** Commands to run in order; placeholders already filled. */
-  commands: string[][];
-  cwd: string | null;
-  env: Record<string, string>;
-  timeoutMs: number | null;
-  shell: boolean;
-}
 const session = z.string().min(16).max(64);
 export const AssignSchema = z.object({
   v, type: z.literal('assign'), session,
@@ -169,6 +159,8 @@ export const AssignSchema = z.object({
   }),
 });
 export type Assign = z.infer<typeof AssignSchema>;
+/** One task as an agent gets it: commands to run in order, placeholders already filled. */
+export type TaskAssignment = Assign['task'];
 
 // ---------- update socket: agent -> kq ----------
 
