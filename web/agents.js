@@ -44,7 +44,8 @@ export class AgentsPanel {
     this.toggle.hidden = offline === 0;
     this.toggle.textContent = this.showOffline ? 'Hide offline' : `Show ${offline} offline`;
     this.body.replaceChildren(...(shown.length ? shown.map((a) => el('tr', { class: `agent-${a.state}` },
-      el('td', {}, a.host, a.local ? el('span', { class: 'tag' }, 'local') : null),
+      el('td', {}, a.host, a.local ? el('span', { class: 'tag' }, 'local') : null,
+        a.slurm ? el('span', { class: 'tag', title: 'Slurm job_task@node' }, `slurm ${slurmText(a.slurm)}`) : null),
       el('td', { class: 'mono' }, a.id),
       el('td', {}, el('span', { class: `badge agent-state-${a.state}` }, a.state)),
       el('td', {}, a.jobId === null ? '—' : el('a', { href: `#job=${a.jobId}`, class: 'link', dataset: { job: a.jobId } }, `#${a.jobId}`)),
@@ -59,4 +60,9 @@ export class AgentsPanel {
       if (td.textContent !== '—') td.textContent = ago(td.dataset.at, now);
     }
   }
+}
+
+/** `123_4@node1`, as scancel and squeue name the agent's Slurm job. */
+function slurmText(s) {
+  return `${s.jobId}${s.arrayTaskId === null ? '' : `_${s.arrayTaskId}`}${s.node ? `@${s.node}` : ''}`;
 }

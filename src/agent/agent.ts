@@ -8,7 +8,7 @@ import * as zmq from 'zeromq';
 import { pino, type Logger } from 'pino';
 import {
   AssignSchema, BroadcastSchema, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Topics, decode, encode,
-  type Broadcast, type RegisterReply, type RequestInput, type TaskAssignment, type TaskOutcome, type Update,
+  type Broadcast, type RegisterReply, type SlurmPlacement, type RequestInput, type TaskAssignment, type TaskOutcome, type Update,
 } from '../protocol/index.js';
 import { tcpEndpoint } from '../common/endpoint.js';
 import { SendQueue } from '../common/send-queue.js';
@@ -30,6 +30,8 @@ export interface AgentOptions {
   registerTimeoutMs: number;
   /** kq's public key and this agent's key pair when kq requires CURVE. */
   curve: CurveClient | null;
+  /** Where Slurm placed this agent (kq-agent --slurm), reported when it registers. */
+  slurm?: SlurmPlacement | null;
 }
 
 export type AgentLifecycle = 'starting' | 'registering' | 'running' | 'stopping' | 'stopped';
@@ -135,6 +137,7 @@ export class Agent {
       const reply = await this.request({
         v: PROTOCOL_VERSION, rid: crypto.randomUUID(), type: 'register', agentId: this.o.agentId,
         host: this.o.hostName, pid: process.pid, local: this.o.local, running, lastOutcome: this.lastOutcome,
+        slurm: this.o.slurm ?? null,
       });
       if (reply) {
         this.lastOutcome = null;

@@ -5,6 +5,7 @@ import { durationArg, portArg, usageExitCodes } from '../common/cli.js';
 import { DEFAULT_PORTS } from '../common/paths.js';
 import { Agent } from './agent.js';
 import { curveClient, type CurveClient } from '../common/curve-client.js';
+import { slurmPlacement } from './slurm-placement.js';
 
 function boolArg(value: string): boolean {
   if (/^(true|1|yes)$/i.test(value)) return true;
@@ -25,6 +26,7 @@ const program = usageExitCodes(new Command('kq-agent'))
   .option('--register-timeout <duration>', 'wait this long for kq to answer before retrying', durationArg, 2000)
   .option('--local', 'started by kq itself on this machine', false)
   .option('--server-key <key>', "kq's CURVE public key (Z85) or its certificate file [env KQ_SERVER_KEY]", process.env.KQ_SERVER_KEY)
+  .option('--slurm', 'running as a Slurm job: report its job id, array task id and node to kq (from SLURM_* variables)', false)
   .option('--key-file <file>', "this agent's secret CURVE certificate (from kqctl keys add-client) [env KQ_KEY_FILE]", process.env.KQ_KEY_FILE)
   .addHelpText('after', '\nExit codes: 0 stopped by SIGINT/SIGTERM, 2 bad usage, 3 another agent registered with kq under the same --agent-id. The agent keeps retrying while kq is unreachable.')
   .parse();
@@ -50,6 +52,7 @@ const agent = new Agent({
   killGraceMs: opts.killGrace,
   registerTimeoutMs: opts.registerTimeout,
   curve,
+  slurm: opts.slurm ? slurmPlacement(process.env) : null,
 });
 
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {

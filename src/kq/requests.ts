@@ -77,7 +77,7 @@ export class RequestHandler {
         if (routingId !== req.agentId) throw new RequestError('bad-request', 'agent routing id must equal its agent id');
         if (req.lastOutcome) scheduler.applyOutcome(req.agentId, req.lastOutcome);
         const session = crypto.randomBytes(16).toString('hex');
-        const r = store.registerAgent({ id: req.agentId, host: req.host, pid: req.pid, local: req.local, running: req.running, epoch: this.d.epoch, session });
+        const r = store.registerAgent({ id: req.agentId, host: req.host, pid: req.pid, local: req.local, running: req.running, epoch: this.d.epoch, session, slurm: req.slurm });
         scheduler.registered(req.agentId);
         this.d.log.info({ agent: req.agentId, host: req.host, keep: r.keepRunning }, 'agent registered');
         // Announce only: work is dispatched after the reply, so the agent never sees an assignment first.

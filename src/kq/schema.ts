@@ -86,6 +86,7 @@ const ADDED_COLUMNS: Array<[string, string, string]> = [
   ['jobs', 'tasks_unqueued', 'INTEGER'],
   ['agents', 'session', 'TEXT'], // the current registration: updates must carry it
   ['agents', 'confirmed', 'INTEGER NOT NULL DEFAULT 0'], // 1 once a heartbeat carried the session: only then is work dispatched
+  ['agents', 'slurm', 'TEXT'], // JSON SlurmPlacement of an agent running as a Slurm job
 ];
 
 export function addMissingColumns(db: { prepare(sql: string): { all(): unknown[] }; exec(sql: string): unknown }): void {

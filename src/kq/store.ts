@@ -3,7 +3,7 @@
  * The daemon is the only writer; everything it sends out is derived from what this returns.
  */
 import Database from 'better-sqlite3';
-import { isTerminalState, type RunningTask, type TaskOutcome, type AgentInfo, type JobDetail, type JobState, type JobSummary, type TaskAssignment, type TaskInfo, type TaskState } from '../protocol/index.js';
+import { isTerminalState, type RunningTask, type TaskOutcome, type AgentInfo, type JobDetail, type JobState, type JobSummary, type SlurmPlacement, type TaskAssignment, type TaskInfo, type TaskState } from '../protocol/index.js';
 import { expandCommands } from '../common/placeholders.js';
 import { parseFrameRange } from '../common/frames.js';
 import { addMissingColumns, SCHEMA, SCHEMA_VERSION } from './schema.js';
@@ -57,7 +57,7 @@ export interface TaskRow {
 }
 interface AgentRow {
   id: string; host: string; pid: number; local: number; state: AgentInfo['state']; task_id: number | null;
-  epoch: string; registered_at: string; last_seen: number; session: string | null; confirmed: number;
+  epoch: string; registered_at: string; last_seen: number; session: string | null; confirmed: number; slurm: string | null;
 }
 
 
@@ -399,7 +399,8 @@ export class Store {
    * Running; otherwise `keepRunning` is false and the agent must drop it. Any other task the store
    * thought this agent had is requeued.
    */
-  readonly registerAgent = (a: { id: string; host: string; pid: number; local: boolean; running: RunningTask | null; epoch: string; session: string }):
+  readonly registerAgent = (a: { id: string; host: string; pid: number; local: boolean; running: RunningTask | null; epoch: string; session: string;
+    slurm?: SlurmPlacement | null }):
     { keepRunning: boolean; requeuedJobs: number[] } => this.tx(() => {
     const keep = a.running !== null && this.isCurrent({ agentId: a.id, ...a.running });
     const requeuedJobs: number[] = [];
@@ -411,6 +412,7 @@ export class Store {
     this.stmt.upsertAgent.run({
       id: a.id, host: a.host, pid: a.pid, local: a.local ? 1 : 0, state: keep ? 'busy' : 'idle',
       taskId: keep ? a.running!.taskId : null, epoch: a.epoch, at: now(), seen: Date.now(), session: a.session,
+      slurm: a.slurm ? JSON.stringify(a.slurm) : null,
     });
     return { keepRunning: keep, requeuedJobs };
   });
@@ -587,7 +589,7 @@ export class Store {
     return {
       id: r.id, host: r.host, pid: r.pid, local: r.local === 1, state: r.state,
       jobId: task?.job_id ?? null, taskId: r.task_id, frames: task ? (JSON.parse(task.frames) as number[]) : null,
-      registeredAt: r.registered_at, lastSeen: new Date(r.last_seen).toISOString(),
+      registeredAt: r.registered_at, lastSeen: new Date(r.last_seen).toISOString(), slurm: r.slurm ? (JSON.parse(r.slurm) as SlurmPlacement) : null,
     };
   }
 }
@@ -650,10 +652,10 @@ function prepareStatements(db: Database.Database) {
       agent: db.prepare(`SELECT * FROM agents WHERE id = ?`),
       agents: db.prepare(`SELECT * FROM agents ORDER BY registered_at, id`),
       idleAgents: db.prepare(`SELECT * FROM agents WHERE state = 'idle' AND confirmed = 1 AND epoch = ? ORDER BY last_seen`),
-      upsertAgent: db.prepare(`INSERT INTO agents (id, host, pid, local, state, task_id, epoch, registered_at, last_seen, session, confirmed)
-        VALUES (@id, @host, @pid, @local, @state, @taskId, @epoch, @at, @seen, @session, 0)
+      upsertAgent: db.prepare(`INSERT INTO agents (id, host, pid, local, state, task_id, epoch, registered_at, last_seen, session, confirmed, slurm)
+        VALUES (@id, @host, @pid, @local, @state, @taskId, @epoch, @at, @seen, @session, 0, @slurm)
         ON CONFLICT (id) DO UPDATE SET host = @host, pid = @pid, local = @local, state = @state, task_id = @taskId,
-          epoch = @epoch, last_seen = @seen, session = @session, confirmed = 0`),
+          epoch = @epoch, last_seen = @seen, session = @session, confirmed = 0, slurm = @slurm`),
       setAgent: db.prepare(`UPDATE agents SET state = @state, task_id = @taskId WHERE id = @id`),
       seen: db.prepare(`UPDATE agents SET last_seen = ? WHERE id = ?`),
       silentAgents: db.prepare(`SELECT * FROM agents WHERE state IN ('idle', 'busy') AND last_seen < ?`),

@@ -54,7 +54,15 @@ export function jobDetail(j: JobDetail): string {
 }
 
 export function agentsTable(agents: AgentInfo[]): string {
-  return table(['Agent', 'Host', 'Pid', 'Local', 'State', 'Job', 'Frames', 'Last Seen'],
+  // The Slurm column (job_task@node) only when some agent runs as a Slurm job.
+  const slurm = agents.some((a) => a.slurm);
+  return table(['Agent', 'Host', 'Pid', 'Local', 'State', 'Job', 'Frames', 'Last Seen', ...(slurm ? ['Slurm'] : [])],
     agents.map((a) => [a.id, a.host, String(a.pid), a.local ? 'yes' : 'no', a.state, a.jobId === null ? '-' : String(a.jobId),
-      framesText(a.frames), when(a.lastSeen)]));
+      framesText(a.frames), when(a.lastSeen), ...(slurm ? [slurmText(a.slurm)] : [])]));
+}
+
+/** `123_4@node1`: what scancel and squeue call this agent's job, and where it runs. */
+export function slurmText(s: AgentInfo['slurm']): string {
+  if (!s) return '-';
+  return `${s.jobId}${s.arrayTaskId === null ? '' : `_${s.arrayTaskId}`}${s.node ? `@${s.node}` : ''}`;
 }

@@ -101,9 +101,17 @@ export interface AgentInfo {
   frames: number[] | null;
   registeredAt: string;
   lastSeen: string;
+  /** Where Slurm placed this agent, when it runs as a Slurm job (kqctl slurm start, kq --slurm-autoscale). */
+  slurm: SlurmPlacement | null;
 }
 
 // ---------- request socket: agent and client requests ----------
+
+/** An agent started as a Slurm job reports its array job id, array task id and node (from SLURM_* variables). */
+export const SlurmPlacementSchema = z.object({
+  jobId: id, arrayTaskId: id.nullable(), node: z.string().max(255),
+});
+export type SlurmPlacement = z.infer<typeof SlurmPlacementSchema>;
 
 const RunningTaskSchema = z.object({ taskId: id, attempt: id });
 /** A task attempt as an agent reports it. */
@@ -118,7 +126,8 @@ export type TaskOutcome = z.infer<typeof TaskOutcomeSchema>;
 export const RequestSchema = z.discriminatedUnion('type', [
   z.object({ v, rid: z.string().max(64), type: z.literal('register'), agentId, host: z.string().min(1).max(255), pid: id, local: z.boolean(), running: RunningTaskSchema.nullable(),
     /** The agent's last finished report, resent because kq may have died before it was stored. */
-    lastOutcome: TaskOutcomeSchema.nullable().default(null) }),
+    lastOutcome: TaskOutcomeSchema.nullable().default(null),
+    slurm: SlurmPlacementSchema.nullable().default(null) }),
   z.object({ v, rid: z.string().max(64), type: z.literal('ping') }),
   z.object({ v, rid: z.string().max(64), type: z.literal('submit'), job: JobSubmitSchema }),
   z.object({ v, rid: z.string().max(64), type: z.literal('list'), states: z.array(JobStateSchema).optional(), jobIds: z.array(id).max(10000).optional() }),
