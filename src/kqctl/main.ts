@@ -11,6 +11,7 @@ import { register as wait } from './commands/wait.js';
 import { register as agents } from './commands/agents.js';
 import { register as remote } from './commands/remote.js';
 import { register as keys } from './commands/keys.js';
+import { register as slurm } from './commands/slurm.js';
 
 const program = usageExitCodes(connectionOptions(new Command('kqctl')))
   .description('Control kq, the render queue: submit jobs, list them, follow logs, stop and restart.')
@@ -21,7 +22,7 @@ Exit codes: 0 ok, 1 a job failed or was cancelled (submit --wait, wait), 2 bad u
 (host key, login) or a remote script failed, 5 remote start: the agents did not register with kq in time.
 kqctl finds kq through <data root>/kq.json (KQ_DATA_ROOT, default ~/.local/share/kq), or KQ_HOST/KQ_REQUEST_PORT.`);
 
-for (const add of [submit, list, show, log, jobsAction, wait, agents, remote]) add(program, (c) => usageExitCodes(connectionOptions(c)));
+for (const add of [submit, list, show, log, jobsAction, wait, agents, remote, slurm]) add(program, (c) => usageExitCodes(connectionOptions(c)));
 keys(program);
 // `kqctl list | head` closes our stdout early: that is the reader's choice, not an error.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {

@@ -1,0 +1,258 @@
+/**
+ * `kqctl slurm start|stop`: run kq agents as a Slurm job array that dials back to kq, wait until they
+ * registered (saying why while Slurm keeps them pending), and cancel them again. kq is found through
+ * --data-root (its kq.json), KQ_DATA_ROOT or the default, as for every command; the Slurm cluster through
+ * SLURM_CONF or the system config, as for sbatch itself.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Option, type Command } from 'commander';
+import { durationArg, intArg } from '../../common/cli.js';
+import { installRoot } from '../../common/install-root.js';
+import { dataFiles, defaultDataRoot, type DaemonInfo } from '../../common/paths.js';
+import { isLoopback } from '../../common/endpoint.js';
+import type { AgentInfo } from '../../protocol/index.js';
+import { readableLog, indent } from '../../ssh/remote-agents.js';
+import { SlurmError, clusterName, scancel, squeue, type QueuedTask } from '../../slurm/client.js';
+import { outputFile, prepareAgentKeys, submitAgentJob, type AgentKeys } from '../../slurm/agent-job.js';
+import { agentJobNames } from '../../slurm/agent-jobs.js';
+import type { KqClient } from '../client.js';
+import { withClient, type ConnectionFlags } from '../connect.js';
+import { CliError, EXIT } from '../exit-codes.js';
+import { agentsTable, printJson } from '../format.js';
+
+const POLL_MS = 500;
+const SQUEUE_EVERY_MS = 2000;
+
+interface StartFlags extends ConnectionFlags {
+  agents: number;
+  partition?: string;
+  time: number;
+  cpusPerAgent?: number;
+  mem?: string;
+  sbatchArg: string[];
+  installRoot: string;
+  node: string;
+  agentDataRoot?: string;
+  kqHost?: string;
+  killGrace: number;
+  registerTimeout: number;
+  json: boolean;
+}
+
+interface StopFlags { dataRoot?: string; job: string[]; wait: number; json: boolean }
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+export function register(program: Command, connection: (c: Command) => Command): void {
+  const slurm = program.command('slurm')
+    .description('run kq agents as Slurm jobs on a cluster (sbatch), and cancel them')
+    .addHelpText('after', `
+Exit codes: 0 ok, 2 bad usage or input, 3 kq unreachable, 4 Slurm refused (sbatch/scancel failed or missing),
+5 slurm start: the agents did not register with kq within --register-timeout (their Slurm output is quoted).
+Slurm is found through SLURM_CONF or the system's slurm.conf, as for sbatch.`);
+
+  connection(slurm.command('start'))
+    .description('submit one Slurm job array of kq agents that dial back to kq, and wait until they registered')
+    .addOption(new Option('--agents <n>', 'agents to start (array tasks)').argParser(intArg(1, 10_000)).default(2))
+    .addOption(new Option('--partition <name>', 'Slurm partition (default: the cluster\'s default)'))
+    .addOption(new Option('--time <duration>', 'time limit of each agent job; at the limit an agent hands its task back').argParser(durationArg).default(8 * 3600_000, '8h'))
+    .addOption(new Option('--cpus-per-agent <n>', 'CPUs Slurm gives each agent (--cpus-per-task)').argParser(intArg(1, 4096)))
+    .addOption(new Option('--mem <size>', 'memory per agent, in Slurm\'s syntax (8G, 500M)'))
+    .addOption(new Option('--sbatch-arg <arg>', 'one more sbatch option, as is (repeat it: --sbatch-arg=--account=art --sbatch-arg=--qos=low)').argParser(collect).default([]))
+    .addOption(new Option('--install-root <dir>', 'where kq is installed on the compute nodes (bin/ and dist/ built)').default(installRoot(), 'the same path as here'))
+    .addOption(new Option('--node <path>', 'node binary on the compute nodes').default(process.execPath, 'the one running kqctl'))
+    .addOption(new Option('--agent-data-root <dir>', 'directory the compute nodes share with this machine: the agents\' keys and Slurm output files (default: <kq data root>/slurm)'))
+    .addOption(new Option('--kq-host <addr>', 'the address of kq the agents dial (default: the address kq binds, else this machine\'s name)'))
+    .addOption(new Option('--kill-grace <duration>', 'time an agent\'s render gets between SIGTERM and SIGKILL (keep it below the cluster\'s KillWait)').argParser(durationArg).default(5000, '5s'))
+    .addOption(new Option('--register-timeout <duration>', 'how long to wait for the agents to register (pending time included)').argParser(durationArg).default(120_000, '2m'))
+    .option('--json', 'print the result as JSON', false)
+    .addHelpText('after', `
+Example: kqctl slurm start --agents 8 --partition render --time 4h --cpus-per-agent 4 --mem 8G
+kq must listen where the compute nodes reach it (kq --bind 0.0.0.0); it then requires CURVE, and the agents
+use client "slurm-<cluster>" (made if missing), whose secret is copied 0600 to <agent data root>/keys.`)
+    .action(withClient(startCommand));
+
+  slurm.command('stop')
+    .description('cancel (scancel) the Slurm agent jobs this kq submitted; each agent hands its running task back')
+    .addOption(new Option('--data-root <dir>', "kq's data root [env KQ_DATA_ROOT]"))
+    .addOption(new Option('--job <id>', 'only this Slurm job (or array task, 123_4); repeat for more (default: every agent job of this kq)').argParser(collect).default([]))
+    .addOption(new Option('--wait <duration>', 'wait this long for the jobs to leave the queue').argParser(durationArg).default(60_000, '60s'))
+    .option('--json', 'print the result as JSON', false)
+    .action(async (_flags: StopFlags, cmd: Command) => {
+      try {
+        // --data-root given before `slurm` (kqctl --data-root D slurm stop) counts too.
+        const globals = cmd.optsWithGlobals() as StopFlags;
+        const own = cmd.opts() as StopFlags;
+        process.exitCode = await stopCommand({ ...own, dataRoot: own.dataRoot ?? cmd.parent?.parent?.opts().dataRoot ?? globals.dataRoot });
+      } catch (err) {
+        const e = asCliError(err);
+        process.stderr.write(`kqctl: ${e.message}\n`);
+        process.exitCode = e.exitCode;
+      }
+    });
+}
+
+async function startCommand(client: KqClient, flags: StartFlags): Promise<number> {
+  const kqDataRoot = path.resolve(flags.dataRoot ?? defaultDataRoot());
+  const info = readKqInfo(kqDataRoot);
+  await client.request('ping', {}); // kq unreachable → exit 3 before submitting anything
+  if (!info) throw new CliError(EXIT.usage, `no kq.json in ${kqDataRoot}: run kqctl slurm start on kq's machine, with --data-root <kq's data root>`);
+  const agentDataRoot = path.resolve(flags.agentDataRoot ?? path.join(kqDataRoot, 'slurm'));
+  const wildcard = ['0.0.0.0', '*', '::'].includes(info.bind);
+  const kqHost = flags.kqHost ?? (wildcard ? os.hostname() : info.bind);
+  if (isLoopback(info.bind) && !flags.json) {
+    process.stderr.write(`kqctl: kq listens on ${info.bind} only: agents on other machines cannot reach it (restart kq with --bind 0.0.0.0 for a real cluster)\n`);
+  }
+  const started = Date.now();
+  try {
+    let keys: AgentKeys | null = null;
+    if (info.curve) {
+      keys = prepareAgentKeys(kqDataRoot, agentDataRoot, await clusterName());
+      if (keys.created && !flags.json) process.stderr.write(`kqctl: kq requires CURVE: allowed a new client "${keys.name}" for the cluster's agents (kqctl keys revoke ${keys.name} refuses them)\n`);
+    }
+    const jobId = await submitAgentJob({
+      count: flags.agents, jobName: agentJobNames(kqDataRoot).started, partition: flags.partition, timeMs: flags.time,
+      cpusPerAgent: flags.cpusPerAgent, mem: flags.mem, sbatchArgs: flags.sbatchArg, installRoot: flags.installRoot, node: flags.node,
+      agentDataRoot, kqHost, ports: { request: info.requestPort, update: info.updatePort, broadcast: info.broadcastPort },
+      killGraceMs: flags.killGrace, curve: keys,
+    });
+    if (!flags.json) process.stdout.write(`submitted Slurm job ${jobId}: ${flags.agents} kq agent(s) dialing kq at ${kqHost}\n`);
+    const { registered, queue } = await waitForAgents(client, jobId, flags);
+    const seconds = (Date.now() - started) / 1000;
+    const missing = [...Array(flags.agents).keys()].filter((t) => !registered.has(t));
+    if (flags.json) {
+      printJson({ slurmJobId: jobId, kqHost, agentDataRoot, seconds, agents: [...registered.values()], missing: missing.map((t) => `${jobId}_${t}`) });
+    }
+    if (missing.length > 0) {
+      process.stderr.write(notRegisteredReport(jobId, missing, queue, flags, agentDataRoot, kqHost, info));
+      return EXIT.notRegistered;
+    }
+    if (!flags.json) {
+      process.stdout.write(`all ${flags.agents} agent(s) registered in ${seconds.toFixed(1)}s\n`);
+      process.stdout.write(agentsTable([...registered.values()]));
+      process.stdout.write(`Slurm output: ${path.join(agentDataRoot, 'logs', `kq-agent-${jobId}_<task>.out`)}; stop them with: kqctl slurm stop --job ${jobId}\n`);
+    }
+    return EXIT.ok;
+  } catch (err) {
+    throw asCliError(err);
+  }
+}
+
+/**
+ * Poll kq's agents (and now and then squeue) until every array task registered, the deadline passed, or
+ * every missing task has left the queue (it ended: waiting longer cannot help). Says why tasks are pending.
+ */
+async function waitForAgents(client: KqClient, jobId: number, flags: StartFlags):
+  Promise<{ registered: Map<number, AgentInfo>; queue: QueuedTask[] }> {
+  const registered = new Map<number, AgentInfo>();
+  const deadline = Date.now() + flags.registerTimeout;
+  let queue: QueuedTask[] = [];
+  let lastSqueue = 0;
+  let lastSaid = '';
+  for (;;) {
+    const agents = await client.request<AgentInfo[]>('agents', {}).catch((err) => {
+      if (err instanceof CliError && err.exitCode === EXIT.unreachable && Date.now() < deadline) return [] as AgentInfo[];
+      throw err;
+    });
+    for (const a of agents) {
+      if (a.slurm?.jobId === jobId && a.slurm.arrayTaskId !== null && (a.state === 'idle' || a.state === 'busy')) registered.set(a.slurm.arrayTaskId, a);
+    }
+    if (registered.size >= flags.agents || Date.now() >= deadline) break;
+    if (Date.now() - lastSqueue >= SQUEUE_EVERY_MS) {
+      lastSqueue = Date.now();
+      queue = (await squeue([agentJobNamesFor(flags)]).catch(() => queue)).filter((q) => q.arrayJobId === jobId);
+      const waiting = queue.filter((q) => q.arrayTaskId === null || !registered.has(q.arrayTaskId));
+      const pending = waiting.filter((q) => q.state === 'PENDING');
+      const said = pending.length ? `${countTasks(pending)} agent job(s) pending in Slurm (${[...new Set(pending.map((q) => q.reason))].join(', ')})` : '';
+      if (said && said !== lastSaid && !flags.json) process.stderr.write(`kqctl: ${said}\n`);
+      lastSaid = said;
+      // Nothing missing is queued any more: those tasks ended without registering.
+      if (waiting.length === 0 && Date.now() - (deadline - flags.registerTimeout) > SQUEUE_EVERY_MS) break;
+    }
+    await new Promise((r) => setTimeout(r, POLL_MS));
+  }
+  return { registered, queue };
+}
+
+/** A still-unsplit pending array (`123_[2-5]`) counts as its number of tasks. */
+function countTasks(tasks: QueuedTask[]): number {
+  return tasks.reduce((n, q) => {
+    const m = /_\[(\d+)-(\d+)/.exec(q.id);
+    return n + (m ? Number(m[2]) - Number(m[1]) + 1 : 1);
+  }, 0);
+}
+
+let namesCache: string | null = null;
+function agentJobNamesFor(flags: { dataRoot?: string }): string {
+  namesCache ??= agentJobNames(path.resolve(flags.dataRoot ?? defaultDataRoot())).started;
+  return namesCache;
+}
+
+function notRegisteredReport(jobId: number, missing: number[], queue: QueuedTask[], flags: StartFlags, agentDataRoot: string, kqHost: string, info: DaemonInfo): string {
+  const out = [`kqctl: ${missing.length} of ${flags.agents} kq agent(s) of Slurm job ${jobId} did not register with kq within ${flags.registerTimeout / 1000}s ` +
+    `(they dial ${kqHost}, ports ${info.requestPort}, ${info.updatePort}, ${info.broadcastPort}).`];
+  let anyRunning = false;
+  let anyPending = false;
+  for (const t of missing) {
+    const q = queue.find((e) => e.arrayTaskId === t) ?? queue.find((e) => e.arrayTaskId === null);
+    const state = !q ? 'no longer in the queue (it ended)' : q.state === 'PENDING' ? `pending (${q.reason})` : `${q.state.toLowerCase()} on ${q.node || '?'}`;
+    if (q?.state === 'RUNNING') anyRunning = true;
+    if (q?.state === 'PENDING') anyPending = true;
+    const file = outputFile(agentDataRoot, jobId, t);
+    let tail = '';
+    try {
+      tail = readableLog(fs.readFileSync(file, 'utf8').split('\n').slice(-15).join('\n'));
+    } catch (err) {
+      tail = q?.state === 'PENDING' ? '' : `(cannot read it: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`;
+    }
+    out.push(`array task ${jobId}_${t}, ${state}: ${tail ? `the end of ${file}:\n${indent(tail)}` : `no output yet in ${file}`}`);
+  }
+  out.push('Check:');
+  if (anyPending) out.push('  - Slurm has not started every agent yet (see the reasons above): they register once it does; or choose another --partition');
+  out.push(`  - kq must listen where the compute nodes reach it (kq --bind 0.0.0.0), and ${kqHost} (--kq-host) must be its address from there`);
+  out.push(`  - firewall: TCP ports ${info.requestPort}, ${info.updatePort}, ${info.broadcastPort} open from the compute nodes to this machine`);
+  out.push(`  - kq installed at ${flags.installRoot} (--install-root) and node at ${flags.node} (--node) on the compute nodes; ${agentDataRoot} shared with them (--agent-data-root)`);
+  if (anyRunning || anyPending) out.push(`The job stays queued; cancel it with: kqctl slurm stop --job ${jobId}`);
+  return out.join('\n') + '\n';
+}
+
+async function stopCommand(flags: StopFlags): Promise<number> {
+  const kqDataRoot = path.resolve(flags.dataRoot ?? defaultDataRoot());
+  const names = agentJobNames(kqDataRoot);
+  const ours = await squeue([names.started, names.autoscaled]);
+  for (const j of flags.job) {
+    if (!/^\d+(_\d+)?$/.test(j)) throw new CliError(EXIT.usage, `--job ${j}: expected a Slurm job id (123) or array task (123_4)`);
+    if (!ours.some((q) => String(q.arrayJobId) === j.split('_')[0])) {
+      throw new CliError(EXIT.usage, `--job ${j}: not a queued agent job of this kq (${kqDataRoot}); kqctl slurm stop cancels only those`);
+    }
+  }
+  const ids = flags.job.length ? flags.job : [...new Set(ours.map((q) => String(q.arrayJobId)))];
+  await scancel(ids);
+  const cancelled = (q: QueuedTask) => ids.some((id) => id === String(q.arrayJobId) || id === q.id);
+  const deadline = Date.now() + flags.wait;
+  let left = ours.filter(cancelled);
+  while (left.length > 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, POLL_MS));
+    left = (await squeue([names.started, names.autoscaled])).filter(cancelled);
+  }
+  if (flags.json) printJson({ cancelled: ids, stillQueued: left.map((q) => q.id) });
+  else if (ids.length === 0) process.stdout.write(`no Slurm agent jobs of this kq are queued\n`);
+  else process.stdout.write(`cancelled Slurm job(s) ${ids.join(', ')}${left.length ? `; still leaving the queue: ${left.map((q) => q.id).join(', ')}` : '; none left in the queue'}\n`);
+  return EXIT.ok;
+}
+
+function asCliError(err: unknown): CliError {
+  if (err instanceof CliError) return err;
+  if (err instanceof SlurmError) return new CliError(EXIT.remote, err.message);
+  return new CliError(EXIT.usage, (err as Error).message);
+}
+
+function readKqInfo(kqDataRoot: string): DaemonInfo | null {
+  try {
+    return JSON.parse(fs.readFileSync(dataFiles(kqDataRoot).info, 'utf8')) as DaemonInfo;
+  } catch {
+    return null;
+  }
+}
