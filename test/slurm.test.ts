@@ -5,7 +5,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { cleanupAll, kqctl, Kq, ROOT, tempDir, waitFor, type RunResult } from './helpers/kq.js';
+import { execa } from 'execa';
+import { BIN, cleanupAll, kqctl, Kq, ROOT, tempDir, waitFor, type RunResult } from './helpers/kq.js';
 import { Slurm } from './helpers/slurm.js';
 
 const SCENE = path.join(ROOT, 'test', 'fixtures', 'spin.pov');
@@ -71,4 +72,90 @@ describe('kqctl slurm start / stop', () => {
     await waitFor('agents offline', async () => (await kq.agents()).every((a) => a.state === 'offline'), 30_000);
     await waitFor('no job processes', () => slurm.jobProcesses().length === 0, 30_000);
   }, 180_000);
+
+  it('an agent whose Slurm job is cancelled mid-render hands its task back: requeued, done elsewhere, no failed attempt, frames complete and distinct', async () => {
+    const slurm = await cluster({ nodes: 2, cpus: 1 });
+    const kq = await startKq(slurm);
+    const r = await ctl(kq, slurm, 'slurm', 'start', '--agents', '2');
+    expect(r.exitCode, r.stderr + slurm.logs()).toBe(0);
+    const jobId = Number(/submitted Slurm job (\d+)/.exec(r.stdout)![1]);
+
+    const out = tempDir('kq-frames-');
+    const id = await kq.submit('--name', 'big spin', '--frames', '1-4', '--chunk', '1', '--cwd', out, '--',
+      'povray', `+I${SCENE}`, '+Oshot.png', '+W1024', '+H768', '+A0.01', '+AM2', '+R3', '+FN', '-D', '+KFI1', '+KFF4', '+SF{start}', '+EF{end}');
+    // Both agents rendering; then cancel the Slurm array task of the one on task 0 of the array.
+    const busy = await waitFor('both agents busy', async () => {
+      const agents = (await kq.agents()).filter((a) => a.state === 'busy');
+      return agents.length === 2 ? agents : null;
+    }, 60_000);
+    const victim = busy.find((a) => a.slurm.arrayTaskId === 0)!;
+    const victimTask = victim.taskId;
+    const victimPid = victim.pid;
+    const c = await slurm.run_('scancel', [`${jobId}_0`]);
+    expect(c.exitCode, c.stderr).toBe(0);
+
+    const job = await kq.waitJob(id, 180_000);
+    expect(job.state).toBe('Completed');
+    const log = (await kq.ctl('log', String(id))).stdout;
+    const task = job.taskList.find((t: any) => t.id === victimTask);
+    expect(task.state, log).toBe('completed');
+    expect(task.attempts, log).toBe(2); // handed back, then done by the other agent
+    expect(task.agentId).not.toBe(victim.id);
+    expect(job.blocklist).toEqual([]);
+    expect(log).not.toMatch(/failed/);
+    // Each frame completed exactly once: one PNG per frame, one completed task per frame.
+    expect(fs.readdirSync(out).filter((f) => f.endsWith('.png')).sort()).toEqual([1, 2, 3, 4].map((n) => `shot${n}.png`));
+    const frames = job.taskList.filter((t: any) => t.state === 'completed').flatMap((t: any) => t.frames);
+    expect(frames.sort()).toEqual([1, 2, 3, 4]);
+    expect((await kq.agents()).find((a) => a.id === victim.id).state).toBe('offline');
+    await waitFor('the cancelled agent gone', () => !fs.existsSync(`/proc/${victimPid}`), 30_000);
+  }, 300_000);
+
+  it('with CURVE (kq --secure): the agents use client slurm-<cluster> from a 0600 file; no secret in the batch script, its environment or a command line', async () => {
+    const slurm = await cluster({ nodes: 1, cpus: 2 });
+    const kq = await startKq(slurm, ['--secure']);
+    const r = await ctl(kq, slurm, 'slurm', 'start', '--agents', '2');
+    expect(r.exitCode, r.stderr + slurm.logs()).toBe(0);
+    const keyName = `slurm-${slurm.clusterName}`;
+    expect(r.stderr).toContain(`allowed a new client "${keyName}"`);
+    const keys = JSON.parse((await kq.ctl('keys', 'list', '--json')).stdout);
+    expect(keys.map((k: any) => k.name)).toContain(keyName);
+    const secretFile = path.join(kq.dataRoot, 'slurm', 'keys', `${keyName}.key_secret`);
+    expect(fs.statSync(secretFile).mode & 0o777).toBe(0o600);
+    expect(fs.statSync(path.dirname(secretFile)).mode & 0o777).toBe(0o700);
+    const secret = /secret-key = "([^"]+)"/.exec(fs.readFileSync(secretFile, 'utf8'))![1]!;
+
+    const jobId = Number(/submitted Slurm job (\d+)/.exec(r.stdout)![1]);
+    const script = await slurm.run_('scontrol', ['write', 'batch_script', `${jobId}_0`, '-']);
+    expect(script.stdout).toContain('--key-file');
+    const shown = await slurm.run_('scontrol', ['show', 'job', '-d', String(jobId)]);
+    const agents = slurm.jobProcesses().filter((p) => p.cmd.includes('kq-agent'));
+    expect(agents).toHaveLength(2);
+    for (const text of [script.stdout, shown.stdout, ...agents.map((a) => a.cmd),
+      ...agents.map((a) => fs.readFileSync(`/proc/${a.pid}/environ`, 'latin1'))]) {
+      expect(text).not.toContain(secret);
+    }
+    // The agents really talk CURVE: a job renders.
+    const id = await kq.submit('--frames', '1-2', '--', 'sh', '-c', 'echo frame {frame}');
+    expect((await kq.waitJob(id)).state).toBe('Completed');
+    expect((await ctl(kq, slurm, 'slurm', 'stop')).exitCode).toBe(0);
+    expect(await slurm.queue()).toEqual([]);
+  }, 120_000);
+
+  it('a bad partition is refused with a clear error (exit 4) and nothing stays queued; kq unreachable is exit 3', async () => {
+    const slurm = await cluster({ nodes: 1, cpus: 2 });
+    const kq = await startKq(slurm);
+    const r = await ctl(kq, slurm, 'slurm', 'start', '--agents', '2', '--partition', 'nosuchpart');
+    expect(r.exitCode).toBe(4);
+    expect(r.stderr).toMatch(/^kqctl: sbatch refused the agent job: .*invalid partition/im);
+    expect(await slurm.queue()).toEqual([]);
+    // No Slurm client on the PATH (node runs by its full path here).
+    const bare = await execa(process.execPath, [BIN.kqctl, '--data-root', kq.dataRoot, 'slurm', 'start'], { env: { ...slurm.env, PATH: '/nonexistent' }, reject: false });
+    expect(bare.exitCode).toBe(4);
+    expect(bare.stderr).toMatch(/sbatch not found on PATH/);
+    await kq.stop();
+    const down = await kqctl(['--data-root', kq.dataRoot, '--connect-timeout', '2s', 'slurm', 'start', '--agents', '1'], slurm.env);
+    expect(down.exitCode).toBe(3);
+    expect(await slurm.queue()).toEqual([]);
+  }, 120_000);
 });
