@@ -107,9 +107,34 @@ describe('kqctl slurm start / stop', () => {
     expect(fs.readdirSync(out).filter((f) => f.endsWith('.png')).sort()).toEqual([1, 2, 3, 4].map((n) => `shot${n}.png`));
     const frames = job.taskList.filter((t: any) => t.state === 'completed').flatMap((t: any) => t.frames);
     expect(frames.sort()).toEqual([1, 2, 3, 4]);
-    expect((await kq.agents()).find((a) => a.id === victim.id).state).toBe('offline');
+    expect((await kq.json('agents', '--all')).find((a: any) => a.id === victim.id).state).toBe('offline');
     await waitFor('the cancelled agent gone', () => !fs.existsSync(`/proc/${victimPid}`), 30_000);
   }, 300_000);
+
+  it('scancel signals the tree in any order: a render that dies just before its agent still hands the task back', async () => {
+    const slurm = await cluster({ nodes: 1, cpus: 2 });
+    const kq = await startKq(slurm);
+    const r = await ctl(kq, slurm, 'slurm', 'start', '--agents', '1');
+    expect(r.exitCode, r.stderr + slurm.logs()).toBe(0);
+    const id = await kq.submit('--frames', '1', '--', 'sh', '-c', 'echo rendering; exec sleep 60');
+    const task = await waitFor('the render running', async () => {
+      const t = (await kq.json('show', String(id))).taskList[0];
+      return t.state === 'running' && t.pid ? t : null;
+    }, 30_000);
+    const agent = (await kq.agents()).find((a) => a.state === 'busy');
+    // As scancel does, but render first: SIGTERM the render's group, then its agent a moment later.
+    process.kill(-task.pid, 'SIGTERM');
+    await new Promise((res) => setTimeout(res, 30));
+    process.kill(agent.pid, 'SIGTERM');
+    const after = await waitFor('the task back in the queue', async () => {
+      const j = await kq.json('show', String(id));
+      return j.taskList[0].state === 'waiting' || j.taskList[0].state === 'failed' ? j : null;
+    }, 30_000);
+    const log = (await kq.ctl('log', String(id))).stdout;
+    expect(after.taskList[0].state, log).toBe('waiting');
+    expect(log).not.toMatch(/failed/);
+    expect(after.blocklist).toEqual([]);
+  }, 120_000);
 
   it('with CURVE (kq --secure): the agents use client slurm-<cluster> from a 0600 file; no secret in the batch script, its environment or a command line', async () => {
     const slurm = await cluster({ nodes: 1, cpus: 2 });

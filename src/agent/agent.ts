@@ -42,6 +42,8 @@ export type AgentEndCause = 'stopped' | 'superseded';
 type UpdateBody = Update extends infer U ? (U extends unknown ? Omit<U, 'v' | 'agentId' | 'session'> : never) : never;
 
 const LOG_FLUSH_MS = 50;
+/** How long a render's unexplained failure waits for the agent's own stop signal before it is reported. */
+const OUTSIDE_KILL_SETTLE_MS = 500;
 
 export class Agent {
   state: AgentLifecycle = 'starting';
@@ -287,8 +289,13 @@ export class Agent {
       },
     });
     this.current = run;
-    void run.done.then((result) => {
-      if (this.abandoned.has(run)) return;
+    void run.done.then(async (result) => {
+      // A render killed from outside for no reason of ours may be the first half of a whole-tree signal
+      // (scancel, a time limit, preemption): wait a moment, so our own SIGTERM hands the task back instead.
+      if (result.reason === null && (result.exitCode !== 0 || result.signal !== null) && this.state !== 'stopping') {
+        await new Promise((r) => setTimeout(r, OUTSIDE_KILL_SETTLE_MS));
+      }
+      if (this.abandoned.has(run) || this.current !== run) return; // handed back (or dropped) meanwhile
       this.flushLogs();
       this.current = null;
       const { taskId, attempt } = ref;
