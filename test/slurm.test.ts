@@ -184,3 +184,77 @@ describe('kqctl slurm start / stop', () => {
     expect(await slurm.queue()).toEqual([]);
   }, 120_000);
 });
+
+describe('kq --slurm-autoscale', () => {
+  it('grows from 0 to max agent jobs for a backlog (never more), and back to 0 once they are idle', async () => {
+    const slurm = await cluster({ nodes: 2, cpus: 2 });
+    const kq = await startKq(slurm, ['--slurm-autoscale', 'max=3,idle=2s,time=10m']);
+    expect(await slurm.queue()).toEqual([]);
+    const id = await kq.submit('--frames', '1-9', '--chunk', '1', '--', 'sh', '-c', 'sleep 1; echo frame {frame}');
+    let most = 0;
+    const three = await waitFor('3 autoscaled agents', async () => {
+      most = Math.max(most, (await slurm.queue()).length);
+      const agents = (await kq.agents()).filter((a) => a.slurm && (a.state === 'idle' || a.state === 'busy'));
+      return agents.length === 3 ? agents : null;
+    }, 60_000, 200);
+    expect(new Set(three.map((a) => a.slurm.node)).size).toBeGreaterThanOrEqual(1);
+    const job = await kq.waitJob(id, 120_000);
+    expect(job.state).toBe('Completed');
+    most = Math.max(most, (await slurm.queue()).length);
+    expect(most).toBe(3);
+    // Idle for 2 s: released; nothing left in Slurm's queue, no job process left.
+    await waitFor('the queue empty again', async () => (await slurm.queue()).length === 0, 60_000, 200);
+    await waitFor('autoscaled agents offline', async () => (await kq.json('agents', '--all')).filter((a: any) => a.slurm).every((a: any) => a.state === 'offline'), 30_000);
+    await waitFor('no job processes', () => slurm.jobProcesses().length === 0, 30_000);
+    const log = kq.log();
+    expect(log).toMatch(/slurm autoscale: submitted Slurm job \d+/);
+    expect(log).toMatch(/slurm autoscale: cancelled \d+_\d+.*idle/);
+    const agentsOut = await kq.ctl('agents');
+    expect(agentsOut.stdout).toMatch(/Slurm autoscale: 0 agent job\(s\); min 0, max 3, idle 2s/);
+  }, 240_000);
+
+  it('finds its agent jobs again after kq dies (no second submission) and releases them on a clean stop', async () => {
+    const slurm = await cluster({ nodes: 1, cpus: 4 });
+    const kq = await startKq(slurm, ['--slurm-autoscale', 'max=2,idle=1h']);
+    const id = await kq.submit('--frames', '1-2', '--chunk', '1', '--', 'sh', '-c', 'sleep 2; echo frame {frame}');
+    await waitFor('2 autoscaled agents', async () => (await kq.agents()).filter((a) => a.slurm && a.state !== 'offline').length === 2, 60_000, 200);
+    const before = (await slurm.queue()).map((q) => q.id).sort();
+    expect(before).toHaveLength(2);
+    await kq.kill9();
+    await kq.start();
+    expect((await kq.waitJob(id, 120_000)).state).toBe('Completed');
+    // The same two agents came back to the new kq; more work reuses them instead of submitting again.
+    const id2 = await kq.submit('--frames', '1-2', '--chunk', '1', '--', 'sh', '-c', 'echo again {frame}');
+    expect((await kq.waitJob(id2, 60_000)).state).toBe('Completed');
+    expect((await slurm.queue()).map((q) => q.id).sort()).toEqual(before);
+    const log = kq.log();
+    expect(log.match(/slurm autoscale: submitted Slurm job/g)).toHaveLength(1);
+    await kq.stop();
+    expect(kq.log()).toMatch(/kq stops: cancelled its agent jobs/);
+    await waitFor('the queue empty', async () => (await slurm.queue()).length === 0, 60_000, 200);
+  }, 240_000);
+
+  it('a Slurm that refuses (bad partition) is reported once in kq.log and kqctl agents; kq keeps working with its own agents', async () => {
+    const slurm = await cluster({ nodes: 1, cpus: 2 });
+    const kq = await Kq.start({ numAgents: 1, args: ['--slurm-autoscale', 'max=2,partition=nosuchpart'], env: slurm.env });
+    kqs.push(kq);
+    const id = await kq.submit('--frames', '1-4', '--chunk', '1', '--', 'sh', '-c', 'sleep 3; echo frame {frame}');
+    await waitFor('the refusal in kq.log', () => /slurm autoscale: sbatch refused the agent job: .*invalid partition/i.test(kq.log()), 30_000).catch((e) => { throw new Error(e.message + kq.log()); });
+    const agents = await kq.ctl('agents');
+    expect(agents.exitCode).toBe(0);
+    expect(agents.stderr).toMatch(/Slurm autoscale FAILING since .*: sbatch refused the agent job: .*invalid partition/i);
+    expect((await kq.waitJob(id, 60_000)).state).toBe('Completed');
+    expect(kq.log().split('\n').filter((l) => /sbatch refused/.test(l))).toHaveLength(1); // reported once
+    expect(await slurm.queue()).toEqual([]);
+  }, 120_000);
+
+  it('rejects a bad --slurm-autoscale spec with a usage error', async () => {
+    const { execa: run } = await import('execa');
+    const r = await run(process.execPath, [BIN.kq, '--data-root', tempDir(), '--slurm-autoscale', 'max=2,min=3'], { reject: false });
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(/min=3 is more than max=2/);
+    const r2 = await run(process.execPath, [BIN.kq, '--data-root', tempDir(), '--slurm-autoscale', 'min=1,colour=red'], { reject: false });
+    expect(r2.exitCode).toBe(2);
+    expect(r2.stderr).toMatch(/unknown key "colour"/);
+  });
+});

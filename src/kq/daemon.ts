@@ -31,6 +31,8 @@ import { UpdateHandler } from './updates.js';
 import { RequestHandler, type LocalRequest } from './requests.js';
 import { DiskSpace } from './disk.js';
 import { LogFile } from './log-file.js';
+import { startAutoscaler } from './slurm-autoscale.js';
+import type { Autoscaler } from '../slurm/autoscaler.js';
 
 export type Lifecycle = 'starting' | 'running' | 'stopping' | 'stopped';
 
@@ -62,6 +64,7 @@ export class Daemon {
   private scheduler!: Scheduler;
   private updates!: UpdateHandler;
   private requests!: RequestHandler;
+  private autoscaler: Autoscaler | null = null;
   info!: DaemonInfo;
 
   constructor(private readonly o: DaemonOptions) {
@@ -115,6 +118,7 @@ export class Daemon {
     this.scheduler.queuer.resume();
     this.startLocalAgents();
     this.state = 'running';
+    if (this.o.slurmAutoscale) this.autoscaler = startAutoscaler(this.o.slurmAutoscale, { store: this.store, log: this.log, info: this.info, killGraceMs: this.o.killGraceMs });
     this.log.info({ ...this.info, epoch: this.epoch, loopback: isLoopback(this.o.bind) }, 'kq running');
     return this.info;
   }
@@ -164,6 +168,7 @@ export class Daemon {
       store, logs, log, epoch, publisher: this.publisher, scheduler: this.scheduler, heartbeatMs: this.o.heartbeatMs,
       security: () => ({ curve: this.curve !== null, insecure: this.insecure }),
       disk: () => this.disk.status(),
+      status: () => ({ slurmAutoscale: this.autoscaler?.status ?? null }),
     });
     // Room again: what could not be recorded meanwhile (heartbeats) is not held against agents; work resumes.
     this.disk.on('ok', ({ fullForMs }) => {
@@ -186,6 +191,7 @@ export class Daemon {
       ['stop disk poller', () => this.disk.stop()],
       ['close web monitor', () => this.monitor?.close()],
       ['tell agents', () => this.publisher.publish(Topics.allAgents, { v: PROTOCOL_VERSION, type: 'kq-stopping' })],
+      ['release Slurm agents', () => this.autoscaler?.stop(true)],
       ['kill renders of local agents', () => this.killLocalRenders()],
       ['requeue running tasks', () => this.store.requeueAll('kq stopped')],
       ['stop local agents', () => this.agents?.stop()],

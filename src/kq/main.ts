@@ -1,5 +1,5 @@
 /** `kq`: the daemon's command line. */
-import { Command } from 'commander';
+import { Command, InvalidArgumentError } from 'commander';
 import { durationArg, intArg, portArg, usageExitCodes } from '../common/cli.js';
 import { isLoopback, tcpEndpoint } from '../common/endpoint.js';
 import { Daemon } from './daemon.js';
@@ -7,6 +7,15 @@ import { DAEMON_DEFAULTS, envDefaults, type DaemonOptions } from './options.js';
 import { dataFiles } from '../common/paths.js';
 import { initKeys, keyFiles } from '../common/keys.js';
 import { identify, watchExit } from './exit-with.js';
+import { AUTOSCALE_USAGE, parseAutoscale } from '../slurm/autoscaler.js';
+
+function autoscaleArg(value: string) {
+  try {
+    return parseAutoscale(value);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
 
 const env = envDefaults();
 const program = usageExitCodes(new Command('kq'))
@@ -31,6 +40,7 @@ const program = usageExitCodes(new Command('kq'))
   .option('--http-token <token>', 'web monitor token [env KQ_HTTP_TOKEN] (default: none on loopback, else generated into <data root>/http-token)', env.httpToken)
   .option('--no-http', 'do not serve the web monitor')
   .option('--exit-with <pid>', 'stop (renders killed, tasks requeued) when process PID exits, e.g. the Blender or Katana that started kq', intArg(1, 2 ** 31 - 1))
+  .option('--slurm-autoscale <spec>', `run agents on Slurm, grown and shrunk with the queue: ${AUTOSCALE_USAGE} (see README "Growing past a few machines: Slurm")`, autoscaleArg)
   .addHelpText('after', `
 Exit codes: 0 stopped cleanly (SIGINT/SIGTERM, or the --exit-with process exited), 1 could not start, 2 bad usage.
 Files: <data root>/kq.db (job table), kq.json (address for kqctl), logs/job-<id>.log, logs/kq.log, http-token,
@@ -69,6 +79,7 @@ async function runDaemon(opts: ReturnType<typeof program.opts>): Promise<void> {
     httpPort: opts.http === false ? null : opts.httpPort,
     httpBind: opts.httpBind,
     httpToken: opts.httpToken,
+    slurmAutoscale: opts.slurmAutoscale,
   };
 
   // Checked before starting: a typo or an application that already quit must not leave a kq nobody stops.

@@ -1,5 +1,6 @@
 /** The daemon's options, compiled once into a fully defaulted object (flags > environment > defaults). */
 import { defaultDataRoot, DEFAULT_PORTS } from '../common/paths.js';
+import type { AutoscaleConfig } from '../slurm/autoscaler.js';
 
 export interface DaemonOptions {
   dataRoot: string;
@@ -26,6 +27,8 @@ export interface DaemonOptions {
   httpBind: string;
   /** The monitor's token; default: none on loopback, else generated into <data root>/http-token. */
   httpToken?: string;
+  /** Grow and shrink agents on Slurm with the queue (--slurm-autoscale). */
+  slurmAutoscale?: AutoscaleConfig;
 }
 
 export const DAEMON_DEFAULTS = {

@@ -30,6 +30,8 @@ export interface RequestDeps {
   security(): { curve: boolean; insecure: boolean };
   /** What `ping` reports about the data root's disk (full: no new work until there is room). */
   disk?(): DiskStatus;
+  /** More for `ping` to report (the Slurm autoscaler's status). */
+  status?(): Record<string, unknown>;
 }
 
 /** Requests after which waiting work may find an agent. */
@@ -72,7 +74,7 @@ export class RequestHandler {
     const { store, scheduler, publisher } = this.d;
     switch (req.type) {
       case 'ping':
-        return { epoch: this.d.epoch, pid: process.pid, version: PROTOCOL_VERSION, ...this.d.security(), ...(this.d.disk ? { disk: this.d.disk() } : {}) };
+        return { epoch: this.d.epoch, pid: process.pid, version: PROTOCOL_VERSION, ...this.d.security(), ...(this.d.disk ? { disk: this.d.disk() } : {}), ...this.d.status?.() };
       case 'register': {
         if (routingId !== req.agentId) throw new RequestError('bad-request', 'agent routing id must equal its agent id');
         if (req.lastOutcome) scheduler.applyOutcome(req.agentId, req.lastOutcome);

@@ -508,6 +508,11 @@ export class Store {
     return (this.stmt.idleAgents.all(epoch) as AgentRow[]).map((r) => this.agentInfo(r));
   }
 
+  /** Tasks waiting for an agent, over all jobs (the Slurm autoscaler's demand). */
+  waitingTaskCount(): number {
+    return (this.cached(`SELECT coalesce(sum(n_waiting), 0) AS n FROM jobs WHERE n_waiting > 0`).get() as { n: number }).n;
+  }
+
   listAgents(): AgentInfo[] {
     return (this.stmt.agents.all() as AgentRow[]).map((r) => this.agentInfo(r));
   }

@@ -5,6 +5,7 @@
  */
 import { printable } from '../common/printable.js';
 import type { AgentInfo, JobDetail, JobSummary } from '../protocol/index.js';
+import type { AutoscaleStatus } from '../slurm/autoscaler.js';
 
 export function printJson(data: unknown): void {
   process.stdout.write(JSON.stringify(data, null, 2) + '\n');
@@ -59,6 +60,14 @@ export function agentsTable(agents: AgentInfo[]): string {
   return table(['Agent', 'Host', 'Pid', 'Local', 'State', 'Job', 'Frames', 'Last Seen', ...(slurm ? ['Slurm'] : [])],
     agents.map((a) => [a.id, a.host, String(a.pid), a.local ? 'yes' : 'no', a.state, a.jobId === null ? '-' : String(a.jobId),
       framesText(a.frames), when(a.lastSeen), ...(slurm ? [slurmText(a.slurm)] : [])]));
+}
+
+/** The autoscaler's line under the agents table. */
+export function slurmAutoscaleText(s: AutoscaleStatus): string {
+  const pending = s.pending ? `, ${s.pending} pending (${s.pendingReasons.join(', ')})` : '';
+  const last = s.lastDecision ? `; last: ${s.lastDecision}` : '';
+  return `Slurm autoscale: ${s.agents} agent job(s)${pending}; min ${s.min}, max ${s.max}, idle ${s.idleMs / 1000}s` +
+    `${s.partition ? `, partition ${s.partition}` : ''}${last}\n`;
 }
 
 /** `123_4@node1`: what scancel and squeue call this agent's job, and where it runs. */

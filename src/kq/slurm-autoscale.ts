@@ -1,0 +1,28 @@
+/** The daemon's side of --slurm-autoscale: what the autoscaler may see of kq, and where its agents dial. */
+import os from 'node:os';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { DaemonInfo } from '../common/paths.js';
+import { installRoot } from '../common/install-root.js';
+import { Autoscaler, type AutoscaleConfig } from '../slurm/autoscaler.js';
+import type { Store } from './store.js';
+
+export function startAutoscaler(config: AutoscaleConfig, d: { store: Store; log: Logger; info: DaemonInfo; killGraceMs: number }): Autoscaler {
+  const { info } = d;
+  const wildcard = ['0.0.0.0', '*', '::'].includes(info.bind);
+  const autoscaler = new Autoscaler({
+    config,
+    log: d.log.child({ component: 'slurm-autoscale' }),
+    kqDataRoot: path.resolve(info.dataRoot),
+    waitingTasks: () => d.store.waitingTaskCount(),
+    agents: () => d.store.listAgents(),
+    jobSpec: () => ({
+      installRoot: installRoot(), node: process.execPath, agentDataRoot: path.resolve(info.dataRoot, 'slurm'),
+      kqHost: wildcard ? os.hostname() : info.bind,
+      ports: { request: info.requestPort, update: info.updatePort, broadcast: info.broadcastPort },
+      killGraceMs: d.killGraceMs, curve: info.curve,
+    }),
+  });
+  autoscaler.start();
+  return autoscaler;
+}
