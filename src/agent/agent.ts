@@ -42,7 +42,7 @@ export type AgentEndCause = 'stopped' | 'superseded';
 type UpdateBody = Update extends infer U ? (U extends unknown ? Omit<U, 'v' | 'agentId' | 'session'> : never) : never;
 
 const LOG_FLUSH_MS = 50;
-/** How long a render's unexplained failure waits for the agent's own stop signal before it is reported. */
+/** How long a Slurm agent's render's unexplained failure waits for the agent's own stop signal before it is reported. */
 const OUTSIDE_KILL_SETTLE_MS = 500;
 
 export class Agent {
@@ -290,9 +290,10 @@ export class Agent {
     });
     this.current = run;
     void run.done.then(async (result) => {
-      // A render killed from outside for no reason of ours may be the first half of a whole-tree signal
-      // (scancel, a time limit, preemption): wait a moment, so our own SIGTERM hands the task back instead.
-      if (result.reason === null && (result.exitCode !== 0 || result.signal !== null) && this.state !== 'stopping') {
+      // Under Slurm, a render failing for no reason of ours may be the first half of a whole-tree signal
+      // (scancel, a time limit, preemption: POV-Ray then exits 2): wait a moment, so our own SIGTERM hands
+      // the task back instead of failing it.
+      if (this.o.slurm && result.reason === null && (result.exitCode !== 0 || result.signal !== null) && this.state !== 'stopping') {
         await new Promise((r) => setTimeout(r, OUTSIDE_KILL_SETTLE_MS));
       }
       if (this.abandoned.has(run) || this.current !== run) return; // handed back (or dropped) meanwhile
