@@ -243,6 +243,10 @@ describe('kq --slurm-autoscale', () => {
     const agents = await kq.ctl('agents');
     expect(agents.exitCode).toBe(0);
     expect(agents.stderr).toMatch(/Slurm autoscale FAILING since .*: sbatch refused the agent job: .*invalid partition/i);
+    // The page polls the same status.
+    const status = await (await fetch(`${kq.info.httpUrl!.replace(/\/$/, '')}/api/slurm`)).json();
+    expect(status.error).toMatch(/invalid partition/i);
+    expect(status.max).toBe(2);
     expect((await kq.waitJob(id, 60_000)).state).toBe('Completed');
     expect(kq.log().split('\n').filter((l) => /sbatch refused/.test(l))).toHaveLength(1); // reported once
     expect(await slurm.queue()).toEqual([]);

@@ -2,6 +2,7 @@
 // of earlier runs) are folded away behind a toggle.
 
 import { ago, el, framesText } from './format.js';
+import { api } from './api.js';
 
 const ORDER = { busy: 0, idle: 1, lost: 2, offline: 3 };
 
@@ -14,8 +15,10 @@ export class AgentsPanel {
     this.count = el('span', { class: 'muted' });
     this.toggle = el('button', { class: 'link-btn', type: 'button', hidden: true, onclick: () => { this.showOffline = !this.showOffline; this.render(); } });
     this.body = el('tbody');
+    this.slurm = el('div', { class: 'muted slurm-status', hidden: true, 'aria-live': 'polite' });
     root.append(
       el('div', { class: 'panel-head' }, el('h2', {}, 'Agents'), this.count, el('span', { class: 'spacer-flex' }), this.toggle),
+      this.slurm,
       el('div', { class: 'agents-scroll' },
         el('table', { class: 'agents-table', 'aria-label': 'Agents' },
           el('thead', {}, el('tr', {}, ['Host', 'Agent', 'State', 'Job', 'Frames', 'Last seen'].map((h) => el('th', { scope: 'col' }, h)))),
@@ -28,6 +31,23 @@ export class AgentsPanel {
       }
     });
     setInterval(() => this.tick(), 1000);
+    this.pollSlurm();
+  }
+
+  /** kq --slurm-autoscale: its agent jobs, and Slurm's refusal if it refuses (until it works again). */
+  async pollSlurm() {
+    try {
+      const s = await api('/api/slurm');
+      this.slurm.hidden = !s;
+      if (s) {
+        const pending = s.pending ? `, ${s.pending} pending (${s.pendingReasons.join(', ')})` : '';
+        this.slurm.textContent = s.error
+          ? `Slurm autoscale failing: ${s.error} — kq keeps working with the agents it has`
+          : `Slurm autoscale: ${s.agents} agent job(s)${pending} · min ${s.min}, max ${s.max}`;
+        this.slurm.classList.toggle('slurm-error', Boolean(s.error));
+      }
+    } catch { /* the stream's status line reports a lost kq */ }
+    setTimeout(() => this.pollSlurm(), 5000);
   }
 
   set(agents) {

@@ -30,17 +30,23 @@ interface RunResult { code: number | null; stdout: string; stderr: string }
 
 function run(cmd: string, args: string[], input?: string, timeoutMs = 30_000): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env: slurmEnv(), stdio: ['pipe', 'pipe', 'pipe'], timeout: timeoutMs });
+    const child = spawn(cmd, args, { env: slurmEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
+    // Our own timer, not spawn's `timeout`: that one keeps the process alive when the command never started.
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
     child.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
     child.on('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
       reject(err.code === 'ENOENT'
         ? new SlurmError(`${cmd} not found on PATH: is this machine a Slurm submit host (Slurm's client commands installed, e.g. the slurm-client package)?`, 'missing')
         : new SlurmError(`cannot run ${cmd}: ${err.message}`, 'missing'));
     });
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
     child.stdin.on('error', () => undefined); // a client that exits without reading its input
     child.stdin.end(input ?? '');
   });

@@ -16,6 +16,7 @@
  *   POST /api/stop    {jobIds}            stop
  *   POST /api/restart {jobIds, failedOnly?} restart
  *   GET  /api/agents                      agents            → AgentInfo[]
+ *   GET  /api/slurm                       the Slurm autoscaler's status (kq --slurm-autoscale) or null
  *   GET  /api/events                      live jobs and agents → text/event-stream (see sse.ts)
  * Errors: {code, error} with 400 (bad-request), 401 (token), 403, 404 (not-found) or 500 (internal).
  */
@@ -59,6 +60,8 @@ export function registerRoutes(app: FastifyInstance, c: RouteContext): void {
 
   // disk: {full, since, reason, dataRoot} as `ping` reports it (full: kq hands out no new work until there is room).
   app.get('/api/info', async () => ({ ...c.info(), monitor: c.monitor(), disk: (backend.request({ type: 'ping' }) as { disk?: unknown }).disk ?? null }));
+  // The Slurm autoscaler's status (kq --slurm-autoscale), or null.
+  app.get('/api/slurm', async () => (backend.request({ type: 'ping' }) as { slurmAutoscale?: unknown }).slurmAutoscale ?? null);
 
   app.get<{ Querystring: { state?: JobState[] } }>('/api/jobs', {
     schema: { querystring: { type: 'object', properties: { state: { type: 'array', items: { type: 'string', enum: JobStateSchema.options } }, token: { type: 'string' } } } },
