@@ -85,7 +85,9 @@ export async function squeue(names: string[]): Promise<QueuedTask[]> {
   return r.stdout.split('\n').filter((l) => l.includes('|')).map((line) => {
     const [id, arrayJob, arrayTask, state, reason, node, name] = line.split('|');
     const task = /^\d+$/.test(arrayTask ?? '') ? Number(arrayTask) : null;
-    return { id: id!, arrayJobId: Number(arrayJob), arrayTaskId: task, state: state!, reason: reason!, node: node ?? '', name: name ?? '' };
+    // `None` right after submission: the scheduler has not looked at it yet.
+    const why = state === 'PENDING' && (reason === 'None' || !reason) ? 'not scheduled yet' : reason!;
+    return { id: id!, arrayJobId: Number(arrayJob), arrayTaskId: task, state: state!, reason: why, node: node ?? '', name: name ?? '' };
   });
 }
 
