@@ -40,15 +40,6 @@ export async function waitForExit(pid: number, timeoutMs: number): Promise<boole
   return !isAlive(pid);
 }
 
-/** The command line of a process, or null (gone, or no /proc). */
-export function commandLineOf(pid: number): string | null {
-  try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
-  } catch {
-    return null;
-  }
-}
-
 /**
  * Does any live process remain in this process group? kill(-pgid, 0) answers "no" at once for an empty
  * group (the common case); otherwise /proc tells live members from zombies nobody has reaped yet.
