@@ -186,9 +186,9 @@ describe('kqctl slurm start / stop', () => {
 });
 
 describe('kq --slurm-autoscale', () => {
-  it('grows from 0 to max agent jobs for a backlog (never more), and back to 0 once they are idle', async () => {
+  it('grows from 0 to max agent jobs for a backlog (never more), and back to 0 once they are idle (CURVE on)', async () => {
     const slurm = await cluster({ nodes: 2, cpus: 2 });
-    const kq = await startKq(slurm, ['--slurm-autoscale', 'max=3,idle=2s,time=10m']);
+    const kq = await startKq(slurm, ['--secure', '--slurm-autoscale', 'max=3,idle=2s,time=10m,host=127.0.0.1']);
     expect(await slurm.queue()).toEqual([]);
     const id = await kq.submit('--frames', '1-9', '--chunk', '1', '--', 'sh', '-c', 'sleep 1; echo frame {frame}');
     let most = 0;
@@ -198,6 +198,8 @@ describe('kq --slurm-autoscale', () => {
       return agents.length === 3 ? agents : null;
     }, 60_000, 200);
     expect(new Set(three.map((a) => a.slurm.node)).size).toBeGreaterThanOrEqual(1);
+    // CURVE: the cluster's client was allowed and its secret sits in a 0600 file the agents read.
+    expect(fs.statSync(path.join(kq.dataRoot, 'slurm', 'keys', `slurm-${slurm.clusterName}.key_secret`)).mode & 0o777).toBe(0o600);
     const job = await kq.waitJob(id, 120_000);
     expect(job.state).toBe('Completed');
     most = Math.max(most, (await slurm.queue()).length);

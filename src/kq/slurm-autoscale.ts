@@ -18,7 +18,7 @@ export function startAutoscaler(config: AutoscaleConfig, d: { store: Store; log:
     agents: () => d.store.listAgents(),
     jobSpec: () => ({
       installRoot: installRoot(), node: process.execPath, agentDataRoot: path.resolve(info.dataRoot, 'slurm'),
-      kqHost: wildcard ? os.hostname() : info.bind,
+      kqHost: config.kqHost ?? (wildcard ? os.hostname() : info.bind),
       ports: { request: info.requestPort, update: info.updatePort, broadcast: info.broadcastPort },
       killGraceMs: d.killGraceMs, curve: info.curve,
     }),

@@ -26,9 +26,11 @@ export interface AutoscaleConfig {
   timeMs: number;
   cpusPerAgent?: number;
   mem?: string;
+  /** The address of kq the agents dial (default: the address kq binds, else this machine's name). */
+  kqHost?: string;
 }
 
-export const AUTOSCALE_USAGE = 'max=N[,min=M][,idle=5m][,partition=P][,time=8h][,cpus=C][,mem=8G]';
+export const AUTOSCALE_USAGE = 'max=N[,min=M][,idle=5m][,partition=P][,time=8h][,cpus=C][,mem=8G][,host=ADDR]';
 
 /** `max=4,min=1,idle=5m,partition=render,time=8h`; throws a one-line error naming the bad part. */
 export function parseAutoscale(spec: string): AutoscaleConfig {
@@ -36,7 +38,7 @@ export function parseAutoscale(spec: string): AutoscaleConfig {
   for (const part of spec.split(',').map((p) => p.trim()).filter(Boolean)) {
     const m = /^([a-z]+)=(.+)$/.exec(part);
     if (!m) throw new Error(`--slurm-autoscale: "${part}" is not key=value (expected ${AUTOSCALE_USAGE})`);
-    if (!['max', 'min', 'idle', 'partition', 'time', 'cpus', 'mem'].includes(m[1]!)) throw new Error(`--slurm-autoscale: unknown key "${m[1]}" (expected ${AUTOSCALE_USAGE})`);
+    if (!['max', 'min', 'idle', 'partition', 'time', 'cpus', 'mem', 'host'].includes(m[1]!)) throw new Error(`--slurm-autoscale: unknown key "${m[1]}" (expected ${AUTOSCALE_USAGE})`);
     fields.set(m[1]!, m[2]!);
   }
   const int = (key: string, min: number, fallback?: number) => {
@@ -60,6 +62,7 @@ export function parseAutoscale(spec: string): AutoscaleConfig {
   const config: AutoscaleConfig = {
     max: int('max', 1), min: int('min', 0, 0), idleMs: duration('idle', 5 * 60_000), timeMs: duration('time', 8 * 3600_000),
     partition: fields.get('partition'), cpusPerAgent: fields.has('cpus') ? int('cpus', 1) : undefined, mem: fields.get('mem'),
+    kqHost: fields.get('host'),
   };
   if (config.min > config.max) throw new Error(`--slurm-autoscale: min=${config.min} is more than max=${config.max}`);
   return config;
