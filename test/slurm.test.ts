@@ -136,6 +136,22 @@ describe('kqctl slurm start / stop', () => {
     expect(after.blocklist).toEqual([]);
   }, 120_000);
 
+  it('an agent reaching its Slurm time limit hands its running task back (no failed attempt)', async () => {
+    const slurm = await cluster({ nodes: 1, cpus: 2 });
+    const kq = await startKq(slurm);
+    const r = await ctl(kq, slurm, 'slurm', 'start', '--agents', '1', '--time', '1m');
+    expect(r.exitCode, r.stderr + slurm.logs()).toBe(0);
+    const id = await kq.submit('--frames', '1', '--', 'sh', '-c', 'echo rendering; exec sleep 600');
+    await waitFor('the render running', async () => (await kq.json('show', String(id))).taskList[0].state === 'running', 30_000);
+    // Slurm enforces the limit within about 30 s of it, then SIGTERM (KillWait 5 s) as for scancel.
+    await waitFor('the time limit to end the agent', async () => (await kq.json('agents', '--all')).every((a: any) => a.state === 'offline'), 150_000, 500);
+    const job = await kq.json('show', String(id));
+    const log = (await kq.ctl('log', String(id))).stdout;
+    expect(job.taskList[0].state, log).toBe('waiting');
+    expect(log).not.toMatch(/failed/);
+    expect(await slurm.queue()).toEqual([]);
+  }, 240_000);
+
   it('with CURVE (kq --secure): the agents use client slurm-<cluster> from a 0600 file; no secret in the batch script, its environment or a command line', async () => {
     const slurm = await cluster({ nodes: 1, cpus: 2 });
     const kq = await startKq(slurm, ['--secure']);

@@ -19,7 +19,8 @@ const program = usageExitCodes(connectionOptions(new Command('kqctl')))
   .addHelpText('after', `
 Exit codes: 0 ok, 1 a job failed or was cancelled (submit --wait, wait), 2 bad usage or input
 (invalid frame range, unknown job id, empty command), 3 kq unreachable, 4 remote: SSH failed or was refused
-(host key, login) or a remote script failed, 5 remote start: the agents did not register with kq in time.
+(host key, login) or a remote script failed; slurm: Slurm refused, 5 remote/slurm start: the agents did not
+register with kq in time.
 kqctl finds kq through <data root>/kq.json (KQ_DATA_ROOT, default ~/.local/share/kq), or KQ_HOST/KQ_REQUEST_PORT.`);
 
 for (const add of [submit, list, show, log, jobsAction, wait, agents, remote, slurm]) add(program, (c) => usageExitCodes(connectionOptions(c)));
