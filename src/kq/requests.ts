@@ -108,6 +108,7 @@ export class RequestHandler {
       case 'stop': {
         req.jobIds.forEach((id) => this.existingJob(id));
         const kill = store.stopJobs(req.jobIds);
+        for (const id of req.jobIds) scheduler.queuer.add(id); // a big job's tasks follow in batches
         scheduler.stopRenders(kill, 'job stopped');
         for (const id of req.jobIds) publisher.appendLog(id, `[kq] job ${id} stopped at ${new Date().toISOString()}\n`);
         scheduler.afterChange(req.jobIds);
@@ -116,6 +117,7 @@ export class RequestHandler {
       case 'restart': {
         req.jobIds.forEach((id) => this.existingJob(id));
         const kill = store.restartJobs(req.jobIds, req.failedOnly);
+        for (const id of req.jobIds) scheduler.queuer.add(id);
         scheduler.stopRenders(kill, 'job restarted');
         for (const id of req.jobIds) publisher.appendLog(id, `[kq] job ${id} restarted${req.failedOnly ? ' (failed tasks only)' : ''} at ${new Date().toISOString()}\n`);
         for (const id of req.jobIds) publisher.announceJob(id);

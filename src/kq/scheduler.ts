@@ -49,7 +49,7 @@ export class Scheduler {
 
   /** Hand waiting tasks to idle agents of this epoch until one or the other runs out. */
   dispatch(): void {
-    if (!this.d.isRunning() || !this.routerQueue) return;
+    if (!this.d.isRunning() || !this.routerQueue || this.d.store.holdsDispatch()) return;
     for (const agent of this.d.store.idleAgents(this.d.epoch)) {
       const claimed = this.d.store.claimTask(agent.id);
       if (!claimed) continue;

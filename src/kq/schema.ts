@@ -82,8 +82,10 @@ CREATE TABLE IF NOT EXISTS blocklist (
 const ADDED_COLUMNS: Array<[string, string, string]> = [
   ['jobs', 'output', 'TEXT'], // the job's output pattern (the monitor's thumbnails)
   ['tasks', 'progress', 'REAL'], // percent done of the current attempt, parsed from its log
-  // tasks of a big job not inserted yet: they are counted as waiting and inserted in batches (store.queueTasks)
+  // tasks of a big job not inserted yet: they are counted as waiting and inserted in batches (store.continueJob)
   ['jobs', 'tasks_unqueued', 'INTEGER'],
+  // a stop or restart whose task rows are still being changed in batches: 'stop', 'restart', 'restart-failed'
+  ['jobs', 'bulk_change', 'TEXT'],
   ['agents', 'session', 'TEXT'], // the current registration: updates must carry it
   ['agents', 'confirmed', 'INTEGER NOT NULL DEFAULT 0'], // 1 once a heartbeat carried the session: only then is work dispatched
   ['agents', 'slurm', 'TEXT'], // JSON SlurmPlacement of an agent running as a Slurm job

@@ -47,7 +47,28 @@ interface JobRow {
   cwd: string | null; env: string; max_attempts: number; timeout_ms: number | null; shell: number;
   state: JobState; submitted_at: string; completed_at: string | null; frames_total: number; frames_done: number;
   n_waiting: number; n_running: number; n_completed: number; n_failed: number; n_cancelled: number;
-  output: string | null; tasks_unqueued: number | null;
+  output: string | null; tasks_unqueued: number | null; bulk_change: string | null;
+}
+
+/**
+ * A stop or restart of a big job whose task rows are still being changed, batch by batch: which task
+ * states move to which (as JSON in jobs.bulk_change). Rows already changed hold their target state, which
+ * the change leaves alone, so a second change is simply composed with the first (composeChanges).
+ */
+type BulkChange = Partial<Record<TaskState, TaskState>>;
+const STOP: BulkChange = { waiting: 'cancelled' };
+const RESTART: BulkChange = { failed: 'waiting', cancelled: 'waiting', completed: 'waiting' };
+const RESTART_FAILED: BulkChange = { failed: 'waiting', cancelled: 'waiting' };
+
+/** First `first`, then `then`: where each state ends up. */
+function composeChanges(first: BulkChange, then: BulkChange): BulkChange {
+  const out: BulkChange = {};
+  for (const state of TASK_STATES) {
+    const mid = first[state] ?? state;
+    const end = then[mid] ?? mid;
+    if (end !== state) out[state] = end;
+  }
+  return out;
 }
 export interface TaskRow {
   id: number; job_id: number; seq: number; frames: string; n_frames: number; priority: number; state: TaskState;
@@ -115,6 +136,7 @@ export class Store {
     addMissingColumns(this.db);
     this.cached(`INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)`).run(String(SCHEMA_VERSION));
     this.stmt = prepareStatements(this.db);
+    for (const r of this.cached(`SELECT id FROM jobs WHERE bulk_change IS NOT NULL`).all() as Array<{ id: number }>) this.changing.add(r.id);
   }
 
   close(): void {
@@ -140,17 +162,6 @@ export class Store {
     const tasksUnqueued = this.insertTasks(jobId, TASK_BATCH, job.frames);
     return { ...this.summary(this.jobRow(jobId)!), tasksUnqueued };
   });
-
-  /**
-   * Insert up to `max` more tasks of a job submitted with more than TASK_BATCH (in one transaction).
-   * Returns how many are still to insert.
-   */
-  readonly queueTasks = (jobId: number, max = TASK_BATCH): number => this.tx(() => this.insertTasks(jobId, max));
-
-  /** Jobs with tasks still to insert (after a restart: the batches the previous kq did not finish). */
-  jobsBeingQueued(): number[] {
-    return (this.cached(`SELECT id FROM jobs WHERE tasks_unqueued > 0 ORDER BY id`).all() as Array<{ id: number }>).map((r) => r.id);
-  }
 
   /** Frames of jobs still being queued, so each batch does not parse the frame spec again. */
   private readonly framesOfJob = new Map<number, number[]>();
@@ -207,17 +218,21 @@ export class Store {
     };
   }
 
-  /** Cancel every unfinished task of these jobs. Returns the running ones, whose renders must be killed. */
+  /**
+   * Cancel every unfinished task of these jobs. Returns the running ones, whose renders must be killed.
+   * The job's counts (and so its state) change at once; a big job's waiting tasks are then cancelled in
+   * batches (continueJob), and no work is handed out until that is done (holdsDispatch).
+   */
   readonly stopJobs = (jobIds: number[]): TaskRef[] => this.tx(() => {
     const toKill: TaskRef[] = [];
     for (const jobId of jobIds) {
-      this.insertTasks(jobId, Infinity); // a job stopped while its tasks are still being inserted
       for (const t of this.stmt.runningOfJob.all(jobId) as TaskRow[]) {
         toKill.push({ agentId: t.agent_id!, taskId: t.id, attempt: t.attempts });
+        this.stmt.cancelTask.run({ id: t.id, at: now() });
       }
-      this.cached(`UPDATE tasks SET state = 'cancelled', reason = 'stopped by user', finished_at = ?
-        WHERE job_id = ? AND state IN ('waiting', 'running')`).run(now(), jobId);
-      this.recount(jobId);
+      this.cached(`UPDATE jobs SET n_cancelled = n_cancelled + n_waiting + n_running, n_waiting = 0, n_running = 0 WHERE id = ?`).run(jobId);
+      this.beginBulkChange(jobId, STOP);
+      this.refreshJobState(jobId);
     }
     return toKill;
   });
@@ -225,25 +240,95 @@ export class Store {
   /**
    * Put tasks back to Waiting: all of them, or with failedOnly just the failed and cancelled ones.
    * Clears the job's blocklist and failure counts. Returns running tasks whose renders must be killed.
+   * The counts change at once; a big job's tasks are put back in batches (continueJob).
    */
   readonly restartJobs = (jobIds: number[], failedOnly: boolean): TaskRef[] => this.tx(() => {
     const toKill: TaskRef[] = [];
-    const states = failedOnly ? `('failed', 'cancelled')` : `('failed', 'cancelled', 'completed', 'running')`;
     for (const jobId of jobIds) {
-      this.insertTasks(jobId, Infinity);
       if (!failedOnly) {
         for (const t of this.stmt.runningOfJob.all(jobId) as TaskRow[]) {
           toKill.push({ agentId: t.agent_id!, taskId: t.id, attempt: t.attempts });
+          this.stmt.restartTask.run({ id: t.id });
         }
       }
-      this.cached(`UPDATE tasks SET state = 'waiting', fails = 0, last_failed_host = NULL, exit_code = NULL, reason = NULL, pid = NULL,
-        started_at = NULL, finished_at = NULL WHERE job_id = ? AND state IN ${states}`).run(jobId);
+      this.cached(failedOnly
+        ? `UPDATE jobs SET n_waiting = n_waiting + n_failed + n_cancelled, n_failed = 0, n_cancelled = 0 WHERE id = ?`
+        : `UPDATE jobs SET n_waiting = n_waiting + n_failed + n_cancelled + n_completed + n_running, n_failed = 0, n_cancelled = 0,
+            n_completed = 0, n_running = 0, frames_done = 0 WHERE id = ?`).run(jobId);
       this.cached(`DELETE FROM blocklist WHERE job_id = ?`).run(jobId);
       this.cached(`DELETE FROM failures WHERE job_id = ?`).run(jobId);
-      this.recount(jobId);
+      this.beginBulkChange(jobId, failedOnly ? RESTART_FAILED : RESTART);
+      this.refreshJobState(jobId);
     }
     return toKill;
   });
+
+  /**
+   * One batch of a big job's background work, in one transaction: tasks still to insert, then a stop or
+   * restart still to apply to its tasks. Returns whether more remains.
+   */
+  readonly continueJob = (jobId: number, max = TASK_BATCH): boolean => this.tx(() =>
+    this.insertTasks(jobId, max) > 0 || this.bulkChange(jobId, max));
+
+  /** Jobs with background work left (after a restart: what the previous kq did not finish). */
+  jobsInProgress(): number[] {
+    return (this.cached(`SELECT id FROM jobs WHERE tasks_unqueued > 0 OR bulk_change IS NOT NULL ORDER BY id`).all() as Array<{ id: number }>).map((r) => r.id);
+  }
+
+  /**
+   * While a stop or restart is being applied, some task rows do not say their state yet (a cancelled task
+   * still looks waiting): nothing may be handed out, and no row may change underneath the batches.
+   */
+  holdsDispatch(): boolean {
+    // The set is kept beside the table: drop what a rolled-back transaction left in it.
+    for (const id of this.changing) if (!this.jobRow(id)?.bulk_change) this.changing.delete(id);
+    return this.changing.size > 0;
+  }
+
+  /** Jobs whose stop or restart is still being applied to their task rows. */
+  private readonly changing = new Set<number>();
+
+  /** Record a stop or restart (the counts already say its result) and apply its first batch. */
+  private beginBulkChange(jobId: number, change: BulkChange): void {
+    const pending = this.jobRow(jobId)?.bulk_change;
+    const combined = pending ? composeChanges(JSON.parse(pending) as BulkChange, change) : change;
+    this.cached(`UPDATE jobs SET bulk_change = ? WHERE id = ?`).run(JSON.stringify(combined), jobId);
+    this.changing.add(jobId);
+    this.bulkChange(jobId, TASK_BATCH);
+  }
+
+  /** Finish at once what is left of a job's background work (a second change to it, or a rule that recounts it). */
+  private finishBulkChange(jobId: number): void {
+    const job = this.jobRow(jobId);
+    if (job?.bulk_change) this.bulkChange(jobId, Infinity);
+  }
+
+  /**
+   * Apply up to `max` task rows of a job's pending stop or restart (its counts already say the result).
+   * Tasks not inserted yet are inserted first. Returns whether more remains.
+   */
+  private bulkChange(jobId: number, max: number): boolean {
+    const job = this.jobRow(jobId);
+    if (!job?.bulk_change) return false;
+    if ((job.tasks_unqueued ?? 0) > 0) {
+      if (max !== Infinity) return true; // inserted first, batch by batch
+      this.insertTasks(jobId, Infinity);
+    }
+    const change = JSON.parse(job.bulk_change) as BulkChange;
+    let left = max;
+    for (const [state, to] of Object.entries(change) as Array<[TaskState, TaskState]>) {
+      const ids = (this.cached(`SELECT id FROM tasks WHERE state = ? AND priority = ? AND job_id = ? LIMIT ?`)
+        .all(state, job.priority, jobId, left === Infinity ? -1 : left) as Array<{ id: number }>).map((r) => r.id);
+      if (ids.length === 0) continue;
+      const at = now();
+      for (const id of ids) (to === 'cancelled' ? this.stmt.cancelTask : this.stmt.restartTask).run({ id, at });
+      left -= ids.length;
+      if (left <= 0) return true;
+    }
+    this.cached(`UPDATE jobs SET bulk_change = NULL WHERE id = ?`).run(jobId);
+    this.changing.delete(jobId);
+    return false;
+  }
 
   // ---------- dispatch ----------
 
@@ -386,6 +471,7 @@ export class Store {
       AND NOT EXISTS (SELECT 1 FROM blocklist b WHERE b.job_id = ? AND b.host = a.host)`).get(jobId) as { n: number };
     if (open.n > 0) return 0;
     this.insertTasks(jobId, Infinity);
+    this.finishBulkChange(jobId);
     const { changes } = this.cached(`UPDATE tasks SET state = 'failed', reason = 'every available host is blocklisted for this job',
       finished_at = ? WHERE job_id = ? AND state = 'waiting'`).run(now(), jobId);
     if (changes > 0) this.recount(jobId);
@@ -653,6 +739,9 @@ function prepareStatements(db: Database.Database) {
       setTaskPid: db.prepare(`UPDATE tasks SET pid = ? WHERE id = ?`),
       endTask: db.prepare(`UPDATE tasks SET state = @state, exit_code = @exitCode, reason = @reason, finished_at = @at,
         fails = fails + @failed, last_failed_host = CASE WHEN @failed = 1 THEN host ELSE last_failed_host END WHERE id = @id`),
+      cancelTask: db.prepare(`UPDATE tasks SET state = 'cancelled', reason = 'stopped by user', finished_at = @at WHERE id = @id`),
+      restartTask: db.prepare(`UPDATE tasks SET state = 'waiting', fails = 0, last_failed_host = NULL, exit_code = NULL, reason = NULL, pid = NULL,
+        started_at = NULL, finished_at = NULL, progress = NULL WHERE id = @id`),
       requeueTask: db.prepare(`UPDATE tasks SET state = 'waiting', reason = @reason, pid = NULL WHERE id = @id`),
       agent: db.prepare(`SELECT * FROM agents WHERE id = ?`),
       agents: db.prepare(`SELECT * FROM agents ORDER BY registered_at, id`),

@@ -1,8 +1,8 @@
 /**
- * Inserts the tasks of big jobs in batches, one transaction per event-loop turn, so kq keeps reading
- * requests and heartbeats while a million-frame job goes in. The job itself (with its first batch) is
- * already in the table and its other tasks counted as waiting; the table says how many are left, so a
- * kq that dies midway is resumed by the next one (resume()).
+ * The background work on big jobs, one batch (one transaction) per event-loop turn, so kq keeps reading
+ * requests and heartbeats while a million-frame job goes in, is stopped or restarted: the job's row and
+ * counts already say the result; its task rows follow (store.continueJob). The table records what is
+ * left, so a kq that dies midway is resumed by the next one (resume()).
  */
 import type { Logger } from 'pino';
 import type { Store } from './store.js';
@@ -24,7 +24,7 @@ export class TaskQueuer {
 
   constructor(private readonly d: TaskQueuerDeps) {}
 
-  /** Queue the rest of this job's tasks in the background. */
+  /** Do the rest of this job's background work (if it has any). */
   add(jobId: number): void {
     this.jobs.add(jobId);
     this.schedule(0);
@@ -32,7 +32,7 @@ export class TaskQueuer {
 
   /** Resume the jobs a previous kq was still queueing. */
   resume(): void {
-    for (const jobId of this.d.store.jobsBeingQueued()) this.add(jobId);
+    for (const jobId of this.d.store.jobsInProgress()) this.add(jobId);
   }
 
   stop(): void {
@@ -56,8 +56,8 @@ export class TaskQueuer {
     this.jobs.delete(jobId);
     try {
       // Round robin: a job still being queued goes to the back, behind any other.
-      if (this.d.store.queueTasks(jobId) > 0) this.jobs.add(jobId);
-      else this.d.log.info({ job: jobId }, 'all tasks of the job queued');
+      if (this.d.store.continueJob(jobId)) this.jobs.add(jobId);
+      else this.d.log.info({ job: jobId }, 'background work on the job done (tasks inserted, stop or restart applied)');
     } catch (err) {
       this.jobs.add(jobId);
       this.d.log.error({ job: jobId, err: (err as Error).message }, 'queueing the job\'s tasks failed; retrying');
