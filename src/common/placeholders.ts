@@ -2,6 +2,8 @@
  * `{frame}`, `{start}`, `{end}` in a job's argv, optionally zero-padded: `{frame:04}`.
  * A chunk whose argv names `{frame}` runs once per frame; otherwise once for the whole chunk.
  */
+import { expandItems } from './items.js';
+
 const PLACEHOLDER = /\{(frame|start|end)(?::0?(\d+))?\}/g;
 
 export function usesFramePlaceholder(argv: string[]): boolean {
@@ -16,8 +18,16 @@ function fill(arg: string, values: Record<'frame' | 'start' | 'end', number>): s
   });
 }
 
-/** The commands one task runs, in order. A job without frames runs its argv once, unchanged. */
-export function expandCommands(argv: string[], frames: number[]): string[][] {
+/**
+ * The commands one task runs, in order. A job without frames runs its argv once, unchanged. A job of items
+ * (`--each`; its frames are the items' 1-based indices) runs once per item, see items.ts.
+ */
+export function expandCommands(argv: string[], frames: number[], items?: { values: string[]; shell: boolean }): string[][] {
+  if (items) {
+    // Frame placeholders first, on the job's own argv: an item's text is never read as a placeholder.
+    const [start, end] = [frames[0]!, frames[frames.length - 1]!];
+    return frames.map((frame, i) => expandItems(argv.map((arg) => fill(arg, { frame, start, end })), [frame], [items.values[i]!], items.shell)[0]!);
+  }
   if (frames.length === 0) return [argv];
   const start = frames[0]!;
   const end = frames[frames.length - 1]!;

@@ -62,6 +62,13 @@ CREATE TABLE IF NOT EXISTS agents (
   registered_at TEXT NOT NULL,
   last_seen INTEGER NOT NULL
 );
+-- The items of --each jobs: task frames are indices into them.
+CREATE TABLE IF NOT EXISTS job_items (
+  job_id INTEGER NOT NULL,
+  idx INTEGER NOT NULL,
+  item TEXT NOT NULL,
+  PRIMARY KEY (job_id, idx)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS failures (
   job_id INTEGER NOT NULL,
   host TEXT NOT NULL,
@@ -80,6 +87,7 @@ CREATE TABLE IF NOT EXISTS blocklist (
  * Each is nullable, so old rows need no rewrite.
  */
 const ADDED_COLUMNS: Array<[string, string, string]> = [
+  ['jobs', 'items', 'INTEGER'], // --each: how many items (in job_items); NULL for other jobs
   ['jobs', 'output', 'TEXT'], // the job's output pattern (the monitor's thumbnails)
   ['tasks', 'progress', 'REAL'], // percent done of the current attempt, parsed from its log
   // tasks of a big job not inserted yet: they are counted as waiting and inserted in batches (store.continueJob)

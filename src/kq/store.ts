@@ -14,6 +14,8 @@ export interface NewJob {
   frameSpec: string | null;
   /** Every frame, in order; task N renders frames[N*chunk .. (N+1)*chunk). No frames: one task. */
   frames: number[];
+  /** `--each`: the items, frames being their 1-based indices; null for other jobs. */
+  items: string[] | null;
   chunk: number;
   priority: number;
   cwd: string | null;
@@ -47,7 +49,7 @@ interface JobRow {
   cwd: string | null; env: string; max_attempts: number; timeout_ms: number | null; shell: number;
   state: JobState; submitted_at: string; completed_at: string | null; frames_total: number; frames_done: number;
   n_waiting: number; n_running: number; n_completed: number; n_failed: number; n_cancelled: number;
-  output: string | null; tasks_unqueued: number | null; bulk_change: string | null;
+  output: string | null; tasks_unqueued: number | null; bulk_change: string | null; items: number | null;
 }
 
 /**
@@ -156,8 +158,10 @@ export class Store {
       name: job.name, argv: JSON.stringify(job.argv), frameSpec: job.frameSpec, chunk: job.chunk, priority: job.priority,
       cwd: job.cwd, env: JSON.stringify(job.env), maxAttempts: job.maxAttempts, timeoutMs: job.timeoutMs,
       shell: job.shell ? 1 : 0, submittedAt: now(), framesTotal: job.frames.length, nTasks, output: job.output, unqueued: nTasks,
+      items: job.items?.length ?? null,
     });
     const jobId = Number(lastInsertRowid);
+    if (job.items) job.items.forEach((item, i) => this.stmt.insertItem.run(jobId, i + 1, item));
     if (nTasks > TASK_BATCH) this.framesOfJob.set(jobId, job.frames);
     const tasksUnqueued = this.insertTasks(jobId, TASK_BATCH, job.frames);
     return { ...this.summary(this.jobRow(jobId)!), tasksUnqueued };
@@ -342,9 +346,11 @@ export class Store {
     this.countMove(task.job_id, 'waiting', 'running', 0);
     const job = this.jobRow(task.job_id)!;
     const frames = JSON.parse(task.frames) as number[];
+    const items = job.items === null || frames.length === 0 ? undefined
+      : { values: (this.stmt.itemsOf.all(task.job_id, frames[0], frames[frames.length - 1]) as Array<{ item: string }>).map((r) => r.item), shell: job.shell === 1 };
     return {
       taskId: task.id, jobId: task.job_id, attempt: task.attempts, frames,
-      commands: expandCommands(JSON.parse(job.argv) as string[], frames),
+      commands: expandCommands(JSON.parse(job.argv) as string[], frames, items),
       cwd: job.cwd, env: JSON.parse(job.env) as Record<string, string>, timeoutMs: job.timeout_ms, shell: job.shell === 1,
       session: agent.session,
     };
@@ -709,8 +715,10 @@ const SUMMARY_COLUMNS = 'id, name, state, priority, frames_done, frames_total, n
 function prepareStatements(db: Database.Database) {
   return {
       insertJob: db.prepare(`INSERT INTO jobs (name, argv, frame_spec, chunk, priority, cwd, env, max_attempts, timeout_ms, shell,
-        state, submitted_at, frames_total, n_waiting, output, tasks_unqueued) VALUES (@name, @argv, @frameSpec, @chunk, @priority, @cwd, @env,
-        @maxAttempts, @timeoutMs, @shell, 'Waiting', @submittedAt, @framesTotal, @nTasks, @output, @unqueued)`),
+        state, submitted_at, frames_total, n_waiting, output, tasks_unqueued, items) VALUES (@name, @argv, @frameSpec, @chunk, @priority, @cwd, @env,
+        @maxAttempts, @timeoutMs, @shell, 'Waiting', @submittedAt, @framesTotal, @nTasks, @output, @unqueued, @items)`),
+      insertItem: db.prepare(`INSERT INTO job_items (job_id, idx, item) VALUES (?, ?, ?)`),
+      itemsOf: db.prepare(`SELECT item FROM job_items WHERE job_id = ? AND idx BETWEEN ? AND ? ORDER BY idx`),
       insertTask: db.prepare(`INSERT INTO tasks (job_id, seq, frames, n_frames, priority, state) VALUES (?, ?, ?, ?, ?, 'waiting')`),
       job: db.prepare(`SELECT * FROM jobs WHERE id = ?`),
       // Lists read only what a summary shows: better-sqlite3 builds rows of 20+ columns several times slower.

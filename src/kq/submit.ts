@@ -5,6 +5,7 @@ import { JobSubmitSchema } from '../protocol/index.js';
 import { FrameRangeError, parseFrameRange } from '../common/frames.js';
 import type { NewJob } from './store.js';
 import { unspawnableReason } from './spawnable.js';
+import { badItem } from '../common/items.js';
 
 export class RequestError extends Error {
   constructor(readonly code: ErrorCode, message: string) {
@@ -16,7 +17,12 @@ export function prepareJob(input: JobSubmit): NewJob {
   const job = JobSubmitSchema.parse(input);
   if (job.argv[0]!.trim() === '') throw new RequestError('bad-request', 'empty command: give the program to run after --');
   let frames: number[] = [];
-  if (job.frames !== undefined) {
+  if (job.items !== undefined) {
+    if (job.frames !== undefined) throw new RequestError('bad-request', 'a job takes frames or items (--each), not both');
+    const bad = badItem(job.items);
+    if (bad) throw new RequestError('bad-request', bad);
+    frames = job.items.map((_, i) => i + 1);
+  } else if (job.frames !== undefined) {
     try {
       frames = parseFrameRange(job.frames);
     } catch (err) {
@@ -30,8 +36,9 @@ export function prepareJob(input: JobSubmit): NewJob {
   return {
     name: job.name?.trim() || defaultName(job.argv),
     argv: job.argv,
-    frameSpec: job.frames ?? null,
+    frameSpec: job.items ? `1-${job.items.length}` : job.frames ?? null,
     frames,
+    items: job.items ?? null,
     chunk: job.chunk,
     priority: job.priority,
     cwd: job.cwd ?? null,

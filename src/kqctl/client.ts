@@ -28,8 +28,14 @@ export class KqClient {
       this.dealer.connect(this.endpoint);
     }
     const rid = crypto.randomUUID();
+    const message = encode({ v: PROTOCOL_VERSION, rid, type, ...body });
+    // kq's socket would drop a bigger message without a word (and cut us off): say so instead of timing out.
+    if (message.length > MAX_MESSAGE_BYTES) {
+      throw new CliError(EXIT.usage, `this ${type} is ${(message.length / 1024 / 1024).toFixed(1)} MiB, over kq's ${MAX_MESSAGE_BYTES / 1024 / 1024} MiB message limit` +
+        (type === 'submit' ? ': split the items (or the command) into several jobs' : ''));
+    }
     try {
-      await this.dealer.send(encode({ v: PROTOCOL_VERSION, rid, type, ...body }));
+      await this.dealer.send(message);
       for (;;) {
         const [frame] = await this.dealer.receive();
         const reply = JSON.parse(frame!.toString()) as Reply;

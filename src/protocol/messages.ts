@@ -31,6 +31,8 @@ export const JobSubmitSchema = z.object({
   name: z.string().max(256).optional(),
   argv: z.array(z.string().max(65536)).min(1).max(4096),
   frames: z.string().max(65536).optional(),
+  /** `--each`: one run per item (its frames are the items' 1-based indices); not with `frames`. */
+  items: z.array(z.string().max(65536)).min(1).max(1_000_000).optional(),
   chunk: boundedInt(1, 1_000_000).default(1),
   priority: boundedInt(-1000, 1000).default(0),
   cwd: z.string().max(4096).optional(),

@@ -9,6 +9,19 @@ import { withClient, type ConnectionFlags } from '../connect.js';
 interface SubmitFlags extends ConnectionFlags {
   name?: string; frames?: string; chunk: number; priority: number; cwd?: string; env: string[];
   retries: number; timeout?: number; shell: boolean; output?: string; wait: boolean; json: boolean;
+  each: boolean; null: boolean;
+}
+
+/** `--each`: the items on standard input, one per line (blank lines skipped) or NUL-separated with -0. */
+async function readItems(nulSeparated: boolean): Promise<string[]> {
+  if (process.stdin.isTTY) throw new CliError(EXIT.usage, '--each reads its items from standard input: pipe them in (e.g. ls *.pov | kqctl submit --each -- povray +I{})');
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  const text = Buffer.concat(chunks).toString('utf8');
+  const items = nulSeparated ? text.split('\0') : text.split('\n').filter((line) => line !== '');
+  if (nulSeparated && items[items.length - 1] === '') items.pop();
+  if (items.length === 0) throw new CliError(EXIT.usage, `--each: no items on standard input (${nulSeparated ? 'NUL-separated' : 'one per line'})`);
+  return items;
 }
 
 function envPair(value: string, prev: string[]): string[] {
@@ -21,7 +34,9 @@ export function register(program: Command, connection: (c: Command) => Command):
     .argument('<command...>', 'the program to run and its arguments')
     .option('--name <name>', 'job name (default: the command)')
     .option('--frames <range>', 'frames, e.g. "1-10, 20, 30-45" or "1-100x5"')
-    .option('--chunk <n>', 'frames per task', intArg(1, 1_000_000), 1)
+    .option('--each', 'one run per line of standard input: {item} (or {}) is the line, {#} its number; no placeholder: appended', false)
+    .option('-0, --null', 'with --each: items are separated by NUL bytes (find -print0), not lines', false)
+    .option('--chunk <n>', 'frames (or --each items) per task', intArg(1, 1_000_000), 1)
     .option('--priority <n>', 'higher runs first (-1000..1000)', intArg(-1000, 1000), 0)
     .option('--cwd <dir>', 'working directory of the render (default: the current directory)')
     .option('--env <K=V>', 'environment variable for the render (repeatable)', envPair, [] as string[])
@@ -39,8 +54,11 @@ export function register(program: Command, connection: (c: Command) => Command):
         env[pair.slice(0, eq)] = pair.slice(eq + 1);
       }
       if (command.length === 0 || command[0]!.trim() === '') throw new CliError(EXIT.usage, 'empty command: give the program to run after --');
+      if (flags.each && flags.frames !== undefined) throw new CliError(EXIT.usage, '--each and --frames do not go together: a job runs over frames or over items');
+      if (flags.null && !flags.each) throw new CliError(EXIT.usage, '-0/--null goes with --each');
+      const items = flags.each ? await readItems(flags.null) : undefined;
       const job: JobSubmit = {
-        name: flags.name, argv: command, frames: flags.frames, chunk: flags.chunk, priority: flags.priority,
+        name: flags.name, argv: command, frames: flags.frames, items, chunk: flags.chunk, priority: flags.priority,
         cwd: flags.cwd ? (await import('node:path')).resolve(flags.cwd) : process.cwd(), env, maxAttempts: flags.retries + 1,
         timeoutMs: flags.timeout, shell: flags.shell, output: flags.output,
       };
