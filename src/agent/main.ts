@@ -1,7 +1,7 @@
 /** `kq-agent`: the seed's command line (`--minimal-env True --request-port P ... KQ_HOST`) plus kq's own flags. */
 import os from 'node:os';
 import { Command, InvalidArgumentError } from 'commander';
-import { durationArg, portArg, usageExitCodes } from '../common/cli.js';
+import { durationOption, portArg, usageExitCodes } from '../common/cli.js';
 import { DEFAULT_PORTS } from '../common/paths.js';
 import { Agent } from './agent.js';
 import { curveClient, type CurveClient } from '../common/curve-client.js';
@@ -22,8 +22,8 @@ const program = usageExitCodes(new Command('kq-agent'))
   .option('--minimal-env <bool>', 'renders get only PATH, HOME, USER, LANG, TMPDIR… plus the job env (True/False)', boolArg, false)
   .option('--agent-id <id>', 'unique id of this agent (default: <host name>:<pid>)')
   .option('--host-name <name>', 'host name reported to kq (blocklists are per host) [env KQ_AGENT_HOST]', process.env.KQ_AGENT_HOST ?? os.hostname())
-  .option('--kill-grace <duration>', 'when a task ends (stop, timeout, exit leaving processes behind), time its render process group gets between SIGTERM and SIGKILL', durationArg, 5000)
-  .option('--register-timeout <duration>', 'wait this long for kq to answer before retrying', durationArg, 2000)
+  .addOption(durationOption('--kill-grace <duration>', 'when a task ends (stop, timeout, exit leaving processes behind), time its render process group gets between SIGTERM and SIGKILL', 5000))
+  .addOption(durationOption('--register-timeout <duration>', 'wait this long for kq to answer before retrying', 2000))
   .option('--local', 'started by kq itself on this machine', false)
   .option('--server-key <key>', "kq's CURVE public key (Z85) or its certificate file [env KQ_SERVER_KEY]", process.env.KQ_SERVER_KEY)
   .option('--slurm', 'running as a Slurm job: report its job id, array task id and node to kq (from SLURM_* variables)', false)

@@ -1,6 +1,6 @@
 /** `kq`: the daemon's command line. */
-import { Command, InvalidArgumentError } from 'commander';
-import { durationArg, intArg, portArg, usageExitCodes } from '../common/cli.js';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { durationOption, EnvError, fromEnv, intArg, portArg, usageExitCodes } from '../common/cli.js';
 import { isLoopback, tcpEndpoint } from '../common/endpoint.js';
 import { Daemon } from './daemon.js';
 import { DAEMON_DEFAULTS, envDefaults, type DaemonOptions } from './options.js';
@@ -18,24 +18,28 @@ function autoscaleArg(value: string) {
 }
 
 const env = envDefaults();
+/** An option whose default comes from the environment: checked in runDaemon, so --help works whatever it holds. */
+const envOption = (flags: string, description: string, parse: (v: string) => number, value: string) =>
+  new Option(flags, description).argParser(parse).default(value, value);
+const numAgentsArg = intArg(0, 256);
 const program = usageExitCodes(new Command('kq'))
   .description('kq daemon: owns the job table and supervises render agents over ZeroMQ.')
-  .option('--request-port <port>', 'request port (ROUTER) [env KQ_REQUEST_PORT]; 0 picks a free one', portArg, portArg(env.requestPort))
-  .option('--update-port <port>', 'update port (PULL) [env KQ_UPDATE_PORT]', portArg, portArg(env.updatePort))
-  .option('--broadcast-port <port>', 'broadcast port (PUB) [env KQ_BROADCAST_PORT]', portArg, portArg(env.broadcastPort))
+  .addOption(envOption('--request-port <port>', 'request port (ROUTER) [env KQ_REQUEST_PORT]; 0 picks a free one', portArg, env.requestPort))
+  .addOption(envOption('--update-port <port>', 'update port (PULL) [env KQ_UPDATE_PORT]', portArg, env.updatePort))
+  .addOption(envOption('--broadcast-port <port>', 'broadcast port (PUB) [env KQ_BROADCAST_PORT]', portArg, env.broadcastPort))
   .option('--bind <addr>', 'address to listen on [env KQ_BIND]; use 0.0.0.0 for remote agents', env.bind)
   .option('--data-root <dir>', 'where kq.db, kq.json and logs/ live [env KQ_DATA_ROOT]', env.dataRoot)
-  .option('--num-agents <n>', 'local agents to keep running [env KQ_NUM_AGENTS]', intArg(0, 256), intArg(0, 256)(env.numAgents))
-  .option('--heartbeat <duration>', 'how often agents send heartbeats', durationArg, DAEMON_DEFAULTS.heartbeatMs)
-  .option('--agent-timeout <duration>', 'an agent silent this long is lost and its task requeued', durationArg, DAEMON_DEFAULTS.agentTimeoutMs)
-  .option('--kill-grace <duration>', 'when a task ends (stop, timeout, exit leaving processes behind), time its render process group gets between SIGTERM and SIGKILL', durationArg, DAEMON_DEFAULTS.killGraceMs)
+  .addOption(envOption('--num-agents <n>', 'local agents to keep running [env KQ_NUM_AGENTS]', numAgentsArg, env.numAgents))
+  .addOption(durationOption('--heartbeat <duration>', 'how often agents send heartbeats', DAEMON_DEFAULTS.heartbeatMs))
+  .addOption(durationOption('--agent-timeout <duration>', 'an agent silent this long is lost and its task requeued', DAEMON_DEFAULTS.agentTimeoutMs))
+  .addOption(durationOption('--kill-grace <duration>', 'when a task ends (stop, timeout, exit leaving processes behind), time its render process group gets between SIGTERM and SIGKILL', DAEMON_DEFAULTS.killGraceMs))
   .option('--blocklist-after <n>', "failures of one job on one host before the host is blocklisted for that job", intArg(1, 1000), DAEMON_DEFAULTS.blocklistAfter)
   .option('--max-task-log <bytes>', 'log bytes kept per task attempt; the rest is cut with a marker', intArg(1024, 2 ** 40), DAEMON_DEFAULTS.maxTaskLogBytes)
   .option('--secure', 'require CURVE (encrypted, authenticated links) on loopback too', false)
   .option('--insecure', 'listen beyond loopback WITHOUT CURVE: anyone reaching the ports can run commands', false)
   .option('--log-level <level>', 'daemon log level (logs/kq.log)', DAEMON_DEFAULTS.logLevel)
   .option('--agent-arg <arg>', 'extra flag passed to every local agent (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
-  .option('--http-port <port>', 'web monitor port [env KQ_HTTP_PORT]; 0 picks a free one', portArg, portArg(env.httpPort))
+  .addOption(envOption('--http-port <port>', 'web monitor port [env KQ_HTTP_PORT]; 0 picks a free one', portArg, env.httpPort))
   .option('--http-bind <addr>', 'web monitor address [env KQ_HTTP_BIND]; beyond loopback every API request needs the token', env.httpBind)
   .option('--http-token <token>', 'web monitor token [env KQ_HTTP_TOKEN] (default: none on loopback, else generated into <data root>/http-token)', env.httpToken)
   .option('--no-http', 'do not serve the web monitor')
@@ -60,13 +64,23 @@ program.command('keys')
 await program.parseAsync();
 
 async function runDaemon(opts: ReturnType<typeof program.opts>): Promise<void> {
+  let fromEnvironment: Pick<DaemonOptions, 'requestPort' | 'updatePort' | 'broadcastPort' | 'numAgents'> & { httpPort: number };
+  try {
+    fromEnvironment = {
+      requestPort: fromEnv(opts.requestPort, 'KQ_REQUEST_PORT', portArg),
+      updatePort: fromEnv(opts.updatePort, 'KQ_UPDATE_PORT', portArg),
+      broadcastPort: fromEnv(opts.broadcastPort, 'KQ_BROADCAST_PORT', portArg),
+      numAgents: fromEnv(opts.numAgents, 'KQ_NUM_AGENTS', numAgentsArg),
+      httpPort: fromEnv(opts.httpPort, 'KQ_HTTP_PORT', portArg),
+    };
+  } catch (err) {
+    if (!(err instanceof EnvError)) throw err;
+    return program.error(`kq: ${err.message}`, { exitCode: 2 });
+  }
   const options: DaemonOptions = {
     dataRoot: opts.dataRoot,
     bind: opts.bind,
-    requestPort: opts.requestPort,
-    updatePort: opts.updatePort,
-    broadcastPort: opts.broadcastPort,
-    numAgents: opts.numAgents,
+    ...fromEnvironment,
     heartbeatMs: opts.heartbeat,
     agentTimeoutMs: opts.agentTimeout,
     killGraceMs: opts.killGrace,
@@ -76,7 +90,7 @@ async function runDaemon(opts: ReturnType<typeof program.opts>): Promise<void> {
     secure: opts.secure,
     insecure: opts.insecure,
     agentArgs: opts.agentArg,
-    httpPort: opts.http === false ? null : opts.httpPort,
+    httpPort: opts.http === false ? null : fromEnvironment.httpPort,
     httpBind: opts.httpBind,
     httpToken: opts.httpToken,
     slurmAutoscale: opts.slurmAutoscale,
@@ -116,6 +130,9 @@ async function runDaemon(opts: ReturnType<typeof program.opts>): Promise<void> {
   } catch (err) {
     process.stderr.write(`kq: ${(err as Error).message}\n`);
     await daemon.stop().catch(() => undefined);
-    process.exit(1);
+    // End by running out of work rather than process.exit(): the log file may still be opening, and
+    // pino's exit hook would throw "sonic boom is not ready yet" over the one-line error above.
+    process.exitCode = 1;
+    setTimeout(() => process.exit(1), 3000).unref();
   }
 }

@@ -128,7 +128,18 @@ export class Store {
   private readonly stmt: ReturnType<typeof prepareStatements>;
 
   constructor(file: string, private readonly options: StoreOptions, private readonly logPathOf: (jobId: number) => string) {
-    this.db = new Database(file);
+    let db: Database.Database | null = null;
+    try {
+      this.db = db = new Database(file);
+      this.open();
+    } catch (err) {
+      if (db?.open) db.close();
+      throw new Error(describeOpenError(file, err));
+    }
+    this.stmt = prepareStatements(this.db);
+  }
+
+  private open(): void {
     this.db.pragma('journal_mode = WAL');
     // NORMAL in WAL mode keeps the database consistent across a kill -9 of kq (only an OS crash can lose
     // the last transactions), at a fraction of FULL's fsync cost.
@@ -137,7 +148,6 @@ export class Store {
     this.db.exec(SCHEMA);
     addMissingColumns(this.db);
     this.cached(`INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)`).run(String(SCHEMA_VERSION));
-    this.stmt = prepareStatements(this.db);
     for (const r of this.cached(`SELECT id FROM jobs WHERE bulk_change IS NOT NULL`).all() as Array<{ id: number }>) this.changing.add(r.id);
   }
 
@@ -770,4 +780,21 @@ function prepareStatements(db: Database.Database) {
         n_failed = @failed, n_cancelled = @cancelled, frames_done = @framesDone WHERE id = @id`),
       setJobState: db.prepare(`UPDATE jobs SET state = ?, completed_at = ? WHERE id = ?`),
   };
+}
+
+/** Why the job table cannot be opened, with its path and what a person can do about it. */
+function describeOpenError(file: string, err: unknown): string {
+  const code = String((err as { code?: unknown }).code ?? '');
+  const why = (err as Error).message;
+  if (code.startsWith('SQLITE_READONLY') || code === 'SQLITE_PERM' || code === 'SQLITE_AUTH') {
+    return `cannot write the job table ${file} (${why}): it or its directory is read-only; make both writable by this user ` +
+      '(check permissions, chattr -i, a read-only mount) or choose another --data-root';
+  }
+  if (code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CORRUPT')) {
+    return `the job table ${file} is damaged (${why}): move it aside with its -wal and -shm files ` +
+      `(mv ${file} ${file}.damaged) to start with an empty table, or restore it from a backup`;
+  }
+  if (code.startsWith('SQLITE_CANTOPEN')) return `cannot open the job table ${file} (${why}): check that the data root exists and is writable`;
+  if (code === 'SQLITE_FULL' || code.startsWith('SQLITE_IOERR')) return `cannot use the job table ${file} (${why}): is the disk full or failing?`;
+  return `cannot open the job table ${file}: ${why}`;
 }

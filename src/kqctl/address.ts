@@ -3,6 +3,8 @@ import fs from 'node:fs';
 import { dataFiles, defaultDataRoot, DEFAULT_PORTS, type DaemonInfo } from '../common/paths.js';
 import { curveClient, type CurveClient } from '../common/curve-client.js';
 import { keyFiles, LOCAL_CLIENT } from '../common/keys.js';
+import { EnvError, fromEnv, portArg } from '../common/cli.js';
+import { CliError, EXIT } from './exit-codes.js';
 
 export interface KqAddress {
   host: string;
@@ -33,10 +35,18 @@ export function resolveAddress(flags: AddressFlags, env: NodeJS.ProcessEnv = pro
   } catch {
     // no kq.json: kq is not running on this data root, or runs elsewhere (flags/env say where)
   }
-  const num = (v: string | undefined) => (v === undefined || v === '' ? undefined : Number(v));
+  const port = (variable: 'KQ_REQUEST_PORT' | 'KQ_BROADCAST_PORT') => {
+    const v = env[variable];
+    if (v === undefined || v === '') return undefined;
+    try {
+      return fromEnv(v, variable, portArg);
+    } catch (err) {
+      throw err instanceof EnvError ? new CliError(EXIT.usage, err.message) : err;
+    }
+  };
   const host = flags.host ?? env.KQ_HOST ?? info.host ?? '127.0.0.1';
-  const requestPort = flags.requestPort ?? num(env.KQ_REQUEST_PORT) ?? info.requestPort ?? DEFAULT_PORTS.request;
-  const broadcastPort = flags.broadcastPort ?? num(env.KQ_BROADCAST_PORT) ?? info.broadcastPort ?? DEFAULT_PORTS.broadcast;
+  const requestPort = flags.requestPort ?? port('KQ_REQUEST_PORT') ?? info.requestPort ?? DEFAULT_PORTS.request;
+  const broadcastPort = flags.broadcastPort ?? port('KQ_BROADCAST_PORT') ?? info.broadcastPort ?? DEFAULT_PORTS.broadcast;
   if (flags.host || flags.requestPort || env.KQ_HOST || env.KQ_REQUEST_PORT) source = 'flags/environment';
   let curve: CurveClient | null = null;
   let curveError: string | null = null;

@@ -41,7 +41,7 @@ export class KqClient {
         const reply = JSON.parse(frame!.toString()) as Reply;
         if (reply.rid !== rid) continue; // a late answer to an earlier request
         if (reply.ok) return reply.data as T;
-        throw new CliError(reply.code === 'internal' ? 1 : EXIT.usage, reply.error);
+        throw new CliError(reply.code === 'internal' ? EXIT.unexpected : EXIT.usage, reply.error);
       }
     } catch (err) {
       if (err instanceof CliError) throw err;

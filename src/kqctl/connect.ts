@@ -35,16 +35,18 @@ export function withClient<F extends ConnectionFlags, A extends unknown[]>(fn: (
     const cmd = args[args.length - 1] as Command;
     const flags = cmd.optsWithGlobals() as F;
     const positional = args.slice(0, -2) as A;
-    const client = new KqClient(resolveAddress(address(flags)), flags.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT_MS);
+    let client: KqClient | null = null;
     let code: number;
     try {
+      client = new KqClient(resolveAddress(address(flags)), flags.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT_MS);
       code = await fn(client, flags, ...positional);
     } catch (err) {
-      const e = err instanceof CliError ? err : new CliError(EXIT.jobFailed, (err as Error).message);
+      // Exit 1 means "a job failed" to scripts: anything not foreseen gets its own code.
+      const e = err instanceof CliError ? err : new CliError(EXIT.unexpected, `unexpected error: ${(err as Error).message}`);
       process.stderr.write(`kqctl: ${printable(e.message)}\n`);
       code = e.exitCode;
     } finally {
-      client.close();
+      client?.close();
     }
     process.exitCode = code;
   };

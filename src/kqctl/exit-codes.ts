@@ -11,6 +11,8 @@ export const EXIT = {
   remote: 4,
   /** remote start: the agents started but did not register with kq within --register-timeout. */
   notRegistered: 5,
+  /** Anything else that went wrong: an internal error in kq or kqctl, or output that could not be written. */
+  unexpected: 6,
 } as const;
 
 export class CliError extends Error {

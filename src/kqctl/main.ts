@@ -1,6 +1,8 @@
 /** `kqctl`: the command line for kq. A thin client: it prints what the daemon says. */
 import { Command } from 'commander';
 import { usageExitCodes } from '../common/cli.js';
+import { printable } from '../common/printable.js';
+import { EXIT } from './exit-codes.js';
 import { connectionOptions } from './connect.js';
 import { register as submit } from './commands/submit.js';
 import { register as list } from './commands/list.js';
@@ -20,15 +22,22 @@ const program = usageExitCodes(connectionOptions(new Command('kqctl')))
 Exit codes: 0 ok, 1 a job failed or was cancelled (submit --wait, wait), 2 bad usage or input
 (invalid frame range, unknown job id, empty command), 3 kq unreachable, 4 remote: SSH failed or was refused
 (host key, login) or a remote script failed; slurm: Slurm refused, 5 remote/slurm start: the agents did not
-register with kq in time.
+register with kq in time, 6 anything unexpected (an internal error in kq or kqctl, output that could not be
+written): the message says what.
 kqctl finds kq through <data root>/kq.json (KQ_DATA_ROOT, default ~/.local/share/kq), or KQ_HOST/KQ_REQUEST_PORT.`);
 
 for (const add of [submit, list, show, log, jobsAction, wait, agents, remote, slurm]) add(program, (c) => usageExitCodes(connectionOptions(c)));
 keys(program);
-// `kqctl list | head` closes our stdout early: that is the reader's choice, not an error.
+// `kqctl list | head` closes our stdout early: that is the reader's choice, not an error. Any other
+// failure to write (a full disk, /dev/full) is one line and exit 6, not a stack trace and exit 1.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
-  throw err;
+  process.stderr.write(`kqctl: cannot write the output: ${printable(err.message)}\n`);
+  process.exit(EXIT.unexpected);
+});
+process.on('uncaughtException', (err) => {
+  process.stderr.write(`kqctl: unexpected error: ${printable(err.message)}\n`);
+  process.exit(EXIT.unexpected);
 });
 // Not top-level await: the bundle is CommonJS (see package.json "bundle"), loaded without ESM's export scan.
 void program.parseAsync();
