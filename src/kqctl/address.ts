@@ -35,15 +35,7 @@ export function resolveAddress(flags: AddressFlags, env: NodeJS.ProcessEnv = pro
   } catch {
     // no kq.json: kq is not running on this data root, or runs elsewhere (flags/env say where)
   }
-  const port = (variable: 'KQ_REQUEST_PORT' | 'KQ_BROADCAST_PORT') => {
-    const v = env[variable];
-    if (v === undefined || v === '') return undefined;
-    try {
-      return fromEnv(v, variable, portArg);
-    } catch (err) {
-      throw err instanceof EnvError ? new CliError(EXIT.usage, err.message) : err;
-    }
-  };
+  const port = (variable: string) => envPort(variable, env);
   const host = flags.host ?? env.KQ_HOST ?? info.host ?? '127.0.0.1';
   const requestPort = flags.requestPort ?? port('KQ_REQUEST_PORT') ?? info.requestPort ?? DEFAULT_PORTS.request;
   const broadcastPort = flags.broadcastPort ?? port('KQ_BROADCAST_PORT') ?? info.broadcastPort ?? DEFAULT_PORTS.broadcast;
@@ -56,6 +48,17 @@ export function resolveAddress(flags: AddressFlags, env: NodeJS.ProcessEnv = pro
     curveError = `kq requires CURVE keys: ${(err as Error).message} (set KQ_SERVER_KEY and KQ_KEY_FILE)`;
   }
   return { host, requestPort, broadcastPort, source, curve, curveError };
+}
+
+/** A port from an environment variable (unset or empty: undefined); a bad one is a usage error naming it. */
+export function envPort(variable: string, env: NodeJS.ProcessEnv = process.env): number | undefined {
+  const v = env[variable];
+  if (v === undefined || v === '') return undefined;
+  try {
+    return fromEnv(v, variable, portArg);
+  } catch (err) {
+    throw err instanceof EnvError ? new CliError(EXIT.usage, err.message) : err;
+  }
 }
 
 /**
