@@ -152,6 +152,25 @@ describe('kqctl slurm start / stop', () => {
     expect(await slurm.queue()).toEqual([]);
   }, 240_000);
 
+  it('while Slurm keeps agents pending it says why; agents that do not register give exit 5 quoting their Slurm output', async () => {
+    const slurm = await cluster({ nodes: 1, cpus: 1 });
+    const kq = await startKq(slurm);
+    // One CPU: task 0 runs (and cannot resolve its kq host), task 1 waits for Resources.
+    const r = await ctl(kq, slurm, 'slurm', 'start', '--agents', '2', '--kq-host', 'no-such-host.invalid', '--register-timeout', '8s');
+    expect(r.exitCode, r.stderr).toBe(5);
+    const jobId = Number(/submitted Slurm job (\d+)/.exec(r.stdout)![1]);
+    expect(r.stderr).toMatch(/agent job\(s\) pending in Slurm \(Resources\)/);
+    expect(r.stderr).toContain(`2 of 2 kq agent(s) of Slurm job ${jobId} did not register`);
+    expect(r.stderr).toMatch(new RegExp(`array task ${jobId}_0, running on node1: the end of .*kq-agent-${jobId}_0\\.out:\\n.*cannot resolve kq host "no-such-host.invalid"`));
+    expect(r.stderr).toMatch(new RegExp(`array task ${jobId}_1, pending \\(Resources\\)`));
+    expect(r.stderr).toContain('name resolution: the compute nodes cannot resolve "no-such-host.invalid"');
+    expect(r.stderr).toContain(`cancel it with: kqctl slurm stop --job ${jobId}`);
+    const stop = await ctl(kq, slurm, 'slurm', 'stop', '--job', String(jobId));
+    expect(stop.exitCode, stop.stderr).toBe(0);
+    expect(await slurm.queue()).toEqual([]);
+    expect((await ctl(kq, slurm, 'slurm', 'stop', '--job', '999999')).exitCode).toBe(2); // not this kq's
+  }, 120_000);
+
   it('with CURVE (kq --secure): the agents use client slurm-<cluster> from a 0600 file; no secret in the batch script, its environment or a command line', async () => {
     const slurm = await cluster({ nodes: 1, cpus: 2 });
     const kq = await startKq(slurm, ['--secure']);

@@ -195,6 +195,7 @@ function notRegisteredReport(jobId: number, missing: number[], queue: QueuedTask
     `(they dial ${kqHost}, ports ${info.requestPort}, ${info.updatePort}, ${info.broadcastPort}).`];
   let anyRunning = false;
   let anyPending = false;
+  let logs = '';
   for (const t of missing) {
     const q = queue.find((e) => e.arrayTaskId === t) ?? queue.find((e) => e.arrayTaskId === null);
     const state = !q ? 'no longer in the queue (it ended)' : q.state === 'PENDING' ? `pending (${q.reason})` : `${q.state.toLowerCase()} on ${q.node || '?'}`;
@@ -207,9 +208,12 @@ function notRegisteredReport(jobId: number, missing: number[], queue: QueuedTask
     } catch (err) {
       tail = q?.state === 'PENDING' ? '' : `(cannot read it: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`;
     }
+    logs += tail + '\n';
     out.push(`array task ${jobId}_${t}, ${state}: ${tail ? `the end of ${file}:\n${indent(tail)}` : `no output yet in ${file}`}`);
   }
   out.push('Check:');
+  if (/cannot resolve kq host/.test(logs)) out.push(`  - name resolution: the compute nodes cannot resolve "${kqHost}": pass --kq-host with an address of this machine they reach`);
+  if (/cannot reach kq/.test(logs) && info.curve) out.push('  - CURVE keys: is the agents\' client still allowed (kqctl keys list) and --agent-data-root the directory they read?');
   if (anyPending) out.push('  - Slurm has not started every agent yet (see the reasons above): they register once it does; or choose another --partition');
   out.push(`  - kq must listen where the compute nodes reach it (kq --bind 0.0.0.0), and ${kqHost} (--kq-host) must be its address from there`);
   out.push(`  - firewall: TCP ports ${info.requestPort}, ${info.updatePort}, ${info.broadcastPort} open from the compute nodes to this machine`);
