@@ -9,6 +9,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Kq, cleanupAll, isRunning, tempDir, waitFor } from './helpers/kq.js';
+import { launchBrowser, openPage } from './helpers/browser.js';
 
 const FAST = ['--heartbeat', '250ms', '--agent-timeout', '2s', '--kill-grace', '1s'];
 const kqs: Kq[] = [];
@@ -214,6 +215,18 @@ describe('a full disk', () => {
     expect(agents.stderr).toMatch(/disk is full/);
     const info = await (await fetch(`http://127.0.0.1:${kq.info.httpPort}/api/info`)).json() as { disk: { full: boolean; reason: string } };
     expect(info.disk.full).toBe(true);
+    const browser = await launchBrowser();
+    try {
+      const { page } = await openPage(browser, `http://127.0.0.1:${kq.info.httpPort}/`);
+      await page.waitForFunction(() => !document.getElementById('banner')!.hidden && document.getElementById('banner')!.textContent!.includes('disk is full'), undefined, { timeout: 20_000 });
+
+      // Room again: kq resumes by itself, and the page says so.
+      unfill();
+      await page.waitForFunction(() => document.getElementById('banner')!.hidden, undefined, { timeout: 30_000 });
+      fill(RESERVE + 2 * 1024 * 1024);
+    } finally {
+      await browser.close();
+    }
 
     // Truly full: kq's own log and its table cannot grow. It still answers, clearly.
     fill(0);

@@ -207,7 +207,21 @@ function showBanner(text) {
 api('/api/info').then((info) => {
   $('host').textContent = `${info.host}:${info.requestPort} · ${info.dataRoot}`;
   document.title = `kq monitor · ${info.host}`;
+  showDisk(info.disk);
 }).catch(() => {});
+
+/** kq says when its disk is full (it then hands out no work): a banner until there is room again. */
+let diskBanner = false;
+function showDisk(disk) {
+  if (disk?.full) {
+    showBanner(`kq's disk is full since ${new Date(disk.since).toLocaleString()} (${disk.reason}): no new work is handed out and tasks whose output cannot be kept fail. Free space on ${disk.dataRoot}; kq resumes by itself.`);
+    diskBanner = true;
+  } else if (diskBanner) {
+    $('banner').hidden = true;
+    diskBanner = false;
+  }
+}
+setInterval(() => api('/api/info').then((info) => showDisk(info.disk), () => {}), 5000);
 
 recompute();
 connect();
