@@ -15,11 +15,17 @@ const clusters: Slurm[] = [];
 
 afterAll(async () => {
   await cleanupAll(kqs);
+  const leftovers: unknown[] = [];
+  const remaining: unknown[] = [];
   for (const s of clusters) {
-    await s.stop();
-    expect(s.processes()).toEqual([]); // no slurmctld, slurmd, slurmstepd or job process left
+    leftovers.push(...await s.stop());
+    remaining.push(...s.processes());
     s.removeDir();
   }
+  // No slurmstepd, agent or render outlived the clean shutdown (scancel, empty queue, scontrol shutdown)…
+  expect(leftovers).toEqual([]);
+  // …and nothing of any cluster is left at all.
+  expect(remaining).toEqual([]);
 });
 
 async function cluster(o: Parameters<typeof Slurm.start>[0] = {}): Promise<Slurm> {

@@ -43,6 +43,7 @@ export class Slurm {
         return s;
       } catch (err) {
         await s.stop();
+        if (attempt >= 3 || !/Address already in use/.test(s.output)) s.removeDir();
         // A port taken between picking and binding: try again with new ports.
         if (attempt >= 3 || !/Address already in use/.test(s.output)) throw err;
         s.output = '';
@@ -144,15 +145,21 @@ export class Slurm {
     });
   }
 
-  /** Cancel everything, wait for an empty queue, shut down, then kill leftovers by pid. Never throws. */
-  async stop(): Promise<void> {
-    if (this.daemons.length === 0) return;
+  /**
+   * Cancel everything, wait for an empty queue, shut down, then kill leftovers by pid. Never throws.
+   * Returns the job processes (slurmstepd, agents, renders) that were still alive after the clean shutdown
+   * and had to be killed: a test asserts there were none.
+   */
+  async stop(): Promise<Array<{ pid: number; cmd: string }>> {
+    if (this.daemons.length === 0) return [];
     try {
       await this.run_('scancel', ['--user', os.userInfo().username]);
       await waitFor('empty Slurm queue', async () => (await this.queue()).length === 0, 30_000, 200);
     } catch { /* the daemons may already be gone: the kill below cleans up */ }
     await this.run_('scontrol', ['shutdown']).catch(() => undefined);
     await Promise.race([Promise.all(this.daemons), new Promise((r) => setTimeout(r, 10_000))]);
+    const daemonPids = new Set(this.daemons.map((p) => p.pid));
+    const leftovers = this.processes().filter((p) => !daemonPids.has(p.pid) && !p.cmd.startsWith(': slurmscriptd'));
     for (const p of this.daemons) {
       try { process.kill(-p.pid!, 'SIGKILL'); } catch { /* gone */ }
     }
@@ -161,6 +168,7 @@ export class Slurm {
     }
     await Promise.all(this.daemons);
     this.daemons = [];
+    return leftovers;
   }
 
   /** The daemons' logs, for failure messages. */
