@@ -113,6 +113,38 @@ describe('no render outlives its task', () => {
   });
 });
 
+/** Live processes whose parent is `pid` (read from /proc: only the process we name). */
+function childrenOf(pid: number): number[] {
+  const children: number[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (fields[0] !== 'Z' && Number(fields[1]) === pid) children.push(Number(entry));
+    } catch { /* gone */ }
+  }
+  return children;
+}
+
+describe('the render guard', () => {
+  it('killed itself, is replaced, and the new one still takes the renders down with a killed agent', async () => {
+    const kq = await start({ numAgents: 0 });
+    const agent = startAgent(['--host-name', 'guarded', ...kq.agentArgs()]);
+    await waitFor('agent', async () => (await kq.agents()).length === 1);
+    const dir = tempDir();
+    await kq.submit(...stubbornRender(dir, true));
+    const [leader, child] = await pidsWrittenTo(path.join(dir, 'pids'), 2);
+    const [guard] = childrenOf(agent.pid!).filter((p) => p !== leader);
+    expect(guard).toBeDefined();
+    process.kill(guard!, 'SIGKILL');
+    await waitFor('a new guard', () => childrenOf(agent.pid!).some((p) => p !== leader && p !== guard), 30_000);
+    process.kill(agent.pid!, 'SIGKILL');
+    await waitFor('the render group gone', () => groupMembers(leader!).length === 0, 30_000);
+    expect(isRunning(child!)).toBe(false);
+  });
+});
+
 describe('an agent stopped politely hands its task back', () => {
   it('SIGTERM mid-render: the render group dies, no attempt is counted, the job (--retries 0) completes', async () => {
     const kq = await start({ numAgents: 1 });
@@ -143,9 +175,14 @@ describe('an agent stopped politely hands its task back', () => {
     const id = await kq.submit('--retries', '0', '--cwd', dir, '--', 'sh', '-c',
       'if [ "$KQ_AGENT_HOST" = first ]; then echo $$ >> pids; sleep 60; fi; echo rendered');
     const [render] = await pidsWrittenTo(path.join(dir, 'pids'), 1);
+    const children = childrenOf(a.pid!); // the render's leader and the agent's render guard
+    expect(children).toContain(render);
+    expect(children.length).toBeGreaterThanOrEqual(2);
     process.kill(a.pid!, 'SIGTERM');
     expect((await a).exitCode).toBe(0);
     expect(groupMembers(render!)).toEqual([]);
+    // Nothing the agent started outlives it (its guard leaves at end of file).
+    await waitFor('the agent\'s children gone', () => children.every((c) => !isRunning(c)), 10_000);
     await waitFor('task requeued', async () => (await kq.json('show', String(id))).state === 'Waiting');
     startAgent(['--host-name', 'second', ...kq.agentArgs()]);
     const job = await kq.waitJob(id);

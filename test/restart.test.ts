@@ -47,9 +47,10 @@ describe('the data root lock', () => {
     for (let round = 0; round < 3; round++) {
       const racers = Array.from({ length: 6 }, () => newKq({ numAgents: 0, dataRoot: first.dataRoot }));
       await Promise.allSettled(racers.map((k) => k.start()));
-      // Give a second winner time to show itself (it may have lost only the race to write kq.json).
-      await new Promise((r) => setTimeout(r, 1000));
-      const alive = racers.filter((k) => k.proc && isRunning(k.proc.pid!));
+      // Every loser exits (a slow one may still be starting); two winners would both stay.
+      const running = () => racers.filter((k) => k.proc && isRunning(k.proc.pid!));
+      await waitFor(`round ${round}: the losers gone`, () => running().length <= 1, 30_000).catch(() => undefined);
+      const alive = running();
       expect(alive, `round ${round}`).toHaveLength(1);
       for (const k of racers.filter((x) => !alive.includes(x))) expect(k.output).toMatch(/another kq( \(pid \d+\))? is already running/);
       await alive[0]!.kill9();

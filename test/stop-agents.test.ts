@@ -38,7 +38,8 @@ describe('StopAgents.sh with no argument', () => {
       'for p in $a1 $a2 $other $fake1 $fake2; do s=$(cut -d" " -f3 /proc/$p/stat 2>/dev/null); case $s in ""|Z) echo "gone $p";; *) echo "alive $p";; esac; done',
       'echo "pids $a1 $a2 $other $fake1 $fake2"',
     ].join('\n');
-    const run = execa('unshare', ['--pid', '--fork', '--mount-proc', 'sh', '-c', script], { reject: false });
+    // --kill-child: should the test give up, the namespace (and everything in it) goes with unshare.
+    const run = execa('unshare', ['--pid', '--fork', '--kill-child', '--mount-proc', 'sh', '-c', script], { reject: false, timeout: 120_000 });
     await waitFor('three agents registered', async () => (await kq.agents()).length === 3, 30_000);
     fs.writeFileSync(path.join(dir, 'go'), '');
     const r = await run;
