@@ -75,11 +75,20 @@ export function groupAlive(pgid: number): boolean {
  * the kernel hands out again once the group emptied is not signalled later.
  */
 export async function terminateGroup(pgid: number, graceMs: number, pollMs = 25): Promise<boolean> {
+  if (process.platform === 'win32') return terminateWindowsProcess(pgid); // no process groups there
   if (!groupAlive(pgid)) return true;
   signalGroup(pgid, 'SIGTERM');
   if (await emptiesWithin(pgid, graceMs, pollMs)) return true;
   signalGroup(pgid, 'SIGKILL');
   return emptiesWithin(pgid, 5000, pollMs);
+}
+
+/** Windows has no process groups: end the render's own process (TerminateProcess), as kill did before. */
+function terminateWindowsProcess(pid: number): boolean {
+  try {
+    process.kill(pid);
+  } catch { /* already gone */ }
+  return true;
 }
 
 function signalGroup(pgid: number, signal: NodeJS.Signals): void {
