@@ -212,6 +212,8 @@ describe('jobs that can never be spawned', () => {
       [{ argv: ['true'], cwd: '/tmp\0/x' }, /cwd contains a NUL byte/],
       [{ argv: ['true'], env: { 'A=B': 'x' } }, /environment variable name "A=B" is empty or contains "="/],
       [{ argv: ['true'], env: { '': 'x' } }, /environment variable name "" is empty/],
+      // An --each item of 50,000 three-byte characters, appended as the last argument.
+      [{ argv: ['echo'], items: ['ok', '€'.repeat(50_000)] }, /argument 2 is 150000 bytes after placeholders/],
     ];
     for (const [job, reason] of cases) {
       const r = await post(job);

@@ -4,6 +4,8 @@
  * Linux's MAX_ARG_STRLEN, or argv plus environment too big to leave the agent's own environment room
  * under ARG_MAX. Sizes are computed after placeholders (`{frame:08}`), without building the strings.
  */
+import { shellQuote } from '../ssh/shell-quote.js';
+
 /** Linux's MAX_ARG_STRLEN (32 pages) counts the terminating NUL. */
 export const MAX_ARG_BYTES = 128 * 1024 - 1;
 /** Half the usual 2 MiB ARG_MAX: the other half is left for the agent's own environment. */
@@ -17,6 +19,8 @@ export interface SpawnInput {
   /** The job's frames (empty without frames), run `chunk` to a task. */
   frames: number[];
   chunk: number;
+  /** `--each` items, one run each, filling {item}/{} (or appended as the last argument). */
+  items?: readonly string[];
 }
 
 const PLACEHOLDER = /\{(frame|start|end)(?::0?(\d+))?\}/g;
@@ -37,6 +41,17 @@ export function unspawnableReason(job: SpawnInput): string | null {
   const digits = { widest: Math.max(String(-lowest).length, String(highest).length), sign: lowest < 0 ? 1 : 0 };
   const widest = digits.widest + digits.sign;
   const argBytes = job.argv.map((arg, i) => ({ i, bytes: expandedBytes(arg, digits) }));
+  if (job.items && job.items.length > 0) {
+    // The longest item, quoted as the shell gets it, in every place that names it (or as one more argument).
+    const item = job.items.reduce((n, it) => Math.max(n, Buffer.byteLength(job.shell ? shellQuote(it) : it)), 0);
+    let named = false;
+    for (const a of argBytes) {
+      const uses = job.argv[a.i]!.match(/\{item\}|\{\}/g)?.length ?? 0;
+      a.bytes += uses * (item - 2) + (job.argv[a.i]!.match(/\{#\}/g)?.length ?? 0) * widest;
+      named ||= uses > 0 || /\{#\}/.test(job.argv[a.i]!);
+    }
+    if (!named) argBytes.push({ i: argBytes.length, bytes: item });
+  }
   const tooLong = job.shell
     ? (() => {
         const joined = argBytes.reduce((n, a) => n + a.bytes + 1, 0) - 1;

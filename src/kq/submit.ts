@@ -31,7 +31,7 @@ export function prepareJob(input: JobSubmit): NewJob {
     }
   }
   if (job.cwd !== undefined && !path.isAbsolute(job.cwd)) throw new RequestError('bad-request', `cwd must be an absolute path: ${job.cwd}`);
-  const unspawnable = unspawnableReason({ argv: job.argv, env: job.env, cwd: job.cwd ?? null, shell: job.shell, frames, chunk: job.chunk });
+  const unspawnable = unspawnableReason({ argv: job.argv, env: job.env, cwd: job.cwd ?? null, shell: job.shell, frames, chunk: job.chunk, items: job.items });
   if (unspawnable) throw new RequestError('bad-request', `cannot run this job: ${unspawnable}`);
   return {
     name: job.name?.trim() || defaultName(job.argv),
