@@ -1,10 +1,10 @@
-/** Parse `90`, `90s`, `30m`, `2h`, `500ms` into milliseconds (a bare number is seconds). */
+/** Parse `90`, `90s`, `30m`, `2h`, `7d`, `500ms` into milliseconds (a bare number is seconds). */
 export function parseDuration(text: string): number {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(text);
-  if (!m) throw new Error(`invalid duration "${text}" (examples: 90s, 30m, 2h)`);
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(text);
+  if (!m) throw new Error(`invalid duration "${text}" (examples: 90s, 30m, 2h, 7d)`);
   const n = Number(m[1]);
   const unit = m[2] ?? 's';
-  const ms = unit === 'ms' ? n : unit === 's' ? n * 1000 : unit === 'm' ? n * 60_000 : n * 3_600_000;
+  const ms = unit === 'ms' ? n : unit === 's' ? n * 1000 : unit === 'm' ? n * 60_000 : unit === 'h' ? n * 3_600_000 : n * 86_400_000;
   if (ms <= 0) throw new Error(`duration must be positive: "${text}"`);
   return Math.round(ms);
 }

@@ -54,6 +54,7 @@ export class Daemon {
   private agents: LocalAgents | null = null;
   private lock: Lock | null = null;
   private lostTimer: NodeJS.Timeout | null = null;
+  private keepFinishedTimer: NodeJS.Timeout | null = null;
   private curve: { serverPublicKey: string } | null = null;
   private zap: ZapHandler | null = null;
   private monitor: Monitor | null = null;
@@ -115,6 +116,7 @@ export class Daemon {
     void this.receiveRequests();
     void this.receiveUpdates();
     this.startSilenceCheck();
+    this.startKeepFinished();
     this.scheduler.queuer.resume();
     this.startLocalAgents();
     this.state = 'running';
@@ -187,6 +189,7 @@ export class Daemon {
     this.state = 'stopping';
     const steps: Array<[string, () => unknown]> = [
       ['stop timer', () => this.lostTimer && clearInterval(this.lostTimer)],
+      ['stop cleaning', () => this.keepFinishedTimer && clearInterval(this.keepFinishedTimer)],
       ['stop queueing tasks', () => this.scheduler.queuer.stop()],
       ['stop disk poller', () => this.disk.stop()],
       ['close web monitor', () => this.monitor?.close()],
@@ -226,6 +229,22 @@ export class Daemon {
         if (!this.disk.failed(err, 'job table (kq.db)')) this.log.error({ err: (err as Error).stack }, 'silent-agent check failed');
       }
     }, everyMs);
+  }
+
+  /** --keep-finished: ended jobs older than that are removed now and then (a quarter of it, 1 s to 10 min). */
+  private startKeepFinished(): void {
+    const keepMs = this.o.keepFinishedMs;
+    if (!keepMs) return;
+    const clean = () => {
+      try {
+        const old = this.store.endedJobs(['Completed', 'Failed', 'Cancelled'], new Date(Date.now() - keepMs).toISOString());
+        if (old.length > 0) this.requests.remove(old);
+      } catch (err) {
+        if (!this.disk.failed(err, 'job table (kq.db)')) this.log.error({ err: (err as Error).stack }, '--keep-finished cleaning failed');
+      }
+    };
+    clean();
+    this.keepFinishedTimer = setInterval(clean, Math.max(1000, Math.min(600_000, keepMs / 4)));
   }
 
   /** Every step runs even if one before it failed. */

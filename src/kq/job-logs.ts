@@ -94,6 +94,16 @@ export class JobLogs {
     }
   }
 
+  /** Delete a removed job's log file (kqctl rm/clean). */
+  remove(jobId: number): void {
+    const log = this.open.get(jobId);
+    if (log) {
+      fs.closeSync(log.fd);
+      this.open.delete(jobId);
+    }
+    fs.rmSync(this.pathOf(jobId), { force: true });
+  }
+
   close(): void {
     for (const log of this.open.values()) fs.closeSync(log.fd);
     this.open.clear();

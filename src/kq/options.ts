@@ -29,6 +29,8 @@ export interface DaemonOptions {
   httpToken?: string;
   /** Grow and shrink agents on Slurm with the queue (--slurm-autoscale). */
   slurmAutoscale?: AutoscaleConfig;
+  /** Remove ended jobs (and their logs) this long after they ended; null: keep them. */
+  keepFinishedMs?: number | null;
 }
 
 export const DAEMON_DEFAULTS = {

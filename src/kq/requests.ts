@@ -5,7 +5,7 @@
  */
 import crypto from 'node:crypto';
 import type { Logger } from 'pino';
-import { PROTOCOL_VERSION, RequestSchema, type LogChunk, type RegisterReply, type Request, type RequestInput } from '../protocol/index.js';
+import { PROTOCOL_VERSION, RequestSchema, Topics, isTerminalState, type JobState, type JobSummary, type LogChunk, type RegisterReply, type Request, type RequestInput } from '../protocol/index.js';
 import type { JobLogs } from './job-logs.js';
 import type { Publisher } from './publisher.js';
 import type { Scheduler } from './scheduler.js';
@@ -35,7 +35,12 @@ export interface RequestDeps {
 }
 
 /** Requests after which waiting work may find an agent. */
-const DISPATCHING: ReadonlySet<Request['type']> = new Set(['register', 'submit', 'restart']);
+const DISPATCHING: ReadonlySet<Request['type']> = new Set(['register', 'submit', 'restart', 'resume']);
+
+/** What pause and resume answer: the queue's state and the jobs named. */
+export interface PauseReply { queuePaused: boolean; jobs: JobSummary[] }
+/** What remove and clean answer. */
+export interface RemoveReply { removed: number[] }
 
 export class RequestHandler {
   constructor(private readonly d: RequestDeps) {}
@@ -74,7 +79,7 @@ export class RequestHandler {
     const { store, scheduler, publisher } = this.d;
     switch (req.type) {
       case 'ping':
-        return { epoch: this.d.epoch, pid: process.pid, version: PROTOCOL_VERSION, ...this.d.security(), ...(this.d.disk ? { disk: this.d.disk() } : {}), ...this.d.status?.() };
+        return { epoch: this.d.epoch, pid: process.pid, version: PROTOCOL_VERSION, queuePaused: store.queuePaused(), ...this.d.security(), ...(this.d.disk ? { disk: this.d.disk() } : {}), ...this.d.status?.() };
       case 'register': {
         if (routingId !== req.agentId) throw new RequestError('bad-request', 'agent routing id must equal its agent id');
         if (req.lastOutcome) scheduler.applyOutcome(req.agentId, req.lastOutcome);
@@ -87,11 +92,15 @@ export class RequestHandler {
         return { heartbeatMs: this.d.heartbeatMs, keepRunning: r.keepRunning, session } satisfies RegisterReply;
       }
       case 'submit': {
+        for (const parent of req.job.after ?? []) {
+          if (!store.jobRow(parent)) throw new RequestError('not-found', `--after ${parent}: no job with id ${parent}`);
+        }
         const prepared = prepareJob(req.job);
         checkDeliverable(prepared);
         const { tasksUnqueued, ...job } = store.submitJob(prepared);
         if (tasksUnqueued > 0) scheduler.queuer.add(job.id);
         publisher.appendLog(job.id, `[kq] job ${job.id} "${printable(job.name)}" submitted at ${job.submittedAt}: ${job.framesTotal} frames\n`);
+        if (job.after.length > 0) publisher.appendLog(job.id, `[kq] job ${job.id} runs after job(s) ${job.after.join(', ')} have Completed\n`);
         this.d.log.info({ job: job.id, name: job.name, frames: job.framesTotal }, 'job submitted');
         publisher.announceJob(job.id);
         return job;
@@ -125,7 +134,69 @@ export class RequestHandler {
       }
       case 'agents':
         return store.listAgents();
+      case 'pause':
+      case 'resume': {
+        const paused = req.type === 'pause';
+        const at = new Date().toISOString();
+        if (!req.jobIds) {
+          store.setQueuePaused(paused);
+          this.d.log.info({ paused }, paused ? 'queue paused' : 'queue resumed');
+          publisher.publish(Topics.queue, { v: PROTOCOL_VERSION, type: 'queue', paused });
+          return { queuePaused: paused, jobs: [] } satisfies PauseReply;
+        }
+        req.jobIds.forEach((id) => this.existingJob(id));
+        store.pauseJobs(req.jobIds, paused);
+        for (const id of req.jobIds) {
+          publisher.appendLog(id, `[kq] job ${id} ${paused ? 'paused: no new tasks start (running ones go on)' : 'resumed'} at ${at}\n`);
+          publisher.announceJob(id);
+        }
+        return { queuePaused: store.queuePaused(), jobs: this.summaries(req.jobIds) } satisfies PauseReply;
+      }
+      case 'priority': {
+        req.jobIds.forEach((id) => this.existingJob(id));
+        store.setPriority(req.jobIds, req.priority);
+        for (const id of req.jobIds) {
+          publisher.appendLog(id, `[kq] job ${id} priority set to ${req.priority}\n`);
+          publisher.announceJob(id);
+        }
+        return this.summaries(req.jobIds);
+      }
+      case 'remove': {
+        const jobs = req.jobIds.map((id) => this.existingJob(id));
+        const unfinished = jobs.filter((j) => !isTerminalState(j.state));
+        if (unfinished.length > 0 && !req.stop) {
+          const [first] = unfinished;
+          throw new RequestError('bad-request', `job ${first!.id} is ${first!.state}: only ended jobs are removed; stop it first, or remove with --stop`);
+        }
+        if (unfinished.length > 0) {
+          const ids = unfinished.map((j) => j.id);
+          scheduler.stopRenders(store.stopJobs(ids), 'job removed');
+          scheduler.afterChange(ids); // dependents cancelled, agents freed
+        }
+        return this.remove(req.jobIds);
+      }
+      case 'clean': {
+        const states: JobState[] = req.states ?? ['Completed'];
+        return this.remove(store.endedJobs(states, new Date(Date.now() - (req.olderThanMs ?? 0)).toISOString()));
+      }
     }
+  }
+
+  /** Forget ended jobs and delete their logs (never the renders' own output files). */
+  remove(jobIds: number[]): RemoveReply {
+    const ids = [...new Set(jobIds)];
+    if (ids.length === 0) return { removed: [] };
+    this.d.store.removeJobs(ids);
+    for (const id of ids) {
+      try {
+        this.d.logs.remove(id);
+      } catch (err) {
+        this.d.log.warn({ job: id, err: (err as Error).message }, 'log of a removed job not deleted');
+      }
+    }
+    this.d.log.info({ jobs: ids.length }, 'jobs removed');
+    this.d.publisher.publish(Topics.queue, { v: PROTOCOL_VERSION, type: 'removed', jobIds: ids });
+    return { removed: ids };
   }
 
   /** The summaries of these jobs (what stop and restart answer), without building their task lists. */

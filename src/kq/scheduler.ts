@@ -49,7 +49,8 @@ export class Scheduler {
 
   /** Hand waiting tasks to idle agents of this epoch until one or the other runs out. */
   dispatch(): void {
-    if (!this.d.isRunning() || !this.routerQueue || this.d.store.holdsDispatch()) return;
+    this.reportDependencyEvents();
+    if (!this.d.isRunning() || !this.routerQueue || this.d.store.holdsDispatch() || this.d.store.queuePaused()) return;
     for (const agent of this.d.store.idleAgents(this.d.epoch)) {
       const claimed = this.d.store.claimTask(agent.id);
       if (!claimed) continue;
@@ -70,6 +71,13 @@ export class Scheduler {
       });
       this.d.publisher.announceJob(task.jobId);
     }
+  }
+
+  /** Jobs released or cancelled by the --after rules in the last transitions: their logs and subscribers hear of it. */
+  private reportDependencyEvents(): void {
+    const events = this.d.store.takeDependencyEvents();
+    for (const e of events) this.d.publisher.appendLog(e.jobId, e.text);
+    for (const id of new Set(events.map((e) => e.jobId))) this.d.publisher.announceJob(id);
   }
 
   /** After jobs changed: tell subscribers, then hand out whatever became available. */

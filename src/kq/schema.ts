@@ -75,6 +75,13 @@ CREATE TABLE IF NOT EXISTS failures (
   count INTEGER NOT NULL,
   PRIMARY KEY (job_id, host)
 );
+-- submit --after: job_id waits until after_id has Completed (kept after that, for show).
+CREATE TABLE IF NOT EXISTS job_deps (
+  job_id INTEGER NOT NULL,
+  after_id INTEGER NOT NULL,
+  PRIMARY KEY (job_id, after_id)
+);
+CREATE INDEX IF NOT EXISTS job_deps_by_parent ON job_deps (after_id);
 CREATE TABLE IF NOT EXISTS blocklist (
   job_id INTEGER NOT NULL,
   host TEXT NOT NULL,
@@ -97,11 +104,23 @@ const ADDED_COLUMNS: Array<[string, string, string]> = [
   ['agents', 'session', 'TEXT'], // the current registration: updates must carry it
   ['agents', 'confirmed', 'INTEGER NOT NULL DEFAULT 0'], // 1 once a heartbeat carried the session: only then is work dispatched
   ['agents', 'slurm', 'TEXT'], // JSON SlurmPlacement of an agent running as a Slurm job
+  // queue control (issue 17): parents not Completed yet (>0: Blocked), paused by kqctl pause, the parent whose end cancelled it
+  ['jobs', 'waiting_for', 'INTEGER NOT NULL DEFAULT 0'],
+  ['jobs', 'paused', 'INTEGER NOT NULL DEFAULT 0'],
+  ['jobs', 'cancelled_by', 'INTEGER'],
+  // 1 while the task's job is paused or blocked: the claim query skips it (a copy, like priority, so it is indexed)
+  ['tasks', 'held', 'INTEGER NOT NULL DEFAULT 0'],
 ];
+
+/** Indexes over added columns: created once those columns exist. */
+const AFTER_MIGRATION = `
+CREATE INDEX IF NOT EXISTS tasks_ready ON tasks (state, held, priority DESC, job_id, seq);
+`;
 
 export function addMissingColumns(db: { prepare(sql: string): { all(): unknown[] }; exec(sql: string): unknown }): void {
   for (const [table, column, decl] of ADDED_COLUMNS) {
     const have = (db.prepare(`PRAGMA table_info(${table})`).all() as Array<{ name: string }>).some((c) => c.name === column);
     if (!have) db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${decl}`);
   }
+  db.exec(AFTER_MIGRATION);
 }

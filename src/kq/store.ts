@@ -24,7 +24,12 @@ export interface NewJob {
   timeoutMs: number | null;
   shell: boolean;
   output: string | null;
+  /** Jobs (existing ids) this one waits for: Blocked until all Completed, Cancelled if one fails or is cancelled. */
+  after?: number[];
 }
+
+/** What the dependency rules did to a job inside a transition, for its log (drained by the scheduler). */
+export interface DependencyEvent { jobId: number; text: string }
 
 export interface TaskRef { agentId: string; taskId: number; attempt: number }
 
@@ -50,6 +55,7 @@ interface JobRow {
   state: JobState; submitted_at: string; completed_at: string | null; frames_total: number; frames_done: number;
   n_waiting: number; n_running: number; n_completed: number; n_failed: number; n_cancelled: number;
   output: string | null; tasks_unqueued: number | null; bulk_change: string | null; items: number | null;
+  waiting_for: number; paused: number; cancelled_by: number | null;
 }
 
 /**
@@ -114,9 +120,10 @@ const TASK_STATES: TaskState[] = ['waiting', 'running', 'completed', 'failed', '
 const now = () => new Date().toISOString();
 
 /** A job's state follows from its task counts: the one rule, used everywhere. */
-export function deriveJobState(c: Pick<JobRow, 'n_waiting' | 'n_running' | 'n_failed' | 'n_cancelled'>): JobState {
+export function deriveJobState(c: Pick<JobRow, 'n_waiting' | 'n_running' | 'n_failed' | 'n_cancelled'> & { waiting_for?: number }): JobState {
   if (c.n_running > 0) return 'Running';
-  if (c.n_waiting > 0) return 'Waiting';
+  // Waiting work of a job some of whose --after jobs have not Completed yet is held: Blocked.
+  if (c.n_waiting > 0) return (c.waiting_for ?? 0) > 0 ? 'Blocked' : 'Waiting';
   if (c.n_failed > 0) return 'Failed';
   if (c.n_cancelled > 0) return 'Cancelled';
   return 'Completed';
@@ -172,8 +179,12 @@ export class Store {
     });
     const jobId = Number(lastInsertRowid);
     if (job.items) job.items.forEach((item, i) => this.stmt.insertItem.run(jobId, i + 1, item));
+    const after = [...new Set(job.after ?? [])];
+    for (const parent of after) this.cached(`INSERT OR IGNORE INTO job_deps (job_id, after_id) VALUES (?, ?)`).run(jobId, parent);
+    if (after.length > 0) this.cached(`UPDATE jobs SET waiting_for = ? WHERE id = ?`).run(this.unfinishedParents(jobId), jobId); // before its tasks: they are inserted held
     if (nTasks > TASK_BATCH) this.framesOfJob.set(jobId, job.frames);
     const tasksUnqueued = this.insertTasks(jobId, TASK_BATCH, job.frames);
+    if (after.length > 0) this.armDependencies(jobId); // Blocked, or Cancelled at once if a parent already failed
     return { ...this.summary(this.jobRow(jobId)!), tasksUnqueued };
   });
 
@@ -188,9 +199,10 @@ export class Store {
     const nTasks = Math.max(1, Math.ceil(all.length / job.chunk));
     const first = nTasks - unqueued;
     const end = Math.min(nTasks, first + max);
+    const held = heldOf(job);
     for (let seq = first; seq < end; seq++) {
       const part = all.slice(seq * job.chunk, (seq + 1) * job.chunk);
-      this.stmt.insertTask.run(jobId, seq, JSON.stringify(part), part.length, job.priority);
+      this.stmt.insertTask.run(jobId, seq, JSON.stringify(part), part.length, job.priority, held);
     }
     const left = nTasks - end;
     this.cached(`UPDATE jobs SET tasks_unqueued = ? WHERE id = ?`).run(left, jobId);
@@ -208,7 +220,13 @@ export class Store {
     const rows = (jobIds ? this.stmt.jobsById.all(JSON.stringify(jobIds)) : this.stmt.jobs.all()) as JobRow[];
     const wanted = states && states.length > 0 ? new Set(states) : null;
     const running = new Map((this.stmt.runningProgress.all() as Array<RunningProgress & { job_id: number }>).map((p) => [p.job_id, p]));
-    return rows.filter((r) => !wanted || wanted.has(r.state)).map((r) => this.summary(r, running.get(r.id) ?? null));
+    const after = new Map<number, number[]>();
+    for (const d of this.cached(`SELECT job_id, after_id FROM job_deps ORDER BY job_id, after_id`).all() as Array<{ job_id: number; after_id: number }>) {
+      let list = after.get(d.job_id);
+      if (!list) after.set(d.job_id, (list = []));
+      list.push(d.after_id);
+    }
+    return rows.filter((r) => !wanted || wanted.has(r.state)).map((r) => this.summary(r, running.get(r.id) ?? null, after.get(r.id) ?? []));
   }
 
   showJob(jobId: number): JobDetail | null {
@@ -245,6 +263,8 @@ export class Store {
         this.stmt.cancelTask.run({ id: t.id, at: now() });
       }
       this.cached(`UPDATE jobs SET n_cancelled = n_cancelled + n_waiting + n_running, n_waiting = 0, n_running = 0 WHERE id = ?`).run(jobId);
+      // Stopped by the user, not by a parent: it waits for nothing any more, and a parent's restart leaves it be.
+      this.cached(`UPDATE jobs SET waiting_for = 0, cancelled_by = NULL WHERE id = ?`).run(jobId);
       this.beginBulkChange(jobId, STOP);
       this.refreshJobState(jobId);
     }
@@ -272,7 +292,11 @@ export class Store {
       this.cached(`DELETE FROM blocklist WHERE job_id = ?`).run(jobId);
       this.cached(`DELETE FROM failures WHERE job_id = ?`).run(jobId);
       this.beginBulkChange(jobId, failedOnly ? RESTART_FAILED : RESTART);
+      this.cached(`UPDATE jobs SET cancelled_by = NULL WHERE id = ?`).run(jobId);
       this.refreshJobState(jobId);
+      // A restarted job waits for its --after jobs again; the jobs its failure cancelled wait for it again.
+      this.armDependencies(jobId);
+      this.rearmDependentsOf(jobId);
     }
     return toKill;
   });
@@ -342,6 +366,124 @@ export class Store {
     this.cached(`UPDATE jobs SET bulk_change = NULL WHERE id = ?`).run(jobId);
     this.changing.delete(jobId);
     return false;
+  }
+
+  // ---------- queue control (issue 17) ----------
+
+  /** Hold or release jobs: held tasks are not handed out; running ones go on. */
+  readonly pauseJobs = (jobIds: number[], paused: boolean): void => this.tx(() => {
+    for (const jobId of jobIds) {
+      this.cached(`UPDATE jobs SET paused = ? WHERE id = ?`).run(paused ? 1 : 0, jobId);
+      this.syncHeld(jobId);
+    }
+  });
+
+  /** The whole queue held (kqctl pause without ids): nothing new is dispatched. Kept in the table, so it survives restarts. */
+  queuePaused(): boolean {
+    this.queuePausedCache ??= (this.cached(`SELECT value FROM meta WHERE key = 'queue_paused'`).get() as { value: string } | undefined)?.value === '1';
+    return this.queuePausedCache;
+  }
+
+  readonly setQueuePaused = (paused: boolean): void => this.tx(() => {
+    this.cached(`INSERT INTO meta (key, value) VALUES ('queue_paused', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`).run(paused ? '1' : '0');
+    this.queuePausedCache = paused;
+  });
+  private queuePausedCache: boolean | undefined;
+
+  /** A new priority for jobs and every task of theirs (the claim query orders by the tasks' copy). */
+  readonly setPriority = (jobIds: number[], priority: number): void => this.tx(() => {
+    for (const jobId of jobIds) {
+      this.cached(`UPDATE jobs SET priority = ? WHERE id = ?`).run(priority, jobId);
+      this.cached(`UPDATE tasks SET priority = ? WHERE job_id = ? AND priority != ?`).run(priority, jobId, priority);
+    }
+  });
+
+  /** Forget ended jobs: their rows, tasks, failures and blocklists (the caller deletes their logs). */
+  readonly removeJobs = (jobIds: number[]): void => this.tx(() => {
+    for (const jobId of jobIds) {
+      this.framesOfJob.delete(jobId);
+      for (const table of ['tasks', 'failures', 'blocklist', 'job_deps', 'job_items']) this.cached(`DELETE FROM ${table} WHERE job_id = ?`).run(jobId);
+      this.cached(`DELETE FROM jobs WHERE id = ?`).run(jobId);
+    }
+  });
+
+  /** Ended jobs in these states that ended before `before` (ISO time). */
+  endedJobs(states: JobState[], before: string): number[] {
+    return (this.cached(`SELECT id FROM jobs WHERE state IN (SELECT value FROM json_each(?)) AND completed_at IS NOT NULL AND completed_at < ? ORDER BY id`)
+      .all(JSON.stringify(states.filter(isTerminalState)), before) as Array<{ id: number }>).map((r) => r.id);
+  }
+
+  /** What the dependency rules did since the last call (for the jobs' logs). */
+  takeDependencyEvents(): DependencyEvent[] {
+    return this.dependencyEvents.splice(0);
+  }
+  private readonly dependencyEvents: DependencyEvent[] = [];
+
+  /** Parents of a job that have not Completed (a removed parent counts as done: only ended jobs can be removed). */
+  private unfinishedParents(jobId: number): number {
+    return (this.cached(`SELECT count(*) AS n FROM job_deps d JOIN jobs p ON p.id = d.after_id WHERE d.job_id = ? AND p.state != 'Completed'`)
+      .get(jobId) as { n: number }).n;
+  }
+
+  /**
+   * Apply a job's --after rule from its parents' states now: Cancelled if one ended without completing,
+   * else Blocked while any has not Completed, else free to run.
+   */
+  private armDependencies(jobId: number): void {
+    const job = this.jobRow(jobId);
+    if (!job || isTerminalState(job.state)) return;
+    const bad = this.cached(`SELECT p.id, p.state FROM job_deps d JOIN jobs p ON p.id = d.after_id
+      WHERE d.job_id = ? AND p.state IN ('Failed', 'Cancelled') ORDER BY p.id LIMIT 1`).get(jobId) as { id: number; state: JobState } | undefined;
+    if (bad) return this.cancelForParent(jobId, bad.id, bad.state);
+    const waitingFor = this.unfinishedParents(jobId);
+    if (waitingFor !== job.waiting_for) {
+      this.cached(`UPDATE jobs SET waiting_for = ? WHERE id = ?`).run(waitingFor, jobId);
+      if (waitingFor === 0) this.dependencyEvents.push({ jobId, text: `[kq] job ${jobId} released: every job it waits for (--after) has Completed\n` });
+      this.syncHeld(jobId);
+    }
+    this.refreshJobState(jobId);
+  }
+
+  /** A parent failed or was cancelled: so is this job (and, through refreshJobState, its own dependents). */
+  private cancelForParent(jobId: number, parentId: number, parentState: JobState): void {
+    const why = `job ${parentId} ${parentState === 'Failed' ? 'failed' : 'was cancelled'}`;
+    this.insertTasks(jobId, Infinity);
+    this.finishBulkChange(jobId); // its rows must say their state before this rule recounts them
+    this.cached(`UPDATE jobs SET waiting_for = 0, cancelled_by = ? WHERE id = ?`).run(parentId, jobId);
+    this.cached(`UPDATE tasks SET state = 'cancelled', reason = ?, finished_at = ? WHERE job_id = ? AND state = 'waiting'`)
+      .run(`cancelled: ${why} (--after)`, now(), jobId);
+    this.dependencyEvents.push({ jobId, text: `[kq] job ${jobId} cancelled: ${why} and it was submitted --after ${parentId}\n` });
+    this.recount(jobId);
+  }
+
+  /** A parent changed state: its still-blocked dependents look at their parents again. */
+  private recheckDependents(parentId: number): void {
+    const dependents = this.cached(`SELECT j.id FROM job_deps d JOIN jobs j ON j.id = d.job_id
+      WHERE d.after_id = ? AND j.waiting_for > 0 AND j.state NOT IN ('Completed', 'Failed', 'Cancelled')`).all(parentId) as Array<{ id: number }>;
+    for (const d of dependents) this.armDependencies(d.id);
+  }
+
+  /** A parent was restarted: the jobs its end cancelled (and theirs, in turn) wait for it again. */
+  private rearmDependentsOf(parentId: number): void {
+    const cancelled = this.cached(`SELECT id FROM jobs WHERE cancelled_by = ? AND state = 'Cancelled'`).all(parentId) as Array<{ id: number }>;
+    for (const { id } of cancelled) {
+      this.finishBulkChange(id);
+      this.cached(`UPDATE tasks SET state = 'waiting', reason = NULL, finished_at = NULL WHERE job_id = ? AND state = 'cancelled'`).run(id);
+      this.cached(`UPDATE jobs SET cancelled_by = NULL, waiting_for = ? WHERE id = ?`).run(this.unfinishedParents(id), id);
+      this.dependencyEvents.push({ jobId: id, text: `[kq] job ${id} waits again: job ${parentId}, which cancelled it, was restarted\n` });
+      this.syncHeld(id);
+      this.recount(id);
+      this.armDependencies(id);
+      this.rearmDependentsOf(id);
+    }
+  }
+
+  /** Tasks are held while their job is paused or blocked: the claim query skips them through the index. */
+  private syncHeld(jobId: number): void {
+    const job = this.jobRow(jobId);
+    if (!job) return;
+    const held = heldOf(job);
+    this.cached(`UPDATE tasks SET held = ? WHERE job_id = ? AND held != ?`).run(held, jobId, held);
   }
 
   // ---------- dispatch ----------
@@ -676,14 +818,17 @@ export class Store {
     if (state === row.state) return;
     const completedAt = isTerminalState(state) ? now() : null;
     this.stmt.setJobState.run(state, completedAt, jobId);
+    this.recheckDependents(jobId);
   }
 
-  private summary(r: JobRow, running: RunningProgress | null = r.n_running > 0 ? this.runningProgressOf(r.id) : null): JobSummary {
+  private summary(r: JobRow, running: RunningProgress | null = r.n_running > 0 ? this.runningProgressOf(r.id) : null,
+    after: number[] = (this.cached(`SELECT after_id FROM job_deps WHERE job_id = ? ORDER BY after_id`).all(r.id) as Array<{ after_id: number }>).map((d) => d.after_id)): JobSummary {
     return {
       id: r.id, name: r.name, state: r.state, priority: r.priority,
       framesDone: r.frames_done, framesTotal: r.frames_total, progress: jobProgress(r, running),
       tasks: { waiting: r.n_waiting, running: r.n_running, completed: r.n_completed, failed: r.n_failed, cancelled: r.n_cancelled },
       submittedAt: r.submitted_at, completedAt: r.completed_at, logFile: this.logPathOf(r.id),
+      paused: r.paused === 1, after,
     };
   }
 
@@ -710,6 +855,9 @@ function taskInfo(t: TaskRow): TaskInfo {
   };
 }
 
+/** A job's tasks are held (not handed out) while it is paused or waits for --after jobs. */
+const heldOf = (job: Pick<JobRow, 'paused' | 'waiting_for'>) => (job.paused === 1 || job.waiting_for > 0 ? 1 : 0);
+
 /** Parsed progress of a job's running tasks: frames' worth done (sum of n_frames × percent) and the highest percent. */
 interface RunningProgress { frames: number; percent: number }
 
@@ -720,7 +868,7 @@ function jobProgress(r: JobRow, running: RunningProgress | null): number {
   return Math.min(100, Math.floor(percent * 10) / 10);
 }
 
-const SUMMARY_COLUMNS = 'id, name, state, priority, frames_done, frames_total, n_waiting, n_running, n_completed, n_failed, n_cancelled, submitted_at, completed_at';
+const SUMMARY_COLUMNS = 'id, name, state, priority, frames_done, frames_total, n_waiting, n_running, n_completed, n_failed, n_cancelled, submitted_at, completed_at, paused, waiting_for';
 
 function prepareStatements(db: Database.Database) {
   return {
@@ -729,7 +877,7 @@ function prepareStatements(db: Database.Database) {
         @maxAttempts, @timeoutMs, @shell, 'Waiting', @submittedAt, @framesTotal, @nTasks, @output, @unqueued, @items)`),
       insertItem: db.prepare(`INSERT INTO job_items (job_id, idx, item) VALUES (?, ?, ?)`),
       itemsOf: db.prepare(`SELECT item FROM job_items WHERE job_id = ? AND idx BETWEEN ? AND ? ORDER BY idx`),
-      insertTask: db.prepare(`INSERT INTO tasks (job_id, seq, frames, n_frames, priority, state) VALUES (?, ?, ?, ?, ?, 'waiting')`),
+      insertTask: db.prepare(`INSERT INTO tasks (job_id, seq, frames, n_frames, priority, state, held) VALUES (?, ?, ?, ?, ?, 'waiting', ?)`),
       job: db.prepare(`SELECT * FROM jobs WHERE id = ?`),
       // Lists read only what a summary shows: better-sqlite3 builds rows of 20+ columns several times slower.
       jobs: db.prepare(`SELECT ${SUMMARY_COLUMNS} FROM jobs ORDER BY id`),
@@ -745,7 +893,7 @@ function prepareStatements(db: Database.Database) {
       task: db.prepare(`SELECT * FROM tasks WHERE id = ?`),
       claim: db.prepare(`UPDATE tasks SET state = 'running', attempts = attempts + 1, agent_id = @agentId, host = @host,
           pid = NULL, exit_code = NULL, reason = NULL, started_at = @at, finished_at = NULL, progress = NULL
-        WHERE id = (SELECT t.id FROM tasks t WHERE t.state = 'waiting'
+        WHERE id = (SELECT t.id FROM tasks t INDEXED BY tasks_ready WHERE t.state = 'waiting' AND t.held = 0
           AND NOT EXISTS (SELECT 1 FROM blocklist b WHERE b.job_id = t.job_id AND b.host = @host)
           AND (t.last_failed_host IS NULL OR t.last_failed_host != @host OR NOT EXISTS (
             SELECT 1 FROM agents a WHERE a.state IN ('idle', 'busy') AND a.host != @host

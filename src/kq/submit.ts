@@ -47,6 +47,7 @@ export function prepareJob(input: JobSubmit): NewJob {
     timeoutMs: job.timeoutMs ?? null,
     shell: job.shell,
     output: job.output ?? null,
+    after: job.after ?? [],
   };
 }
 

@@ -57,16 +57,18 @@ export class KqClient {
   }
 
   /** Subscribe to broadcast topics. Subscribe before fetching state, then drop what the state already covers. */
-  async subscribe(topics: string[]): Promise<AsyncIterable<Broadcast>> {
+  async subscribe(topics: string[], prefixes: string[] = []): Promise<AsyncIterable<Broadcast>> {
     if (this.address.curveError) throw new CliError(EXIT.usage, this.address.curveError);
     this.sub = new zmq.Subscriber({ linger: 0, maxMessageSize: MAX_MESSAGE_BYTES, ...curveSocketOptions(this.address.curve) });
-    this.sub.subscribe(...topics);
+    this.sub.subscribe(...topics, ...prefixes);
     this.sub.connect(tcpEndpoint(this.address.host, this.address.broadcastPort));
     const sub = this.sub;
     const wanted = new Set(topics);
     return (async function* () {
       for await (const [topic, frame] of sub) {
-        if (!wanted.has(topic?.toString() ?? '')) continue; // a subscription is a prefix: keep exact topics only
+        const name = topic?.toString() ?? '';
+        // A subscription is a prefix: keep exact topics only, unless a prefix was asked for (Topics.allJobs).
+        if (!wanted.has(name) && !prefixes.some((p) => name.startsWith(p) && name.endsWith('/'))) continue;
         const msg = parseBroadcast(frame);
         if (msg) yield msg;
       }

@@ -11,12 +11,28 @@ export function printJson(data: unknown): void {
   process.stdout.write(JSON.stringify(data, null, 2) + '\n');
 }
 
-export function table(headers: string[], cells: string[][]): string {
+/**
+ * An aligned table. `paint` may wrap a body cell, already padded, in terminal colours (a TTY only): the
+ * alignment is computed on the plain text, so colours never shift a column.
+ */
+export function table(headers: string[], cells: string[][], paint?: (row: number, col: number, padded: string) => string): string {
   const rows = cells.map((r) => r.map(printable));
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
-  return [line(headers), ...rows.map(line)].join('\n') + '\n';
+  const line = (cells: string[], row: number) => {
+    const text = cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
+    if (!paint || row < 0) return text;
+    return cells.map((c, i) => paint(row, i, i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  };
+  return [line(headers, -1), ...rows.map((r, i) => line(r, i))].join('\n') + '\n';
 }
+
+/** SGR colours of job states on a terminal. */
+const STATE_COLOURS: Record<string, string> = {
+  Running: '36', Waiting: '33', Blocked: '35', Completed: '32', Failed: '31;1', Cancelled: '90',
+};
+
+/** A job's state, and `(paused)` when kqctl pause holds it. */
+export const stateText = (j: Pick<JobSummary, 'state' | 'paused'>) => (j.paused ? `${j.state} (paused)` : j.state);
 
 /** `2026-11-25 12:34:56` in local time; `-` for none. */
 export function when(iso: string | null): string {
@@ -29,9 +45,16 @@ export function when(iso: string | null): string {
 /** Frames done/total, and while running the percent parsed from render logs: `3/12 31%`. */
 export const progress = (j: JobSummary) => `${j.framesDone}/${j.framesTotal}${j.state === 'Running' ? ` ${Math.floor(j.progress ?? 0)}%` : ''}`;
 
-export function jobsTable(jobs: JobSummary[]): string {
+/** The jobs table; `colour` (a terminal without NO_COLOR) paints the State column. */
+export function jobsTable(jobs: JobSummary[], colour = false): string {
+  const paint = colour ? (row: number, col: number, padded: string) => {
+    if (col !== 2) return padded;
+    const code = STATE_COLOURS[jobs[row]!.state];
+    const text = padded.trimEnd();
+    return code ? `\x1b[${code}m${text}\x1b[0m${padded.slice(text.length)}` : padded;
+  } : undefined;
   return table(['Id', 'Name', 'State', 'Progress', 'Submitted', 'Completed', 'Log File'],
-    jobs.map((j) => [String(j.id), j.name, j.state, progress(j), when(j.submittedAt), when(j.completedAt), j.logFile]));
+    jobs.map((j) => [String(j.id), j.name, stateText(j), progress(j), when(j.submittedAt), when(j.completedAt), j.logFile]), paint);
 }
 
 export function framesText(frames: number[] | null): string {
@@ -41,12 +64,14 @@ export function framesText(frames: number[] | null): string {
 
 export function jobDetail(j: JobDetail): string {
   const fields: Array<[string, string]> = [
-    ['Id', String(j.id)], ['Name', j.name], ['State', j.state], ['Progress', `${j.framesDone}/${j.framesTotal} frames, ${Math.floor(j.progress ?? 0)}%`],
+    ['Id', String(j.id)], ['Name', j.name], ['State', stateText(j)], ['Progress', `${j.framesDone}/${j.framesTotal} frames, ${Math.floor(j.progress ?? 0)}%`],
     ['Command', JSON.stringify(j.argv)], ['Frames', j.frameSpec ?? '-'], ['Chunk', String(j.chunk)], ['Priority', String(j.priority)],
     ['Attempts', `up to ${j.maxAttempts} per task`], ['Timeout', j.timeoutMs ? `${j.timeoutMs / 1000}s` : '-'],
     ['Cwd', j.cwd ?? '-'], ['Output', j.output ?? '-'], ['Submitted', when(j.submittedAt)], ['Completed', when(j.completedAt)], ['Log File', j.logFile],
     ['Blocklist', j.blocklist.length ? j.blocklist.join(', ') : '-'],
   ];
+  // Only for jobs submitted --after: other jobs' detail stays as it was.
+  if (j.after?.length) fields.splice(3, 0, ['After', `${j.after.join(', ')}${j.state === 'Blocked' ? ' (Blocked until they have all Completed)' : ''}`]);
   const head = fields.map(([k, v]) => `${(k + ':').padEnd(11)} ${printable(v)}`).join('\n') + '\n\n';
   return head + table(['Task', 'Frames', 'State', 'Attempts', 'Host', 'Exit', 'Reason'],
     j.taskList.map((t) => [String(t.seq), framesText(t.frames), t.state, String(t.attempts), t.host ?? '-',

@@ -14,19 +14,20 @@ import { register as agents } from './commands/agents.js';
 import { register as remote } from './commands/remote.js';
 import { register as keys } from './commands/keys.js';
 import { register as slurm } from './commands/slurm.js';
+import { register as queue } from './commands/queue.js';
 
 const program = usageExitCodes(connectionOptions(new Command('kqctl')))
   .description('Control kq, the render queue: submit jobs, list them, follow logs, stop and restart.')
   .showHelpAfterError('(run kqctl <command> --help for usage)')
   .addHelpText('after', `
 Exit codes: 0 ok, 1 a job failed or was cancelled (submit --wait, wait), 2 bad usage or input
-(invalid frame range, unknown job id, empty command), 3 kq unreachable, 4 remote: SSH failed or was refused
+(invalid frame range, unknown job id, empty command, rm of an unfinished job without --stop), 3 kq unreachable, 4 remote: SSH failed or was refused
 (host key, login) or a remote script failed; slurm: Slurm refused, 5 remote/slurm start: the agents did not
 register with kq in time, 6 anything unexpected (an internal error in kq or kqctl, output that could not be
 written): the message says what.
 kqctl finds kq through <data root>/kq.json (KQ_DATA_ROOT, default ~/.local/share/kq), or KQ_HOST/KQ_REQUEST_PORT.`);
 
-for (const add of [submit, list, show, log, jobsAction, wait, agents, remote, slurm]) add(program, (c) => usageExitCodes(connectionOptions(c)));
+for (const add of [submit, list, show, log, jobsAction, queue, wait, agents, remote, slurm]) add(program, (c) => usageExitCodes(connectionOptions(c)));
 keys(program);
 // `kqctl list | head` closes our stdout early: that is the reader's choice, not an error. Any other
 // failure to write (a full disk, /dev/full) is one line and exit 6, not a stack trace and exit 1.

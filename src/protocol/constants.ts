@@ -2,7 +2,8 @@
  * Protocol values that carry no schema: importing them does not load zod, which keeps kqctl's start-up
  * short (kqctl trusts kq's replies and reads them without validating every field).
  */
-export const JOB_STATES = ['Waiting', 'Running', 'Completed', 'Cancelled', 'Failed'] as const;
+/** Blocked: waiting for the jobs it was submitted `--after` to complete (issue 17). */
+export const JOB_STATES = ['Waiting', 'Blocked', 'Running', 'Completed', 'Cancelled', 'Failed'] as const;
 export type JobState = (typeof JOB_STATES)[number];
 export const isTerminalState = (s: JobState) => s === 'Completed' || s === 'Failed' || s === 'Cancelled';
 
@@ -16,4 +17,8 @@ export const Topics = {
   allAgents: 'agents/',
   log: (jobId: number) => `log.${jobId}/`,
   job: (jobId: number) => `job.${jobId}/`,
+  /** A subscription prefix only (no message carries it): every job's topic. */
+  allJobs: 'job.',
+  /** The queue as a whole: paused/resumed, jobs removed. */
+  queue: 'queue/',
 } as const;

@@ -42,6 +42,8 @@ export const JobSubmitSchema = z.object({
   shell: z.boolean().default(false),
   /** Where the render writes its frames, relative to cwd, with placeholders: `frames/shot_{frame:04}.png` (the monitor shows them). */
   output: z.string().min(1).max(4096).optional(),
+  /** Wait (state Blocked) until these jobs have Completed; if one fails or is cancelled, so is this job. */
+  after: z.array(id).max(1000).optional(),
 });
 export type JobSubmit = z.input<typeof JobSubmitSchema>;
 
@@ -58,6 +60,10 @@ export interface JobSummary {
   submittedAt: string;
   completedAt: string | null;
   logFile: string;
+  /** Held by `kqctl pause`: no new tasks start (running ones go on). */
+  paused: boolean;
+  /** The jobs it was submitted `--after` (Blocked until they all Completed). */
+  after: number[];
 }
 
 export interface TaskInfo {
@@ -138,6 +144,15 @@ export const RequestSchema = z.discriminatedUnion('type', [
   z.object({ v, rid: z.string().max(64), type: z.literal('stop'), jobIds: z.array(id).min(1).max(10000) }),
   z.object({ v, rid: z.string().max(64), type: z.literal('restart'), jobIds: z.array(id).min(1).max(10000), failedOnly: z.boolean().default(false) }),
   z.object({ v, rid: z.string().max(64), type: z.literal('agents') }),
+  /** Without jobIds: the whole queue. */
+  z.object({ v, rid: z.string().max(64), type: z.literal('pause'), jobIds: z.array(id).min(1).max(10000).optional() }),
+  z.object({ v, rid: z.string().max(64), type: z.literal('resume'), jobIds: z.array(id).min(1).max(10000).optional() }),
+  z.object({ v, rid: z.string().max(64), type: z.literal('priority'), jobIds: z.array(id).min(1).max(10000), priority: boundedInt(-1000, 1000) }),
+  /** Remove ended jobs and their logs; with stop, unfinished ones are stopped first. */
+  z.object({ v, rid: z.string().max(64), type: z.literal('remove'), jobIds: z.array(id).min(1).max(10000), stop: z.boolean().default(false) }),
+  /** Remove ended jobs in these states (default Completed) that ended more than olderThanMs ago. */
+  z.object({ v, rid: z.string().max(64), type: z.literal('clean'), states: z.array(z.enum(['Completed', 'Failed', 'Cancelled'])).min(1).optional(),
+    olderThanMs: z.number().int().nonnegative().optional() }),
 ]);
 export type Request = z.infer<typeof RequestSchema>;
 export type RequestInput = z.input<typeof RequestSchema>;
@@ -209,5 +224,9 @@ export const BroadcastSchema = z.discriminatedUnion('type', [
   z.object({ v, type: z.literal('kq-stopping') }),
   z.object({ v, type: z.literal('log'), jobId: id, offset: z.number().int().nonnegative(), text: z.string() }),
   z.object({ v, type: z.literal('job'), jobId: id, state: JobStateSchema, framesDone: z.number().int(), framesTotal: z.number().int() }),
+  /** On Topics.queue: the whole queue was paused or resumed. */
+  z.object({ v, type: z.literal('queue'), paused: z.boolean() }),
+  /** On Topics.queue: these jobs were removed (rm, clean, --keep-finished). */
+  z.object({ v, type: z.literal('removed'), jobIds: z.array(id) }),
 ]);
 export type Broadcast = z.infer<typeof BroadcastSchema>;

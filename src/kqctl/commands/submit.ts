@@ -4,11 +4,11 @@ import { durationArg, intArg } from '../../common/cli.js';
 import { CliError, EXIT } from '../exit-codes.js';
 import { printJson } from '../format.js';
 import { waitForJobs } from '../wait.js';
-import { withClient, type ConnectionFlags } from '../connect.js';
+import { jobIds, withClient, type ConnectionFlags } from '../connect.js';
 
 interface SubmitFlags extends ConnectionFlags {
   name?: string; frames?: string; chunk: number; priority: number; cwd?: string; env: string[];
-  retries: number; timeout?: number; shell: boolean; output?: string; wait: boolean; json: boolean;
+  retries: number; timeout?: number; shell: boolean; output?: string; wait: boolean; json: boolean; after: string[];
   each: boolean; null: boolean;
 }
 
@@ -44,6 +44,7 @@ export function register(program: Command, connection: (c: Command) => Command):
     .option('--timeout <duration>', 'kill a task running longer than this (e.g. 30m)', durationArg)
     .option('--shell', 'run the command through /bin/sh -c (off: argv is run as is)', false)
     .option('--output <pattern>', "the frames the render writes, relative to --cwd, e.g. 'frames/shot_{frame:04}.png' (the web monitor shows them)")
+    .option('--after <ids>', 'start only once these jobs have Completed (state Blocked until then); if one fails or is cancelled, so is this job: --after 3,4', envPair, [] as string[])
     .option('--wait', 'wait for the job to end; exit 1 if it failed or was cancelled', false)
     .option('--json', 'print the job as JSON', false))
     .action(withClient(async (client, flags: SubmitFlags, command: string[]) => {
@@ -61,6 +62,7 @@ export function register(program: Command, connection: (c: Command) => Command):
         name: flags.name, argv: command, frames: flags.frames, items, chunk: flags.chunk, priority: flags.priority,
         cwd: flags.cwd ? (await import('node:path')).resolve(flags.cwd) : process.cwd(), env, maxAttempts: flags.retries + 1,
         timeoutMs: flags.timeout, shell: flags.shell, output: flags.output,
+        ...(flags.after.length > 0 ? { after: jobIds(flags.after.flatMap((a) => a.split(',')).map((a) => a.trim())) } : {}),
       };
       const submitted = await client.request<JobSummary>('submit', { job });
       if (!flags.wait) {
