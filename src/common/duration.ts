@@ -11,7 +11,7 @@ export function parseDuration(text: string): number {
 
 /** Milliseconds as people write them, the inverse of parseDuration for help texts: `2s`, `500ms`, `30m`, `1.5h`. */
 export function formatDuration(ms: number): string {
-  for (const [unit, size] of [['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) {
+  for (const [unit, size] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) {
     if (ms >= size && Number.isInteger((ms / size) * 10)) return `${ms / size}${unit}`;
   }
   return `${ms}ms`;

@@ -43,7 +43,7 @@ const program = usageExitCodes(new Command('kq'))
   .option('--http-bind <addr>', 'web monitor address [env KQ_HTTP_BIND]; beyond loopback every API request needs the token', env.httpBind)
   .option('--http-token <token>', 'web monitor token [env KQ_HTTP_TOKEN] (default: none on loopback, else generated into <data root>/http-token)', env.httpToken)
   .option('--no-http', 'do not serve the web monitor')
-  .option('--keep-finished <duration>', 'remove ended jobs (Completed, Failed, Cancelled) and their logs this long after they ended, e.g. 30d (render outputs are never touched)', durationArg)
+  .addOption(durationOption('--keep-finished <duration>', 'remove ended jobs (Completed, Failed, Cancelled) and their logs this long after they ended, e.g. 30d (render outputs are never touched)'))
   .option('--exit-with <pid>', 'stop (renders killed, tasks requeued) when process PID exits, e.g. the Blender or Katana that started kq', intArg(1, 2 ** 31 - 1))
   .option('--slurm-autoscale <spec>', `run agents on Slurm, grown and shrunk with the queue: ${AUTOSCALE_USAGE} (see README "Growing past a few machines: Slurm")`, autoscaleArg)
   .addHelpText('after', `
