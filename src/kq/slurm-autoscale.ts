@@ -4,6 +4,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { DaemonInfo } from '../common/paths.js';
 import { installRoot } from '../common/install-root.js';
+import { isLoopback } from '../common/endpoint.js';
 import { Autoscaler, type AutoscaleConfig } from '../slurm/autoscaler.js';
 import type { Store } from './store.js';
 
@@ -23,6 +24,9 @@ export function startAutoscaler(config: AutoscaleConfig, d: { store: Store; log:
       killGraceMs: d.killGraceMs, curve: info.curve,
     }),
   });
+  if (isLoopback(info.bind) && !config.kqHost) {
+    d.log.warn({ bind: info.bind }, `slurm autoscale: kq listens on ${info.bind} only, so only agents on this machine can reach it: start kq with --bind 0.0.0.0 for a real cluster`);
+  }
   autoscaler.start();
   return autoscaler;
 }
