@@ -48,7 +48,7 @@ export class TaskRun {
   stop(reason: string): void {
     if (this.endReason !== null) return;
     this.endReason = reason;
-    if (this.group) this.endGroup(this.group);
+    if (this.group) void this.endGroup(this.group);
   }
 
   private endGroup(group: { pgid: number; ending: Promise<boolean> | null }): Promise<boolean> {
