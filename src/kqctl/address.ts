@@ -50,12 +50,13 @@ export function resolveAddress(flags: AddressFlags, env: NodeJS.ProcessEnv = pro
   return { host, requestPort, broadcastPort, source, curve, curveError };
 }
 
-/** A port from an environment variable (unset or empty: undefined); a bad one is a usage error naming it. */
+/** A port from an environment variable (unset, empty or 0: undefined); a bad one is a usage error naming it. */
 export function envPort(variable: string, env: NodeJS.ProcessEnv = process.env): number | undefined {
   const v = env[variable];
   if (v === undefined || v === '') return undefined;
   try {
-    return fromEnv(v, variable, portArg);
+    // 0 told kq to pick a free port (the same exported variables may start kq): kq.json says which.
+    return fromEnv(v, variable, portArg) || undefined;
   } catch (err) {
     throw err instanceof EnvError ? new CliError(EXIT.usage, err.message) : err;
   }
