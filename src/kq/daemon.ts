@@ -162,6 +162,7 @@ export class Daemon {
       agentTimeoutMs: this.o.agentTimeoutMs, blocklistAfter: this.o.blocklistAfter,
       // While the disk is full nothing new starts (and silence is not held against agents).
       isRunning: () => this.state === 'running' && !this.disk.isFull,
+      writeFailed: (err) => this.disk.failed(err, 'job table (kq.db)'),
       killLocalAgent: (pid) => this.agents?.kill(pid),
       ownsLocalAgent: (pid) => this.agents?.owns(pid) ?? false,
     });

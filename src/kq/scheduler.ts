@@ -29,6 +29,8 @@ export interface SchedulerDeps {
   isRunning(): boolean;
   /** Kill a hung local agent (kq replaces it). */
   killLocalAgent(pid: number): void;
+  /** A write failed: true if for lack of space (kq is then "disk full"). */
+  writeFailed?(err: unknown): boolean;
   /** Is this pid a local agent this kq started or adopted? Only those, and their renders, are ever signalled. */
   ownsLocalAgent(pid: number): boolean;
 }
@@ -49,6 +51,15 @@ export class Scheduler {
 
   /** Hand waiting tasks to idle agents of this epoch until one or the other runs out. */
   dispatch(): void {
+    // Dispatch follows committed changes (a submit, a finished task): its failure must not undo their answer.
+    try {
+      this.handOut();
+    } catch (err) {
+      if (!this.d.writeFailed?.(err)) this.d.log.error({ err: (err as Error).stack }, 'dispatch failed');
+    }
+  }
+
+  private handOut(): void {
     this.reportDependencyEvents();
     if (!this.d.isRunning() || !this.routerQueue || this.d.store.holdsDispatch() || this.d.store.queuePaused()) return;
     for (const agent of this.d.store.idleAgents(this.d.epoch)) {
