@@ -106,13 +106,14 @@ export class Daemon {
         httpPort: this.monitor?.port ?? null,
         httpUrl: this.monitor?.url ?? null,
       };
+      // One transaction (rolled back if it fails, e.g. on a full disk): agents known before get a timeout to come back.
+      this.store.beginEpoch();
       fs.writeFileSync(this.files.info, JSON.stringify(this.info, null, 2) + '\n');
     } catch (err) {
       await this.abortStart();
       throw err;
     }
     // The point of no return: from here on this kq owns the table, the agents and their renders.
-    this.store.beginEpoch();
     void this.receiveRequests();
     void this.receiveUpdates();
     this.startSilenceCheck();
