@@ -1,18 +1,17 @@
 /** Small process-group helpers: every process kq or an agent starts leads a group that can be killed whole. */
 import fs from 'node:fs';
 
-/** Signal a whole process group; a group that is already gone is not an error. */
+/**
+ * Signal the whole process group `pid` leads; a group that is already gone is not an error. Only the group:
+ * once it is gone, the bare pid may belong to some other program by now, so it is never signalled alone.
+ * (Windows has no groups: there the process itself.)
+ */
 export function killGroup(pid: number, signal: NodeJS.Signals): boolean {
   try {
-    process.kill(-pid, signal);
+    process.kill(process.platform === 'win32' ? pid : -pid, signal);
     return true;
   } catch {
-    try {
-      process.kill(pid, signal);
-      return true;
-    } catch {
-      return false;
-    }
+    return false;
   }
 }
 
