@@ -4,17 +4,21 @@
  * agent's silence only in the time kq was listening, so kq's own stall is never blamed on its agents.
  */
 export class DeafTime {
-  /** Spans [start, end] in ms, oldest first, not overlapping. */
+  /** Spans [start, end] in ms, oldest first, not overlapping (at most the last 1000). */
   private readonly spans: Array<{ start: number; end: number }> = [];
 
+  /** Spans may come in any order (a disk-full span starts in the past) and may overlap. */
   add(start: number, end: number): void {
-    const last = this.spans[this.spans.length - 1];
-    if (last && start <= last.end) {
-      last.end = Math.max(last.end, end);
-    } else if (end > start) {
-      this.spans.push({ start, end });
-      if (this.spans.length > 1000) this.spans.shift();
+    if (end <= start) return;
+    this.spans.push({ start, end });
+    this.spans.sort((a, b) => a.start - b.start);
+    const merged: Array<{ start: number; end: number }> = [];
+    for (const span of this.spans) {
+      const last = merged[merged.length - 1];
+      if (last && span.start <= last.end) last.end = Math.max(last.end, span.end);
+      else merged.push({ ...span });
     }
+    this.spans.splice(0, this.spans.length, ...merged.slice(-1000));
   }
 
   /**
