@@ -112,4 +112,18 @@ describe('message limits', () => {
       await watching;
     }
   });
+
+  it('answers that would pass the message limit are cut to fit: a log of control characters, a show of big chunks', async () => {
+    const kq = await start({ numAgents: 1 });
+    const id = await kq.submit('--', 'node', '-e', "process.stdout.write('\\x01'.repeat(1000000) + '\\nAFTER-BINARY\\n')");
+    expect((await kq.waitJob(id)).state).toBe('Completed');
+    const log = await kq.ctl('log', String(id));
+    expect(log.exitCode).toBe(0);
+    expect(log.stdout).toContain('AFTER-BINARY');
+    const big = await kq.submit('--frames', '1-1000000', '--chunk', '100', '--', 'true');
+    await kq.ctl('stop', String(big));
+    const show = await kq.json('show', String(big));
+    expect(show.taskList.length).toBeGreaterThan(0);
+    expect(show.taskList.length + show.tasksOmitted).toBe(10_000);
+  });
 });

@@ -38,6 +38,9 @@ export type AgentLifecycle = 'starting' | 'registering' | 'running' | 'stopping'
 /** Why the agent ended: told to stop (signal), or another agent registered under its id. */
 export type AgentEndCause = 'stopped' | 'superseded';
 
+/** What a register request got: kq's reply, its refusal, or nothing in time. */
+type RegisterAnswer = { reply: RegisterReply } | { refused: string } | null;
+
 /** An update as the agent writes it: kq's protocol version, the agent id and the session are added on sending. */
 type UpdateBody = Update extends infer U ? (U extends unknown ? Omit<U, 'v' | 'agentId' | 'session'> : never) : never;
 
@@ -59,7 +62,7 @@ export class Agent {
   private readonly abandoned = new Set<TaskRun>();
   /** Kills this agent's render groups if the agent dies without ending them itself. */
   private readonly guard: RenderGuard;
-  private pendingReplies = new Map<string, (reply: RegisterReply | null) => void>();
+  private pendingReplies = new Map<string, (reply: RegisterAnswer) => void>();
   private registering: Promise<void> | null = null;
   private stopped: Promise<void> | null = null;
   /** This registration's name, from kq's reply: every update carries it; assignments for another are dropped. */
@@ -78,7 +81,9 @@ export class Agent {
     // sendTimeout: while kq is away, a request gives up instead of queueing behind a full pipe forever.
     // immediate: while kq is away nothing is queued, so registrations retried meanwhile are not all
     // delivered (and each answered) when it comes back; the send times out instead and is retried.
-    this.dealer = new zmq.Dealer({ ...common, routingId: o.agentId, sendTimeout: o.registerTimeoutMs, immediate: true });
+    // No routing id of our own: kq sends assignments to the connection that registered (a routing id libzmq
+    // makes up), so no other peer can take this agent's work by claiming its id.
+    this.dealer = new zmq.Dealer({ ...common, sendTimeout: o.registerTimeoutMs, immediate: true });
     // Updates (log lines, task finished) get a little linger so a stopping agent still delivers them.
     this.push = new zmq.Push({ ...common, linger: 2000, sendHighWaterMark: 100_000 });
     this.sub = new zmq.Subscriber(common);
@@ -134,15 +139,27 @@ export class Agent {
   private async registerLoop(): Promise<void> {
     this.state = 'registering';
     let warned = false;
+    let lastRefusal = '';
     while (this.state === 'registering') {
       const running = this.current ? { taskId: this.current.task.taskId, attempt: this.current.task.attempt } : null;
-      const reply = await this.request({
+      const sentOutcome = this.lastOutcome;
+      const answer = await this.request({
         v: PROTOCOL_VERSION, rid: crypto.randomUUID(), type: 'register', agentId: this.o.agentId,
-        host: this.o.hostName, pid: process.pid, local: this.o.local, running, lastOutcome: this.lastOutcome,
-        slurm: this.o.slurm ?? null,
+        host: this.o.hostName, pid: process.pid, local: this.o.local, running, lastOutcome: sentOutcome,
+        slurm: this.o.slurm ?? null, session: this.session,
       });
-      if (reply) {
-        this.lastOutcome = null;
+      if (answer && 'refused' in answer) {
+        // Said once per reason; retried calmly (the id may be freed when the other agent goes silent).
+        if (answer.refused !== lastRefusal) this.log.error(`kq refused the registration: ${answer.refused}; retrying`);
+        lastRefusal = answer.refused;
+        if (/lastOutcome/.test(answer.refused)) this.lastOutcome = null; // kq cannot take it: do not send it forever
+        await new Promise((r) => setTimeout(r, Math.max(1000, this.o.registerTimeoutMs)));
+        continue;
+      }
+      if (answer) {
+        const reply = answer.reply;
+        // An outcome that came in while this register was on its way was not in it: keep it for the next heartbeat.
+        if (this.lastOutcome === sentOutcome) this.lastOutcome = null;
         this.session = reply.session;
         this.heartbeatMs = reply.heartbeatMs;
         if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
@@ -164,15 +181,16 @@ export class Agent {
     }
   }
 
-  private request(req: RequestInput & { rid: string }): Promise<RegisterReply | null> {
+  /** One register request: kq's reply, its refusal, or null when no answer came in time. */
+  private request(req: RequestInput & { rid: string }): Promise<RegisterAnswer> {
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.pendingReplies.delete(req.rid);
         resolve(null);
       }, this.o.registerTimeoutMs);
-      this.pendingReplies.set(req.rid, (reply) => {
+      this.pendingReplies.set(req.rid, (answer) => {
         clearTimeout(timer);
-        resolve(reply);
+        resolve(answer);
       });
       this.dealerQueue.send([encode(req)]).catch(() => undefined);
     });
@@ -199,8 +217,7 @@ export class Agent {
         if (raw?.type === 'reply' && typeof raw.rid === 'string') {
           const pending = this.pendingReplies.get(raw.rid);
           this.pendingReplies.delete(raw.rid);
-          pending?.(raw.ok === true ? (raw.data as RegisterReply) : null);
-          if (raw.ok !== true) this.log.error({ error: raw.error }, 'kq refused registration');
+          pending?.(raw.ok === true ? { reply: raw.data as RegisterReply } : { refused: String(raw.error) });
           continue;
         }
         const assign = decode(AssignSchema, frame);
@@ -300,7 +317,8 @@ export class Agent {
       this.flushLogs();
       this.current = null;
       const { taskId, attempt } = ref;
-      this.lastOutcome = { taskId, attempt, ...result };
+      // Bounded as the protocol allows (a reason quoting a huge command line must not make every later message invalid).
+      this.lastOutcome = { taskId, attempt, ...result, durationMs: Math.max(0, result.durationMs), reason: result.reason === null ? null : clip(result.reason, 2000) };
       void this.send({ type: 'finished', ...this.lastOutcome });
     });
   }
@@ -345,4 +363,8 @@ function safeJson(frame: Buffer | undefined): Record<string, unknown> | null {
   } catch {
     return null;
   }
+}
+
+function clip(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max - 20)}… [${text.length} chars]`;
 }

@@ -9,7 +9,7 @@ import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { pino, type Logger } from 'pino';
 import * as zmq from 'zeromq';
-import { PROTOCOL_VERSION, RequestSchema, Topics, UpdateSchema, decode, encode, type ErrorCode } from '../protocol/index.js';
+import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION, RequestSchema, Topics, UpdateSchema, decode, encode, type ErrorCode } from '../protocol/index.js';
 import { dataFiles, type DaemonInfo } from '../common/paths.js';
 import { isLoopback } from '../common/endpoint.js';
 import { killGroup } from '../common/processes.js';
@@ -107,7 +107,7 @@ export class Daemon {
         httpUrl: this.monitor?.url ?? null,
       };
       // One transaction (rolled back if it fails, e.g. on a full disk): agents known before get a timeout to come back.
-      this.store.beginEpoch();
+      this.store.beginEpoch(this.epoch);
       fs.writeFileSync(this.files.info, JSON.stringify(this.info, null, 2) + '\n');
     } catch (err) {
       await this.abortStart();
@@ -170,7 +170,7 @@ export class Daemon {
     this.updates = new UpdateHandler({ store, logs, progress, log, epoch, heartbeatMs: this.o.heartbeatMs, publisher: this.publisher, scheduler: this.scheduler });
     this.requests = new RequestHandler({
       store, logs, log, epoch, publisher: this.publisher, scheduler: this.scheduler, heartbeatMs: this.o.heartbeatMs,
-      security: () => ({ curve: this.curve !== null, insecure: this.insecure }),
+      agentTimeoutMs: this.o.agentTimeoutMs, security: () => ({ curve: this.curve !== null, insecure: this.insecure }),
       disk: () => this.disk.status(),
       status: () => ({ slurmAutoscale: this.autoscaler?.status ?? null }),
     });
@@ -347,7 +347,7 @@ export class Daemon {
     }
     const req = decoded.value;
     try {
-      const data = this.requests.handle(req, routingId.toString());
+      const data = this.requests.handle(req, routingId.toString('hex'));
       await this.reply(routingId, req.rid, { ok: true, data });
     } catch (err) {
       const code: ErrorCode = err instanceof RequestError ? err.code : 'internal';
@@ -363,7 +363,13 @@ export class Daemon {
   }
 
   private reply(routingId: Buffer, rid: string, body: { ok: true; data: unknown } | { ok: false; code: ErrorCode; error: string }) {
-    return this.sockets.routerQueue.send([routingId, encode({ v: PROTOCOL_VERSION, rid, type: 'reply', ...body })])
+    let frame = encode({ v: PROTOCOL_VERSION, rid, type: 'reply', ...body });
+    if (frame.length > MAX_MESSAGE_BYTES) {
+      // libzmq would drop it without a word and cut the peer off: answer with what went wrong instead.
+      this.log.error({ rid, bytes: frame.length }, 'reply over the message limit');
+      frame = encode({ v: PROTOCOL_VERSION, rid, type: 'reply', ok: false, code: 'internal', error: `kq's answer is ${(frame.length / 1024 / 1024).toFixed(1)} MiB, over the ${MAX_MESSAGE_BYTES / 1024 / 1024} MiB message limit` });
+    }
+    return this.sockets.routerQueue.send([routingId, frame])
       .catch((err: Error) => this.log.debug({ err: err.message }, 'reply not delivered (peer gone)'));
   }
 

@@ -26,6 +26,8 @@ export interface RequestDeps {
   log: Logger;
   epoch: string;
   heartbeatMs: number;
+  /** A registration silent this long is no longer live: another agent may take its id. */
+  agentTimeoutMs: number;
   /** What `ping` reports about kq's links. */
   security(): { curve: boolean; insecure: boolean };
   /** What `ping` reports about the data root's disk (full: no new work until there is room). */
@@ -33,6 +35,9 @@ export interface RequestDeps {
   /** More for `ping` to report (the Slurm autoscaler's status). */
   status?(): Record<string, unknown>;
 }
+
+/** Characters of JSON a `log` answer may take (the message limit is 4 MiB; `log -f` asks again for the rest). */
+const LOG_REPLY_BUDGET = 3 * 1024 * 1024;
 
 /** Requests after which waiting work may find an agent. */
 const DISPATCHING: ReadonlySet<Request['type']> = new Set(['register', 'submit', 'restart', 'resume']);
@@ -81,10 +86,16 @@ export class RequestHandler {
       case 'ping':
         return { epoch: this.d.epoch, pid: process.pid, version: PROTOCOL_VERSION, queuePaused: store.queuePaused(), ...this.d.security(), ...(this.d.disk ? { disk: this.d.disk() } : {}), ...this.d.status?.() };
       case 'register': {
-        if (routingId !== req.agentId) throw new RequestError('bad-request', 'agent routing id must equal its agent id');
-        if (req.lastOutcome) scheduler.applyOutcome(req.agentId, req.lastOutcome);
+        if (routingId === '') throw new RequestError('bad-request', 'agents register over the request socket');
+        const check = store.registrationCheck(req.agentId, req.session, Date.now() - this.d.agentTimeoutMs);
+        if (check.holder) {
+          throw new RequestError('bad-request', `agent id "${req.agentId}" is in use by a live agent on ${check.holder}: give this agent its own --agent-id, or stop the other`);
+        }
+        // Only the agent that held the id (it names its session) may keep its task and report its last outcome.
+        if (check.proven && req.lastOutcome) scheduler.applyOutcome(req.agentId, req.lastOutcome);
         const session = crypto.randomBytes(16).toString('hex');
-        const r = store.registerAgent({ id: req.agentId, host: req.host, pid: req.pid, local: req.local, running: req.running, epoch: this.d.epoch, session, slurm: req.slurm });
+        const r = store.registerAgent({ id: req.agentId, host: req.host, pid: req.pid, local: req.local, running: check.proven ? req.running : null,
+          epoch: this.d.epoch, session, route: routingId, slurm: req.slurm });
         scheduler.registered(req.agentId);
         this.d.log.info({ agent: req.agentId, host: req.host, keep: r.keepRunning }, 'agent registered');
         // Announce only: work is dispatched after the reply, so the agent never sees an assignment first.
@@ -111,7 +122,13 @@ export class RequestHandler {
         return this.existingJob(req.jobId) && store.showJob(req.jobId);
       case 'log': {
         const job = this.existingJob(req.jobId);
-        const chunk = this.d.logs.read(req.jobId, req.from, req.max);
+        // As JSON a byte of log can take six (control characters): read less until the answer fits one message.
+        let max = req.max;
+        let chunk = this.d.logs.read(req.jobId, req.from, max);
+        for (let encoded = JSON.stringify(chunk.text).length; encoded > LOG_REPLY_BUDGET && max > 1024; encoded = JSON.stringify(chunk.text).length) {
+          max = Math.max(1024, Math.floor((max * LOG_REPLY_BUDGET) / encoded / 2));
+          chunk = this.d.logs.read(req.jobId, req.from, max);
+        }
         return { ...chunk, from: req.from, state: job.state } satisfies LogChunk;
       }
       case 'stop': {

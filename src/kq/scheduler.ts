@@ -65,7 +65,7 @@ export class Scheduler {
     for (const agent of this.d.store.idleAgents(this.d.epoch)) {
       const claimed = this.d.store.claimTask(agent.id);
       if (!claimed) continue;
-      const { session, ...task } = claimed;
+      const { session, route, ...task } = claimed;
       const msg: Assign = { v: PROTOCOL_VERSION, type: 'assign', session, task };
       const frame = encode(msg);
       if (frame.length > MAX_MESSAGE_BYTES) {
@@ -75,7 +75,8 @@ export class Scheduler {
         this.afterChange([jobId]);
         continue;
       }
-      this.routerQueue.send([Buffer.from(agent.id), frame]).catch((err: Error) => {
+      // To the connection that registered (a kq-made routing id), never to whoever claims the agent's id.
+      this.routerQueue.send([Buffer.from(route, 'hex'), frame]).catch((err: Error) => {
         this.d.log.warn({ agent: agent.id, task: task.taskId, err: err.message }, 'assignment not delivered; requeued');
         this.d.store.unassign({ agentId: agent.id, taskId: task.taskId, attempt: task.attempt });
         this.afterChange([task.jobId]);
@@ -134,6 +135,7 @@ export class Scheduler {
   askToReregister(agentId: string): void {
     const last = this.reregisterSentAt.get(agentId) ?? 0;
     if (Date.now() - last < 1000) return;
+    if (this.reregisterSentAt.size > 10_000) this.reregisterSentAt.clear(); // heartbeats may name any id
     this.reregisterSentAt.set(agentId, Date.now());
     this.d.publisher.publish(Topics.agent(agentId), { v: PROTOCOL_VERSION, type: 'reregister' });
   }
@@ -144,11 +146,11 @@ export class Scheduler {
 
   /** An update came from an older registration of this agent id: the agent holding it must leave (at most once a second). */
   tellSuperseded(agentId: string, session: string): void {
-    const key = `${agentId}\0${session}`;
-    const last = this.supersededSentAt.get(key) ?? 0;
+    // Once a second per agent id, whatever sessions strangers make up (each costs a log line and a broadcast).
+    const last = this.supersededSentAt.get(agentId) ?? 0;
     if (Date.now() - last < 1000) return;
     if (this.supersededSentAt.size > 10_000) this.supersededSentAt.clear();
-    this.supersededSentAt.set(key, Date.now());
+    this.supersededSentAt.set(agentId, Date.now());
     this.d.log.warn({ agent: agentId }, 'update from a superseded registration (two agents share this id?)');
     this.d.publisher.publish(Topics.agent(agentId), { v: PROTOCOL_VERSION, type: 'superseded', session });
   }

@@ -110,6 +110,9 @@ const ADDED_COLUMNS: Array<[string, string, string]> = [
   ['jobs', 'cancelled_by', 'INTEGER'],
   // 1 while the task's job is paused or blocked: the claim query skips it (a copy, like priority, so it is indexed)
   ['tasks', 'held', 'INTEGER NOT NULL DEFAULT 0'],
+  // hex of the ROUTER routing id of the connection that registered (kq-generated: a peer cannot choose it):
+  // assignments go there, so no other connection can take an agent's work by claiming its id
+  ['agents', 'route', 'TEXT'],
 ];
 
 /** Indexes over added columns: created once those columns exist. */

@@ -44,7 +44,7 @@ export async function bindSockets(o: BindOptions): Promise<DaemonSockets> {
   // is gone rejects (EHOSTUNREACH) instead of vanishing, so the task can be requeued at once.
   // sendTimeout: a peer that sends requests but never reads its replies fills its pipe; without a timeout the
   // next send to it would wait forever and, sends being serialised, hold up every other peer's.
-  const router = new zmq.Router({ ...common, ...LIMITS.request, handover: true, mandatory: true, sendTimeout: 100 });
+  const router = new zmq.Router({ ...common, ...LIMITS.request, mandatory: true, sendTimeout: 100 });
   const pull = new zmq.Pull({ ...common, ...LIMITS.update });
   const pub = new zmq.Publisher({ ...common, ...LIMITS.broadcast });
   const sockets = [router, pull, pub];

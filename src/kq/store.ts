@@ -86,7 +86,7 @@ export interface TaskRow {
 }
 interface AgentRow {
   id: string; host: string; pid: number; local: number; state: AgentInfo['state']; task_id: number | null;
-  epoch: string; registered_at: string; last_seen: number; session: string | null; confirmed: number; slurm: string | null;
+  epoch: string; registered_at: string; last_seen: number; session: string | null; confirmed: number; route: string | null; slurm: string | null;
 }
 
 
@@ -115,6 +115,8 @@ export const TASK_BATCH = 5000;
 
 /** `show` lists at most this many tasks (the first ones): a 100,000-task job would not fit one message. */
 export const MAX_TASKS_SHOWN = 10_000;
+/** Characters a `show` answer may take (the message limit is 4 MiB): fewer tasks are listed when they are big. */
+const SHOW_BUDGET = 3 * 1024 * 1024;
 
 const TASK_STATES: TaskState[] = ['waiting', 'running', 'completed', 'failed', 'cancelled'];
 const now = () => new Date().toISOString();
@@ -234,6 +236,14 @@ export class Store {
     if (!row) return null;
     const tasks = this.cached(`SELECT * FROM tasks WHERE job_id = ? ORDER BY seq LIMIT ?`).all(jobId, MAX_TASKS_SHOWN + 1) as TaskRow[];
     const total = row.n_waiting + row.n_running + row.n_completed + row.n_failed + row.n_cancelled;
+    // The first tasks, as many as fit one answer: big chunks list many frames, failed tasks carry reasons.
+    const shown: TaskInfo[] = [];
+    let budget = SHOW_BUDGET - row.argv.length - row.env.length;
+    for (const t of tasks.slice(0, MAX_TASKS_SHOWN)) {
+      budget -= 300 + t.frames.length + (t.reason?.length ?? 0) * 2;
+      if (budget < 0) break;
+      shown.push(taskInfo(t));
+    }
     return {
       ...this.summary(row),
       argv: JSON.parse(row.argv) as string[],
@@ -245,8 +255,8 @@ export class Store {
       maxAttempts: row.max_attempts,
       timeoutMs: row.timeout_ms,
       blocklist: (this.stmt.blocklistOf.all(jobId) as Array<{ host: string }>).map((b) => b.host),
-      taskList: tasks.slice(0, MAX_TASKS_SHOWN).map(taskInfo),
-      tasksOmitted: Math.max(0, total - MAX_TASKS_SHOWN),
+      taskList: shown,
+      tasksOmitted: Math.max(0, total - shown.length),
     };
   }
 
@@ -489,10 +499,10 @@ export class Store {
   // ---------- dispatch ----------
 
   /** Give the highest-priority waiting task this agent's host may run to the agent (with its session), or null. */
-  readonly claimTask = (agentId: string): (TaskAssignment & { session: string }) | null => this.tx(() => {
+  readonly claimTask = (agentId: string): (TaskAssignment & { session: string; route: string }) | null => this.tx(() => {
     const agent = this.stmt.agent.get(agentId) as AgentRow | undefined;
-    if (!agent || agent.state !== 'idle' || agent.confirmed !== 1 || agent.session === null) return null;
-    const task = this.stmt.claim.get({ agentId, host: agent.host, at: now() }) as TaskRow | undefined;
+    if (!agent || agent.state !== 'idle' || agent.confirmed !== 1 || agent.session === null || agent.route === null) return null;
+    const task = this.stmt.claim.get({ agentId, host: agent.host, at: now(), epoch: this.epoch }) as TaskRow | undefined;
     if (!task) return null;
     this.stmt.setAgent.run({ id: agentId, state: 'busy', taskId: task.id });
     this.countMove(task.job_id, 'waiting', 'running', 0);
@@ -504,7 +514,7 @@ export class Store {
       taskId: task.id, jobId: task.job_id, attempt: task.attempts, frames,
       commands: expandCommands(JSON.parse(job.argv) as string[], frames, items),
       cwd: job.cwd, env: JSON.parse(job.env) as Record<string, string>, timeoutMs: job.timeout_ms, shell: job.shell === 1,
-      session: agent.session,
+      session: agent.session, route: agent.route,
     };
   });
 
@@ -603,8 +613,8 @@ export class Store {
 
   /** Is a live agent on another host, not blocklisted for this job, there to take its work? */
   private otherHostCouldRun(jobId: number, host: string): boolean {
-    return this.cached(`SELECT 1 FROM agents a WHERE a.state IN ('idle', 'busy') AND a.host != ?
-      AND NOT EXISTS (SELECT 1 FROM blocklist b WHERE b.job_id = ? AND b.host = a.host) LIMIT 1`).get(host, jobId) !== undefined;
+    return this.cached(`SELECT 1 FROM agents a WHERE a.state IN ('idle', 'busy') AND a.confirmed = 1 AND a.epoch = ? AND a.host != ?
+      AND NOT EXISTS (SELECT 1 FROM blocklist b WHERE b.job_id = ? AND b.host = a.host) LIMIT 1`).get(this.epoch, host, jobId) !== undefined;
   }
 
   /**
@@ -625,8 +635,8 @@ export class Store {
    * fail them instead, so the job ends and `wait` returns. Returns how many were failed.
    */
   private failIfNoHostLeft(jobId: number): number {
-    const open = this.cached(`SELECT count(*) AS n FROM agents a WHERE a.state IN ('idle', 'busy')
-      AND NOT EXISTS (SELECT 1 FROM blocklist b WHERE b.job_id = ? AND b.host = a.host)`).get(jobId) as { n: number };
+    const open = this.cached(`SELECT count(*) AS n FROM agents a WHERE a.state IN ('idle', 'busy') AND a.confirmed = 1 AND a.epoch = ?
+      AND NOT EXISTS (SELECT 1 FROM blocklist b WHERE b.job_id = ? AND b.host = a.host)`).get(this.epoch, jobId) as { n: number };
     if (open.n > 0) return 0;
     this.insertTasks(jobId, Infinity);
     this.finishBulkChange(jobId);
@@ -644,7 +654,7 @@ export class Store {
    * thought this agent had is requeued.
    */
   readonly registerAgent = (a: { id: string; host: string; pid: number; local: boolean; running: RunningTask | null; epoch: string; session: string;
-    slurm?: SlurmPlacement | null }):
+    route: string; slurm?: SlurmPlacement | null }):
     { keepRunning: boolean; requeuedJobs: number[] } => this.tx(() => {
     const keep = a.running !== null && this.isCurrent({ agentId: a.id, ...a.running });
     const requeuedJobs: number[] = [];
@@ -656,10 +666,33 @@ export class Store {
     this.stmt.upsertAgent.run({
       id: a.id, host: a.host, pid: a.pid, local: a.local ? 1 : 0, state: keep ? 'busy' : 'idle',
       taskId: keep ? a.running!.taskId : null, epoch: a.epoch, at: now(), seen: Date.now(), session: a.session,
-      slurm: a.slurm ? JSON.stringify(a.slurm) : null,
+      slurm: a.slurm ? JSON.stringify(a.slurm) : null, route: a.route,
     });
     return { keepRunning: keep, requeuedJobs };
   });
+
+  /**
+   * May this registration take the agent id? `proven`: it names the id's current session (the same agent
+   * re-registering). Otherwise it may only take an id no live agent holds; `holder` describes the one that does.
+   */
+  registrationCheck(agentId: string, session: string | null, liveSince: number): { proven: boolean; holder: string | null } {
+    const row = this.stmt.agent.get(agentId) as AgentRow | undefined;
+    if (!row || row.session === null) return { proven: false, holder: null };
+    if (session !== null && session === row.session) return { proven: true, holder: null };
+    const live = (row.state === 'idle' || row.state === 'busy') && row.last_seen >= liveSince;
+    return { proven: false, holder: live ? `${row.host} (pid ${row.pid}, seen ${Math.max(0, Math.round((Date.now() - row.last_seen) / 1000))} s ago)` : null };
+  }
+
+  /** Heartbeats past the grace that did not show this agent's assignment (kept in memory: a restart starts over). */
+  private readonly assignMisses = new Map<string, { key: string; count: number }>();
+  private missedAgain(agentId: string, task: RunningTask): number {
+    const key = `${task.taskId}.${task.attempt}`;
+    const prev = this.assignMisses.get(agentId);
+    const count = prev?.key === key ? prev.count + 1 : 1;
+    if (this.assignMisses.size > 10_000) this.assignMisses.clear();
+    this.assignMisses.set(agentId, { key, count });
+    return count;
+  }
 
   /** Does an update from this agent speak for its current registration? */
   checkSession(agentId: string, session: string): SessionCheck {
@@ -691,8 +724,9 @@ export class Store {
       if (ours && !same(ours, h.running)) {
         if (h.lastOutcome && same(ours, h.lastOutcome)) {
           result.outcome = h.lastOutcome; // its `finished` never arrived
-        } else if (Date.parse(row!.started_at ?? '') < Date.now() - h.assignGraceMs) {
-          // The agent neither runs nor finished the task it was given: the assignment was lost or dropped.
+        } else if (Date.parse(row!.started_at ?? '') < Date.now() - h.assignGraceMs && this.missedAgain(h.agentId, ours) >= 2) {
+          // Twice past the grace, the agent neither runs nor finished the task it was given: the assignment was
+          // lost or dropped (once could be a heartbeat sent just before a stalled agent read its assignment).
           this.requeue(row!, 'the agent never started it');
           result.requeuedJobs.push(row!.job_id);
           state = 'busy';
@@ -740,7 +774,11 @@ export class Store {
    * At start-up, agents the previous kq knew get one heartbeat timeout to come back (they re-register
    * and keep their running task); the lost-agent timer requeues the rest.
    */
-  readonly beginEpoch = (): void => this.tx(() => {
+  /** kq's current run (set by beginEpoch): only agents registered in it count as hosts that can take work. */
+  private epoch = '';
+
+  readonly beginEpoch = (epoch: string): void => this.tx(() => {
+    this.epoch = epoch;
     this.cached(`UPDATE agents SET last_seen = ? WHERE state IN ('idle', 'busy')`).run(Date.now());
     // Tasks whose agent row is missing or not busy with them cannot come back.
     const orphans = this.cached(`SELECT t.* FROM tasks t LEFT JOIN agents a ON a.id = t.agent_id
@@ -896,7 +934,7 @@ function prepareStatements(db: Database.Database) {
         WHERE id = (SELECT t.id FROM tasks t INDEXED BY tasks_ready WHERE t.state = 'waiting' AND t.held = 0
           AND NOT EXISTS (SELECT 1 FROM blocklist b WHERE b.job_id = t.job_id AND b.host = @host)
           AND (t.last_failed_host IS NULL OR t.last_failed_host != @host OR NOT EXISTS (
-            SELECT 1 FROM agents a WHERE a.state IN ('idle', 'busy') AND a.host != @host
+            SELECT 1 FROM agents a WHERE a.state IN ('idle', 'busy') AND a.confirmed = 1 AND a.epoch = @epoch AND a.host != @host
               AND NOT EXISTS (SELECT 1 FROM blocklist b2 WHERE b2.job_id = t.job_id AND b2.host = a.host)))
           ORDER BY t.priority DESC, t.job_id, t.seq LIMIT 1)
         RETURNING *`),
@@ -912,10 +950,10 @@ function prepareStatements(db: Database.Database) {
       agent: db.prepare(`SELECT * FROM agents WHERE id = ?`),
       agents: db.prepare(`SELECT * FROM agents ORDER BY registered_at, id`),
       idleAgents: db.prepare(`SELECT * FROM agents WHERE state = 'idle' AND confirmed = 1 AND epoch = ? ORDER BY last_seen`),
-      upsertAgent: db.prepare(`INSERT INTO agents (id, host, pid, local, state, task_id, epoch, registered_at, last_seen, session, confirmed, slurm)
-        VALUES (@id, @host, @pid, @local, @state, @taskId, @epoch, @at, @seen, @session, 0, @slurm)
+      upsertAgent: db.prepare(`INSERT INTO agents (id, host, pid, local, state, task_id, epoch, registered_at, last_seen, session, confirmed, slurm, route)
+        VALUES (@id, @host, @pid, @local, @state, @taskId, @epoch, @at, @seen, @session, 0, @slurm, @route)
         ON CONFLICT (id) DO UPDATE SET host = @host, pid = @pid, local = @local, state = @state, task_id = @taskId,
-          epoch = @epoch, last_seen = @seen, session = @session, confirmed = 0, slurm = @slurm`),
+          epoch = @epoch, last_seen = @seen, session = @session, confirmed = 0, slurm = @slurm, route = @route`),
       setAgent: db.prepare(`UPDATE agents SET state = @state, task_id = @taskId WHERE id = @id`),
       seen: db.prepare(`UPDATE agents SET last_seen = ? WHERE id = ?`),
       silentAgents: db.prepare(`SELECT * FROM agents WHERE state IN ('idle', 'busy') AND last_seen < ?`),

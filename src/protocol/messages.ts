@@ -127,7 +127,9 @@ export type RunningTask = z.infer<typeof RunningTaskSchema>;
 /** How a task attempt ended, as the agent saw it. Sent in `finished`, and again in `register` until acknowledged. */
 const TaskOutcomeSchema = z.object({
   taskId: id, attempt: id,
-  exitCode: z.number().int().nullable(), signal: z.string().max(32).nullable(), durationMs: z.number().nonnegative(), reason: z.string().max(4096).nullable(),
+  exitCode: z.number().int().nullable(), signal: z.string().max(32).nullable(),
+  // Clipped rather than refused: an outcome kq refuses would ride along every heartbeat and make each one invalid.
+  durationMs: z.number().transform((ms) => Math.max(0, ms)), reason: z.string().transform((r) => r.slice(0, 4096)).nullable(),
 });
 export type TaskOutcome = z.infer<typeof TaskOutcomeSchema>;
 
@@ -135,6 +137,11 @@ export const RequestSchema = z.discriminatedUnion('type', [
   z.object({ v, rid: z.string().max(64), type: z.literal('register'), agentId, host: z.string().min(1).max(255), pid: id, local: z.boolean(), running: RunningTaskSchema.nullable(),
     /** The agent's last finished report, resent because kq may have died before it was stored. */
     lastOutcome: TaskOutcomeSchema.nullable().default(null),
+    /**
+     * The session of the agent's previous registration, if it had one: the proof that lets it keep its
+     * running task, report its last outcome, and take its id back while that registration is still live.
+     */
+    session: z.string().min(16).max(64).nullable().default(null),
     slurm: SlurmPlacementSchema.nullable().default(null) }),
   z.object({ v, rid: z.string().max(64), type: z.literal('ping') }),
   z.object({ v, rid: z.string().max(64), type: z.literal('submit'), job: JobSubmitSchema }),
