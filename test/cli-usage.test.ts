@@ -121,3 +121,39 @@ describe('a job table kq cannot use', () => {
     expect(r.stderr).toMatch(/read-?only.*writable/);
   });
 });
+
+describe('submit and list say what was meant (issue 13 #3, kqctl side)', () => {
+  it('suggests --shell for one argument holding shell syntax, -- for an option after the command; refuses "-"; states in any case and comma lists', async () => {
+    const kq = await Kq.start({ numAgents: 0 });
+    kqs.push(kq);
+    const piped = await kq.ctl('submit', '--', 'ls | wc -l');
+    expect(piped.exitCode).toBe(2);
+    expect(piped.stderr).toMatch(/--shell/);
+    const option = await kq.ctl('submit', 'povray', '+Ishot.pov', '-D');
+    expect(option.exitCode).toBe(2);
+    expect(option.stderr).toMatch(/unknown option '-D'/);
+    expect(option.stderr).toMatch(/after --/);
+    const dash = await kq.ctl('submit', '--', '-');
+    expect(dash.exitCode).toBe(2);
+    expect(dash.stderr).toMatch(/"-"/);
+    expect(await kq.json('list')).toEqual([]);
+
+    const one = await kq.submit('--', 'true');
+    const two = await kq.submit('--frames', '1-3', '--', 'true');
+    expect((await kq.json('list', '--state', 'waiting')).map((j: any) => j.id)).toEqual([one, two]);
+    expect((await kq.json('list', '--state', 'WAITING,completed')).map((j: any) => j.id)).toEqual([one, two]);
+    expect((await kq.json('list', '--state', 'failed', 'Running'))).toEqual([]);
+    const bad = await kq.ctl('list', '--state', 'waiting,done');
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr).toMatch(/"done"/);
+
+    // A job without frames is one task, not "0/0" frames.
+    const list = await kq.ctl('list');
+    const row = list.stdout.split('\n').find((l) => l.startsWith(`${one} `))!;
+    expect(row).toMatch(/0\/1 task/);
+    expect(row).not.toMatch(/0\/0/);
+    expect(list.stdout.split('\n').find((l) => l.startsWith(`${two} `))).toMatch(/0\/3/);
+    const show = await kq.ctl('show', String(one));
+    expect(show.stdout).toMatch(/^Progress: +0\/1 task, 0%$/m);
+  });
+});

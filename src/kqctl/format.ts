@@ -42,8 +42,15 @@ export function when(iso: string | null): string {
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
 }
 
-/** Frames done/total, and while running the percent parsed from render logs: `3/12 31%`. */
-export const progress = (j: JobSummary) => `${j.framesDone}/${j.framesTotal}${j.state === 'Running' ? ` ${Math.floor(j.progress ?? 0)}%` : ''}`;
+/** Done/total: frames (`3/12`), or tasks for a job without frames (`0/1 task`, never `0/0`). */
+export function doneOfTotal(j: JobSummary): string {
+  if (j.framesTotal > 0) return `${j.framesDone}/${j.framesTotal}`;
+  const total = Object.values(j.tasks).reduce((a, b) => a + b, 0);
+  return `${j.tasks.completed}/${total} task${total === 1 ? '' : 's'}`;
+}
+
+/** Done/total, and while running the percent parsed from render logs: `3/12 31%`. */
+export const progress = (j: JobSummary) => `${doneOfTotal(j)}${j.state === 'Running' ? ` ${Math.floor(j.progress ?? 0)}%` : ''}`;
 
 /** The jobs table; `colour` (a terminal without NO_COLOR) paints the State column. */
 export function jobsTable(jobs: JobSummary[], colour = false): string {
@@ -64,7 +71,7 @@ export function framesText(frames: number[] | null): string {
 
 export function jobDetail(j: JobDetail): string {
   const fields: Array<[string, string]> = [
-    ['Id', String(j.id)], ['Name', j.name], ['State', stateText(j)], ['Progress', `${j.framesDone}/${j.framesTotal} frames, ${Math.floor(j.progress ?? 0)}%`],
+    ['Id', String(j.id)], ['Name', j.name], ['State', stateText(j)], ['Progress', `${doneOfTotal(j)}${j.framesTotal > 0 ? ' frames' : ''}, ${Math.floor(j.progress ?? 0)}%`],
     ['Command', JSON.stringify(j.argv)], ['Frames', j.frameSpec ?? '-'], ['Chunk', String(j.chunk)], ['Priority', String(j.priority)],
     ['Attempts', `up to ${j.maxAttempts} per task`], ['Timeout', j.timeoutMs ? `${j.timeoutMs / 1000}s` : '-'],
     ['Cwd', j.cwd ?? '-'], ['Output', j.output ?? '-'], ['Submitted', when(j.submittedAt)], ['Completed', when(j.completedAt)], ['Log File', j.logFile],

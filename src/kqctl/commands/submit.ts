@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import type { Command } from 'commander';
 import type { JobSubmit, JobSummary } from '../../protocol/index.js';
 import { durationArg, intArg } from '../../common/cli.js';
@@ -24,6 +25,20 @@ async function readItems(nulSeparated: boolean): Promise<string[]> {
   return items;
 }
 
+/** Pipes, redirections, lists and substitutions: what only a shell understands. */
+const SHELL_SYNTAX = /[|&;<>`]|\$\(/;
+
+/**
+ * `kqctl submit -- "render a | tee b"` would look for a program named `render a | tee b`. One argument with
+ * spaces and shell syntax that is not an existing file was meant for a shell: say how to ask for one.
+ */
+function refuseShellSyntaxInOneArgument(command: string[]): void {
+  const [program] = command;
+  if (command.length !== 1 || !/\s/.test(program!) || !SHELL_SYNTAX.test(program!) || fs.existsSync(program!)) return;
+  throw new CliError(EXIT.usage, `"${program}" is one argument holding shell syntax, not a program: to run it through /bin/sh, ` +
+    'add --shell (kqctl submit --shell -- "a | b"); to run a program, give it and its arguments as separate words');
+}
+
 function envPair(value: string, prev: string[]): string[] {
   return [...prev, value];
 }
@@ -46,7 +61,8 @@ export function register(program: Command, connection: (c: Command) => Command):
     .option('--output <pattern>', "the frames the render writes, relative to --cwd, e.g. 'frames/shot_{frame:04}.png' (the web monitor shows them)")
     .option('--after <ids>', 'start only once these jobs have Completed (state Blocked until then); if one fails or is cancelled, so is this job: --after 3,4', envPair, [] as string[])
     .option('--wait', 'wait for the job to end; exit 1 if it failed or was cancelled', false)
-    .option('--json', 'print the job as JSON', false))
+    .option('--json', 'print the job as JSON', false)
+    .showHelpAfterError("(the command's own options go after --: kqctl submit [options] -- CMD ARGS…)"))
     .action(withClient(async (client, flags: SubmitFlags, command: string[]) => {
       const env: Record<string, string> = {};
       for (const pair of flags.env) {
@@ -55,6 +71,8 @@ export function register(program: Command, connection: (c: Command) => Command):
         env[pair.slice(0, eq)] = pair.slice(eq + 1);
       }
       if (command.length === 0 || command[0]!.trim() === '') throw new CliError(EXIT.usage, 'empty command: give the program to run after --');
+      if (command[0] === '-') throw new CliError(EXIT.usage, 'the command "-" is not a program: give the program to run after --');
+      if (!flags.shell) refuseShellSyntaxInOneArgument(command);
       if (flags.each && flags.frames !== undefined) throw new CliError(EXIT.usage, '--each and --frames do not go together: a job runs over frames or over items');
       if (flags.null && !flags.each) throw new CliError(EXIT.usage, '-0/--null goes with --each');
       const items = flags.each ? await readItems(flags.null) : undefined;
