@@ -40,8 +40,9 @@ const LIMITS = {
 
 export async function bindSockets(o: BindOptions): Promise<DaemonSockets> {
   const common = o.curveSecretKey === null ? base : { ...base, curveServer: true, curveSecretKey: o.curveSecretKey, zapDomain: ZAP_DOMAIN };
-  // handover: an agent reconnecting under its routing id takes it back; mandatory: a send to a peer that
-  // is gone rejects (EHOSTUNREACH) instead of vanishing, so the task can be requeued at once.
+  // Routing ids are libzmq's own (no handover): an assignment goes to the connection that registered, never
+  // to a peer claiming an agent's id. mandatory: a send to a peer that is gone rejects (EHOSTUNREACH) instead
+  // of vanishing, so the task can be requeued at once.
   // sendTimeout: a peer that sends requests but never reads its replies fills its pipe; without a timeout the
   // next send to it would wait forever and, sends being serialised, hold up every other peer's.
   const router = new zmq.Router({ ...common, ...LIMITS.request, mandatory: true, sendTimeout: 100 });
