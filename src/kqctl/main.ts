@@ -15,6 +15,8 @@ import { register as remote } from './commands/remote.js';
 import { register as keys } from './commands/keys.js';
 import { register as slurm } from './commands/slurm.js';
 import { register as queue } from './commands/queue.js';
+import { register as watch } from './commands/watch.js';
+import { register as completion } from './commands/completion.js';
 
 const program = usageExitCodes(connectionOptions(new Command('kqctl')))
   .description('Control kq, the render queue: submit jobs, list them, follow logs, stop and restart.')
@@ -27,8 +29,9 @@ register with kq in time, 6 anything unexpected (an internal error in kq or kqct
 written): the message says what.
 kqctl finds kq through <data root>/kq.json (KQ_DATA_ROOT, default ~/.local/share/kq), or KQ_HOST/KQ_REQUEST_PORT.`);
 
-for (const add of [submit, list, show, log, jobsAction, queue, wait, agents, remote, slurm]) add(program, (c) => usageExitCodes(connectionOptions(c)));
+for (const add of [submit, list, show, log, jobsAction, queue, watch, wait, agents, remote, slurm]) add(program, (c) => usageExitCodes(connectionOptions(c)));
 keys(program);
+completion(program, (c) => usageExitCodes(connectionOptions(c)));
 // `kqctl list | head` closes our stdout early: that is the reader's choice, not an error. Any other
 // failure to write (a full disk, /dev/full) is one line and exit 6, not a stack trace and exit 1.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {

@@ -5,8 +5,11 @@ import type { KqClient } from './client.js';
 import { EventReader } from './events.js';
 
 const RECHECK_MS = 1000;
+/** The progress bar is redrawn at most this often. */
+const PROGRESS_MS = 250;
 
-export async function waitForJobs(client: KqClient, jobIds: number[]): Promise<JobSummary[]> {
+/** `onProgress` (a terminal's progress bar) hears the jobs' summaries after each change, and at least once a second. */
+export async function waitForJobs(client: KqClient, jobIds: number[], onProgress?: (jobs: JobSummary[]) => void): Promise<JobSummary[]> {
   const events = new EventReader(await client.subscribe(jobIds.map((id) => Topics.job(id))));
   const pending = new Set(jobIds);
   const final = new Map<number, JobSummary>();
@@ -19,10 +22,18 @@ export async function waitForJobs(client: KqClient, jobIds: number[]): Promise<J
       }
     }
   };
+  let progressAt = 0;
+  const progress = async () => {
+    if (!onProgress || Date.now() - progressAt < PROGRESS_MS) return;
+    progressAt = Date.now();
+    onProgress(await client.request<JobSummary[]>('list', { jobIds }));
+  };
   await check();
+  await progress();
   while (pending.size > 0) {
-    const event = await events.next(RECHECK_MS);
+    const event = await events.next(onProgress ? PROGRESS_MS : RECHECK_MS);
     if (event === null || (event.type === 'job' && pending.has(event.jobId) && isTerminalState(event.state))) await check();
+    if (pending.size > 0) await progress();
   }
   return jobIds.map((id) => final.get(id)!);
 }

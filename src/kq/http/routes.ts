@@ -16,6 +16,7 @@
  *   POST /api/stop    {jobIds}            stop
  *   POST /api/restart {jobIds, failedOnly?} restart
  *   GET  /api/agents                      agents            → AgentInfo[]
+ *   pause, resume, priority, remove, clean: see queue-routes.ts
  *   GET  /api/slurm                       the Slurm autoscaler's status (kq --slurm-autoscale) or null
  *   GET  /api/events                      live jobs and agents → text/event-stream (see sse.ts)
  * Errors: {code, error} with 400 (bad-request), 401 (token), 403, 404 (not-found) or 500 (internal).
@@ -29,6 +30,7 @@ import { expandCommands } from '../../common/placeholders.js';
 import { JobStateSchema, type JobDetail, type JobState, type JobSummary } from '../../protocol/index.js';
 import { RequestError } from '../submit.js';
 import { logStart, streamLog } from './log-stream.js';
+import { registerQueueRoutes } from './queue-routes.js';
 import { SseStream, type MonitorBackend, type MonitorHub, type SseStreams } from './sse.js';
 
 export interface RouteContext {
@@ -145,6 +147,8 @@ export function registerRoutes(app: FastifyInstance, c: RouteContext): void {
   }, async (req) => backend.request({ type: 'restart', jobIds: req.body.jobIds, failedOnly: req.body.failedOnly ?? false }));
 
   app.get('/api/agents', async () => backend.request({ type: 'agents' }));
+
+  registerQueueRoutes(app, c); // pause, resume, priority, remove, clean (queue-routes.ts)
 
   app.get('/api/events', async (req, reply) => {
     const stream = new SseStream(req, reply, c.sse);

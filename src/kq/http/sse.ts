@@ -212,7 +212,8 @@ export class MonitorHub {
   addClient(stream: SseStream): void {
     const agents = this.backend.request({ type: 'agents' }) as AgentInfo[];
     const jobs = this.backend.request({ type: 'list' }) as JobSummary[];
-    if (!stream.send('snapshot', { jobs, agents })) return;
+    const queuePaused = (this.backend.request({ type: 'ping' }) as { queuePaused?: boolean }).queuePaused ?? false;
+    if (!stream.send('snapshot', { jobs, agents, queuePaused })) return;
     this.clients.add(stream);
     stream.onClose(() => {
       this.clients.delete(stream);
@@ -244,6 +245,11 @@ export class MonitorHub {
         this.flushTimer ??= setTimeout(() => this.guard('flush', () => this.flush()), this.o.batchMs);
       } else if (msg.type === 'log') {
         for (const fn of this.logListeners.get(msg.jobId) ?? []) fn(msg);
+      } else if (msg.type === 'queue' || msg.type === 'removed') {
+        // The page hears the queue paused/resumed and jobs removed (issue 17) as they happen.
+        if (msg.type === 'removed') for (const id of msg.jobIds) this.changed.delete(id);
+        const event = msg.type === 'queue' ? sseEvent('queue', { paused: msg.paused }) : sseEvent('removed', { jobIds: msg.jobIds });
+        for (const c of this.clients) c.sendEvent(event);
       }
     });
   };

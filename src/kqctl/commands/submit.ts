@@ -5,6 +5,8 @@ import { durationArg, intArg } from '../../common/cli.js';
 import { CliError, EXIT } from '../exit-codes.js';
 import { printJson } from '../format.js';
 import { waitForJobs } from '../wait.js';
+import { ProgressBar } from '../progress-bar.js';
+import { fancy } from '../tty.js';
 import { jobIds, withClient, type ConnectionFlags } from '../connect.js';
 
 interface SubmitFlags extends ConnectionFlags {
@@ -89,7 +91,8 @@ export function register(program: Command, connection: (c: Command) => Command):
         return EXIT.ok;
       }
       if (!flags.json) process.stdout.write(`${submitted.id}\n`);
-      const [done] = await waitForJobs(client, [submitted.id]);
+      const bar = fancy(process.stderr) ? new ProgressBar() : null;
+      const [done] = await waitForJobs(client, [submitted.id], bar ? (j) => bar.update(j) : undefined).finally(() => bar?.end());
       if (flags.json) printJson(done);
       else if (done!.state !== 'Completed') process.stderr.write(`kqctl: job ${done!.id} ${done!.state.toLowerCase()}: see kqctl log ${done!.id}\n`);
       return done!.state === 'Completed' ? EXIT.ok : EXIT.jobFailed;
