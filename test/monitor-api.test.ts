@@ -117,7 +117,7 @@ describe('JSON API', () => {
       ['GET', '/api/jobs/999/log/stream', undefined, 404, /no job with id 999/],
       ['GET', '/api/jobs/999/output?frame=1', undefined, 404, /no job with id 999/],
       ['GET', '/api/nothing', undefined, 404, /no such route: GET \/api\/nothing/],
-      ['DELETE', '/api/jobs/1', undefined, 404, /no such route/],
+      ['PUT', '/api/jobs/1', undefined, 404, /no such route/], // (DELETE /api/jobs/:id removes a job: kqctl rm)
     ];
     for (const [method, route, body, status, message] of cases) {
       const r = await http(kq, method, route, body);
