@@ -16,7 +16,7 @@ export interface MonitorBackend {
 }
 
 export interface SseOptions {
-  /** A client that lets this many bytes pile up unread is cut off (its EventSource reconnects and resumes). */
+  /** A client that has this many bytes unread when the next event comes is cut off (its EventSource reconnects and resumes). */
   maxBufferedBytes: number;
   /** All clients together may leave this many bytes unread; past it the most behind are cut off. */
   maxTotalBufferedBytes: number;
@@ -146,6 +146,12 @@ export class SseStream {
 
   private write(text: string): boolean {
     if (this.closed) return false;
+    // Judged before writing: one big event (the snapshot of 10,000 jobs is several MiB) is fine for a
+    // client that keeps up; a client still holding more than its share of earlier events is cut off.
+    if (this.raw.writableLength > this.o.maxBufferedBytes) {
+      this.cutOff();
+      return false;
+    }
     try {
       this.raw.write(text);
     } catch {
@@ -153,10 +159,6 @@ export class SseStream {
       return false;
     }
     const unread = this.raw.writableLength;
-    if (unread > this.o.maxBufferedBytes) {
-      this.cutOff();
-      return false;
-    }
     if (unread > KEEPING_UP_BYTES) {
       this.streams.enforceTotal();
       if (this.closed) return false;
