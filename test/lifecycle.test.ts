@@ -74,6 +74,23 @@ describe('a start that fails', () => {
   });
 });
 
+describe('kq\'s own stall', () => {
+  it('is not held against its agents: kq frozen (SIGSTOP) past the agent timeout loses no agent', async () => {
+    const kq = await start();
+    const agentPids = (await kq.agents()).map((a) => a.pid).sort();
+    process.kill(kq.proc!.pid!, 'SIGSTOP'); // the agents keep heartbeating; nobody reads them for 5 s (timeout 2 s)
+    try {
+      await new Promise((r) => setTimeout(r, 5000));
+    } finally {
+      process.kill(kq.proc!.pid!, 'SIGCONT');
+    }
+    const id = await kq.submit('--frames', '1-4', '--', 'true');
+    expect((await kq.waitJob(id)).state).toBe('Completed');
+    expect((await kq.agents()).filter((a) => a.state !== 'offline').map((a) => a.pid).sort()).toEqual(agentPids);
+    expect(kq.log()).not.toMatch(/agent lost/);
+  });
+});
+
 describe('a huge job', () => {
   /** Rows of a job in the task table, read after kq stopped: count, distinct seqs, frames. */
   function taskRows(dataRoot: string, jobId: number) {
