@@ -39,8 +39,11 @@ describe('setup as the README writes it', () => {
   it('puts kq, kqctl and kq-agent on PATH; a shared-machine kq on free ports; the quick start with bare names', async () => {
     expect(README).not.toMatch(/npx kqctl|^npx kq /m);
     const setup = shBlock('## Set up on a fresh machine');
-    const install = setup.find((l) => l.startsWith('npm install -g'))!;
-    expect(install).toBe('npm install -g .');
+    // The first command builds, links and runs kq: its link step is what puts the programs on PATH.
+    const steps = setup[0]!.split('&&').map((c) => c.trim());
+    expect(steps).toEqual(['npm ci', 'npm install -g .', 'kq']);
+    expect(setup[1]).toBe('npm test');
+    const install = steps[1]!;
     const home = tempDir('kq-home-');
     const prefix = tempDir('kq-prefix-');
     const env = { HOME: home, npm_config_prefix: prefix, PATH: `${path.join(prefix, 'bin')}:${process.env.PATH}` };
