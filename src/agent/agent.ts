@@ -76,7 +76,10 @@ export class Agent {
   private logTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly o: AgentOptions) {
-    this.log = pino({ base: { agent: o.agentId, pid: process.pid } }, pino.destination({ dest: 2, sync: true }));
+    const stderr = pino.destination({ dest: 2, sync: true });
+    // A log line that cannot be written (full disk under the agent's log file) is lost, never the agent.
+    stderr.on('error', () => undefined);
+    this.log = pino({ base: { agent: o.agentId, pid: process.pid } }, stderr);
     const common = { linger: 0, maxMessageSize: MAX_MESSAGE_BYTES, reconnectInterval: 100, reconnectMaxInterval: 2000, ...curveSocketOptions(o.curve) };
     // sendTimeout: while kq is away, a request gives up instead of queueing behind a full pipe forever.
     // immediate: while kq is away nothing is queued, so registrations retried meanwhile are not all
