@@ -7,6 +7,7 @@ import { el, STATES } from './format.js';
 import { JobsTable } from './jobs-table.js';
 import { JobDetail } from './detail.js';
 import { AgentsPanel } from './agents.js';
+import { QueueToggle, SubmitForm } from './queue-controls.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -48,6 +49,8 @@ const table = new JobsTable($('jobs'), {
 });
 table.setSort(view.sort.key, view.sort.dir);
 const detail = new JobDetail($('detail'), { confirm: confirmAction, toast });
+const queueToggle = new QueueToggle($('queue-controls'), { toast });
+new SubmitForm($('queue-controls'), { toast, onSubmitted: () => {} });
 const agents = new AgentsPanel($('agents'), { onSelectJob: (id) => { select(id); table.reveal(id); } });
 
 // State filter chips: All + one per state, with live counts.
@@ -77,7 +80,7 @@ $('search').addEventListener('input', (e) => {
 // ---------- filtering and sorting ----------
 
 const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
-const STATE_RANK = { Running: 0, Waiting: 1, Failed: 2, Cancelled: 3, Completed: 4 };
+const STATE_RANK = { Running: 0, Waiting: 1, Blocked: 2, Failed: 3, Cancelled: 4, Completed: 5 };
 const COMPARE = {
   id: (a, b) => a.id - b.id,
   name: (a, b) => collator.compare(a.name, b.name),
@@ -164,6 +167,7 @@ function connect() {
       afterRecompute.push(() => { perf.snapshotMs = performance.now() - received + (e.parseMs ?? 0); });
       jobs.clear();
       for (const j of s.jobs) jobs.set(j.id, j);
+      queueToggle.set(s.queuePaused);
       agents.set(s.agents);
       recompute();
       if (!document.body.dataset.ready) {
@@ -181,6 +185,12 @@ function connect() {
       recompute();
     },
     agents: (list) => agents.set(list),
+    queue: (q) => queueToggle.set(q.paused),
+    removed: ({ jobIds }) => {
+      for (const id of jobIds) jobs.delete(id);
+      if (selected !== null && jobIds.includes(selected)) select(null);
+      recompute();
+    },
   }, async (state) => {
     if (state === 'open') perf.eventsOpenAt ??= Math.round(performance.now());
     setConnection(state);

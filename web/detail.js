@@ -4,6 +4,7 @@
 import { api, withToken } from './api.js';
 import { badge, el, progressBar, setProgress, when } from './format.js';
 import { LogView } from './log-view.js';
+import { JobQueueActions } from './queue-controls.js';
 
 const IMAGE = /\.(png|jpe?g|gif|webp|bmp|avif)$/i;
 const MAX_THUMBS = 24;
@@ -33,10 +34,12 @@ export class JobDetail {
     this.thumbs = el('div', { class: 'thumbs', hidden: true });
     const logRoot = el('div', { class: 'log' });
     this.log = new LogView(logRoot);
+    const actions = el('div', { class: 'actions' }, Object.values(this.buttons));
+    this.queueActions = new JobQueueActions(actions, ui); // Pause/Resume, Remove (queue-controls.js)
     this.content = el('div', { class: 'detail-content', hidden: true },
       el('div', { class: 'detail-head' }, this.title, this.badge),
       this.bar,
-      el('div', { class: 'actions' }, Object.values(this.buttons)),
+      actions,
       this.meta, this.thumbs, logRoot);
     root.append(this.placeholder, this.content);
   }
@@ -68,7 +71,8 @@ export class JobDetail {
     this.badge.replaceChildren(badge(summary.state));
     setProgress(this.bar, summary);
     const t = summary.tasks;
-    this.buttons.stop.disabled = summary.state !== 'Waiting' && summary.state !== 'Running';
+    this.buttons.stop.disabled = summary.state !== 'Waiting' && summary.state !== 'Running' && summary.state !== 'Blocked';
+    this.queueActions.update(summary);
     this.buttons.restartFailed.disabled = t.failed + t.cancelled === 0;
     clearTimeout(this.refreshTimer);
     this.refreshTimer = setTimeout(() => this.refresh(), 400);

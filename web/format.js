@@ -1,6 +1,6 @@
 // Small DOM and formatting helpers shared by the page's parts.
 
-export const STATES = ['Waiting', 'Running', 'Completed', 'Failed', 'Cancelled'];
+export const STATES = ['Waiting', 'Blocked', 'Running', 'Completed', 'Failed', 'Cancelled'];
 
 /** Create an element: el('span', {class: 'badge', title: 'x'}, 'text', childNode…). Text is never parsed as HTML. */
 export function el(tag, attrs = {}, ...children) {

@@ -122,7 +122,7 @@ export class JobsTable {
     cells.name.title = job.name;
     const b = cells.state.firstChild;
     b.className = `badge state-${job.state}`;
-    b.textContent = job.state;
+    b.textContent = job.paused ? `${job.state} · paused` : job.state;
     setProgress(cells.progress.firstChild, job);
     cells.submittedAt.textContent = when(job.submittedAt);
     cells.completedAt.textContent = when(job.completedAt);
