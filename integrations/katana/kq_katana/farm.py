@@ -5,7 +5,7 @@ from . import commands
 from .frames import contiguous, kq_frames, parse_frames
 
 # kq's job states are Katana Queue's: Waiting, Running, Completed, Cancelled, Failed.
-JOB_STATES = ("Waiting", "Running", "Completed", "Cancelled", "Failed")
+JOB_STATES = ("Waiting", "Blocked", "Running", "Completed", "Cancelled", "Failed")
 TAB_COLUMNS = ("Id", "Name", "State", "Progress", "Submitted", "Completed", "Log File")
 
 
