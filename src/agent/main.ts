@@ -2,7 +2,7 @@
 import os from 'node:os';
 import { Command, InvalidArgumentError } from 'commander';
 import { durationOption, portArg, usageExitCodes } from '../common/cli.js';
-import { DEFAULT_PORTS } from '../common/paths.js';
+import { ZMQ_PORTS } from '../common/paths.js';
 import { Agent } from './agent.js';
 import { curveClient, type CurveClient } from '../common/curve-client.js';
 import { slurmPlacement } from './slurm-placement.js';
@@ -16,9 +16,9 @@ function boolArg(value: string): boolean {
 const program = usageExitCodes(new Command('kq-agent'))
   .description('kq render agent: connects to kq, runs one render at a time, streams its log back.')
   .argument('[host]', 'address or name of the machine running kq [env KQ_HOST]', process.env.KQ_HOST ?? '127.0.0.1')
-  .option('--request-port <port>', 'kq request port', portArg, DEFAULT_PORTS.request)
-  .option('--update-port <port>', 'kq update port', portArg, DEFAULT_PORTS.update)
-  .option('--broadcast-port <port>', 'kq broadcast port', portArg, DEFAULT_PORTS.broadcast)
+  .option(`--${ZMQ_PORTS[0].name}-port <port>`, `kq ${ZMQ_PORTS[0].name} port`, portArg, ZMQ_PORTS[0].port)
+  .option(`--${ZMQ_PORTS[1].name}-port <port>`, `kq ${ZMQ_PORTS[1].name} port`, portArg, ZMQ_PORTS[1].port)
+  .option(`--${ZMQ_PORTS[2].name}-port <port>`, `kq ${ZMQ_PORTS[2].name} port`, portArg, ZMQ_PORTS[2].port)
   .option('--minimal-env <bool>', 'renders get only PATH, HOME, USER, LANG, TMPDIR… plus the job env (True/False)', boolArg, false)
   .option('--agent-id <id>', 'unique id of this agent (default: <host name>:<pid>)')
   .option('--host-name <name>', 'host name reported to kq (blocklists are per host) [env KQ_AGENT_HOST]', process.env.KQ_AGENT_HOST ?? os.hostname())

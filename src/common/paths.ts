@@ -41,4 +41,18 @@ export interface DaemonInfo {
   httpUrl: string | null;
 }
 
-export const DEFAULT_PORTS = { request: 5560, update: 5561, broadcast: 5562, http: 5563 } as const;
+/**
+ * kq's three ZeroMQ ports, declared once: every program derives its flags (`--request-port`…), environment
+ * variables, option keys and defaults from this list. The order is the seed's.
+ */
+export const ZMQ_PORTS = [
+  { name: 'request', key: 'requestPort', env: 'KQ_REQUEST_PORT', socket: 'ROUTER', port: 5560 },
+  { name: 'update', key: 'updatePort', env: 'KQ_UPDATE_PORT', socket: 'PULL', port: 5561 },
+  { name: 'broadcast', key: 'broadcastPort', env: 'KQ_BROADCAST_PORT', socket: 'PUB', port: 5562 },
+] as const;
+export type ZmqPort = (typeof ZMQ_PORTS)[number];
+
+export const DEFAULT_PORTS = {
+  ...(Object.fromEntries(ZMQ_PORTS.map((p) => [p.name, p.port])) as Record<ZmqPort['name'], number>),
+  http: 5563,
+} as const;

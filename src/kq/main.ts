@@ -4,7 +4,7 @@ import { durationOption, EnvError, fromEnv, intArg, portArg, usageExitCodes } fr
 import { isLoopback, tcpEndpoint } from '../common/endpoint.js';
 import { Daemon } from './daemon.js';
 import { DAEMON_DEFAULTS, envDefaults, type DaemonOptions } from './options.js';
-import { dataFiles } from '../common/paths.js';
+import { dataFiles, ZMQ_PORTS, type ZmqPort } from '../common/paths.js';
 import { initKeys, keyFiles } from '../common/keys.js';
 import { identify, watchExit } from './exit-with.js';
 import { AUTOSCALE_USAGE, parseAutoscale } from '../slurm/autoscaler.js';
@@ -22,11 +22,13 @@ const env = envDefaults();
 const envOption = (flags: string, description: string, parse: (v: string) => number, value: string) =>
   new Option(flags, description).argParser(parse).default(value, value);
 const numAgentsArg = intArg(0, 256);
+const zmqPortOption = (p: ZmqPort) =>
+  envOption(`--${p.name}-port <port>`, `${p.name} port (${p.socket}) [env ${p.env}]${p.name === 'request' ? '; 0 picks a free one' : ''}`, portArg, env[p.key]);
 const program = usageExitCodes(new Command('kq'))
   .description('kq daemon: owns the job table and supervises render agents over ZeroMQ.')
-  .addOption(envOption('--request-port <port>', 'request port (ROUTER) [env KQ_REQUEST_PORT]; 0 picks a free one', portArg, env.requestPort))
-  .addOption(envOption('--update-port <port>', 'update port (PULL) [env KQ_UPDATE_PORT]', portArg, env.updatePort))
-  .addOption(envOption('--broadcast-port <port>', 'broadcast port (PUB) [env KQ_BROADCAST_PORT]', portArg, env.broadcastPort))
+  .addOption(zmqPortOption(ZMQ_PORTS[0]))
+  .addOption(zmqPortOption(ZMQ_PORTS[1]))
+  .addOption(zmqPortOption(ZMQ_PORTS[2]))
   .option('--bind <addr>', 'address to listen on [env KQ_BIND]; use 0.0.0.0 for remote agents', env.bind)
   .option('--data-root <dir>', 'where kq.db, kq.json and logs/ live [env KQ_DATA_ROOT]', env.dataRoot)
   .addOption(envOption('--num-agents <n>', 'local agents to keep running [env KQ_NUM_AGENTS]', numAgentsArg, env.numAgents))
@@ -68,9 +70,7 @@ async function runDaemon(opts: ReturnType<typeof program.opts>): Promise<void> {
   let fromEnvironment: Pick<DaemonOptions, 'requestPort' | 'updatePort' | 'broadcastPort' | 'numAgents'> & { httpPort: number };
   try {
     fromEnvironment = {
-      requestPort: fromEnv(opts.requestPort, 'KQ_REQUEST_PORT', portArg),
-      updatePort: fromEnv(opts.updatePort, 'KQ_UPDATE_PORT', portArg),
-      broadcastPort: fromEnv(opts.broadcastPort, 'KQ_BROADCAST_PORT', portArg),
+      ...(Object.fromEntries(ZMQ_PORTS.map((p) => [p.key, fromEnv(opts[p.key], p.env, portArg)])) as Record<ZmqPort['key'], number>),
       numAgents: fromEnv(opts.numAgents, 'KQ_NUM_AGENTS', numAgentsArg),
       httpPort: fromEnv(opts.httpPort, 'KQ_HTTP_PORT', portArg),
     };

@@ -1,5 +1,5 @@
 /** The daemon's options, compiled once into a fully defaulted object (flags > environment > defaults). */
-import { defaultDataRoot, DEFAULT_PORTS } from '../common/paths.js';
+import { defaultDataRoot, DEFAULT_PORTS, ZMQ_PORTS, type ZmqPort } from '../common/paths.js';
 import type { AutoscaleConfig } from '../slurm/autoscaler.js';
 
 export interface DaemonOptions {
@@ -47,9 +47,7 @@ export const DAEMON_DEFAULTS = {
 export function envDefaults(env: NodeJS.ProcessEnv = process.env) {
   return {
     dataRoot: defaultDataRoot(env),
-    requestPort: env.KQ_REQUEST_PORT ?? String(DEFAULT_PORTS.request),
-    updatePort: env.KQ_UPDATE_PORT ?? String(DEFAULT_PORTS.update),
-    broadcastPort: env.KQ_BROADCAST_PORT ?? String(DEFAULT_PORTS.broadcast),
+    ...(Object.fromEntries(ZMQ_PORTS.map((p) => [p.key, env[p.env] ?? String(p.port)])) as Record<ZmqPort['key'], string>),
     numAgents: env.KQ_NUM_AGENTS ?? String(DAEMON_DEFAULTS.numAgents),
     bind: env.KQ_BIND ?? DAEMON_DEFAULTS.bind,
     httpPort: env.KQ_HTTP_PORT ?? String(DEFAULT_PORTS.http),
