@@ -5,18 +5,12 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { PROTOCOL_VERSION } from '../src/protocol/version.js';
-import { Kq, cleanupAll, isRunning, sleep, startAgent, tempDir, waitFor } from './helpers/kq.js';
+import { isRunning, sleep, startAgent, tempDir, waitFor, kqStarter } from './helpers/kq.js';
 
 const FAST = ['--heartbeat', '250ms', '--agent-timeout', '2s', '--kill-grace', '1s'];
-const kqs: Kq[] = [];
-const start = async (o: ConstructorParameters<typeof Kq>[0] = {}) => {
-  const kq = await Kq.start({ ...o, args: [...FAST, ...(o.args ?? [])] });
-  kqs.push(kq);
-  return kq;
-};
-afterAll(() => cleanupAll(kqs));
+const start = kqStarter(FAST);
 
 /** Each task appends its frame to `results` when it is done: a frame rendered twice shows up twice. */
 function frameJob(dir: string, frames: string, work = 'sleep 0.05'): string[] {

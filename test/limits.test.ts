@@ -2,18 +2,12 @@
  * What one peer can make kq hold, and what can never be delivered: refused at the edge with a clear
  * error, never dropped silently. Real kq, real agents, real sockets; kq's memory read from /proc.
  */
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import { PROTOCOL_VERSION } from '../src/protocol/version.js';
-import { Kq, cleanupAll, sleep, waitFor } from './helpers/kq.js';
+import { sleep, waitFor, kqStarter } from './helpers/kq.js';
 
-const kqs: Kq[] = [];
-const start = async (o: ConstructorParameters<typeof Kq>[0] = {}) => {
-  const kq = await Kq.start({ ...o, args: ['--heartbeat', '250ms', ...(o.args ?? [])] });
-  kqs.push(kq);
-  return kq;
-};
-afterAll(() => cleanupAll(kqs));
+const start = kqStarter(['--heartbeat', '250ms']);
 
 /** Resident memory of one process (kq's own pid), in MB. */
 function rssMb(pid: number): number {

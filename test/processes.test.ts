@@ -5,17 +5,11 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
-import { Kq, cleanupAll, isRunning, startAgent, tempDir, waitFor } from './helpers/kq.js';
+import { describe, expect, it } from 'vitest';
+import { isRunning, startAgent, tempDir, waitFor, kqStarter } from './helpers/kq.js';
 
 const FAST = ['--heartbeat', '250ms', '--agent-timeout', '5s', '--kill-grace', '1s'];
-const kqs: Kq[] = [];
-const start = async (o: ConstructorParameters<typeof Kq>[0] = {}) => {
-  const kq = await Kq.start({ ...o, args: [...FAST, ...(o.args ?? [])] });
-  kqs.push(kq);
-  return kq;
-};
-afterAll(() => cleanupAll(kqs));
+const start = kqStarter(FAST);
 
 /** Pids a render's script wrote to `file` (one a line), once it has written `count` of them. */
 async function pidsWrittenTo(file: string, count: number): Promise<number[]> {

@@ -4,16 +4,10 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
-import { Kq, cleanupAll, startAgent, tempDir, waitFor } from './helpers/kq.js';
+import { describe, expect, it } from 'vitest';
+import { startAgent, tempDir, waitFor, kqStarter } from './helpers/kq.js';
 
-const kqs: Kq[] = [];
-const start = async (o: ConstructorParameters<typeof Kq>[0] = {}) => {
-  const kq = await Kq.start({ ...o, args: ['--heartbeat', '250ms', ...(o.args ?? [])] });
-  kqs.push(kq);
-  return kq;
-};
-afterAll(() => cleanupAll(kqs));
+const start = kqStarter(['--heartbeat', '250ms']);
 
 /** Each frame fails on its first run and succeeds on its second. */
 const flaky = (dir: string, frames: string) => ['--frames', frames, '--cwd', dir, '--', 'sh', '-c',

@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
+import { afterAll } from 'vitest';
 import type { DaemonInfo } from '../../src/common/paths.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -194,3 +195,17 @@ function killTree(pid: number): void {
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * For one test file: a `start` that runs kq with these extra arguments (tests shorten timers this way);
+ * every kq it started, and every process a test started, is cleaned up after the file.
+ */
+export function kqStarter(defaultArgs: string[] = []): (o?: KqOptions) => Promise<Kq> {
+  const kqs: Kq[] = [];
+  afterAll(() => cleanupAll(kqs));
+  return async (o: KqOptions = {}) => {
+    const kq = await Kq.start({ ...o, args: [...defaultArgs, ...(o.args ?? [])] });
+    kqs.push(kq);
+    return kq;
+  };
+}
