@@ -63,7 +63,8 @@ describe('render output lines', async () => {
       out.push(...s.push(Buffer.from(chunk)));
     }
     out.push(...s.end());
-    expect(out).toEqual(['Rendered 1 of 4', 'Rendered 2 of 4', 'Rendered 3 of 4', 'done', 'café au lait', 'no newline']);
+    // A line ended by a lone \r keeps it: it is a redraw (\r\n split across chunks is not).
+    expect(out).toEqual(['Rendered 1 of 4', 'Rendered 2 of 4\r', 'Rendered 3 of 4\r', 'done', 'café au lait', 'no newline']);
     const euro = Buffer.from('€\n');
     const t = new LineSplitter(100);
     expect([...t.push(euro.subarray(0, 1)), ...t.push(euro.subarray(1))]).toEqual(['€']);

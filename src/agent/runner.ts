@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import type { TaskAssignment } from '../protocol/index.js';
 import { terminateGroup } from '../common/processes.js';
 import { LineSplitter } from './lines.js';
+import { StderrTail } from './stderr-tail.js';
 
 export interface RunOptions {
   /** Variables describing the task (KQ_JOB_ID, KQ_FRAMES, …), set for every render. */
@@ -26,6 +27,8 @@ export interface RunResult {
   durationMs: number;
   /** Why the task did not succeed, beyond a plain exit code (null on success or a plain non-zero exit). */
   reason: string | null;
+  /** The last lines its commands wrote to stderr. */
+  stderrTail: string[];
 }
 
 /** Environment variables a render keeps under --minimal-env True. */
@@ -37,11 +40,12 @@ export class TaskRun {
   /** The running command's process group, and its ending once begun (one per command). */
   private group: { pgid: number; ending: Promise<boolean> | null } | null = null;
   private timeoutTimer: NodeJS.Timeout | null = null;
+  private readonly stderr = new StderrTail();
   readonly done: Promise<RunResult>;
 
   constructor(readonly task: TaskAssignment, private readonly o: RunOptions) {
     // Never rejects: an unexpected error fails the task instead of crashing the agent.
-    this.done = this.run().catch((err: Error) => ({ exitCode: null, signal: null, durationMs: 0, reason: `agent error: ${err.message}` }));
+    this.done = this.run().catch((err: Error) => ({ exitCode: null, signal: null, durationMs: 0, reason: `agent error: ${err.message}`, stderrTail: this.stderr.get() }));
   }
 
   /** End the task: its render's whole process group gets SIGTERM, then SIGKILL after the grace period. */
@@ -64,7 +68,7 @@ export class TaskRun {
     if (this.task.timeoutMs !== null) {
       this.timeoutTimer = setTimeout(() => this.stop(`timed out after ${formatMs(this.task.timeoutMs!)}`), this.task.timeoutMs);
     }
-    let last: RunResult = { exitCode: 0, signal: null, durationMs: 0, reason: null };
+    let last: Omit<RunResult, 'stderrTail'> = { exitCode: 0, signal: null, durationMs: 0, reason: null };
     try {
       for (const command of this.task.commands) {
         if (this.endReason !== null) break;
@@ -74,10 +78,10 @@ export class TaskRun {
     } finally {
       if (this.timeoutTimer) clearTimeout(this.timeoutTimer);
     }
-    return { ...last, durationMs: Date.now() - started, reason: this.endReason ?? last.reason };
+    return { ...last, durationMs: Date.now() - started, reason: this.endReason ?? last.reason, stderrTail: this.stderr.get() };
   }
 
-  private async runOne(command: string[], started: number): Promise<RunResult> {
+  private async runOne(command: string[], started: number): Promise<Omit<RunResult, 'stderrTail'>> {
     const [file, ...args] = this.task.shell ? ['/bin/sh', '-c', command.join(' ')] : command;
     const base = this.o.minimalEnv ? pick(process.env, MINIMAL_ENV_KEYS) : process.env;
     let child: ChildProcess;
@@ -102,14 +106,13 @@ export class TaskRun {
     // One splitter per stream, so stdout and stderr lines never interleave mid-line.
     for (const stream of [child.stdout!, child.stderr!]) {
       const lines = new LineSplitter(MAX_LINE);
-      stream.on('data', (chunk: Buffer) => {
-        const complete = lines.push(chunk);
-        if (complete.length > 0) this.o.onLines(complete);
-      });
-      stream.on('end', () => {
-        const last = lines.end();
-        if (last.length > 0) this.o.onLines(last);
-      });
+      const emit = (complete: string[]) => {
+        if (complete.length === 0) return;
+        if (stream === child.stderr) this.stderr.push(complete);
+        this.o.onLines(complete);
+      };
+      stream.on('data', (chunk: Buffer) => emit(lines.push(chunk)));
+      stream.on('end', () => emit(lines.end()));
     }
     const ended = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; error: NodeJS.ErrnoException | null }>((resolve) => {
       child.once('error', (error: NodeJS.ErrnoException) => resolve({ code: null, signal: null, error }));
@@ -129,8 +132,10 @@ export class TaskRun {
   private cannotStart(command: string[], err: NodeJS.ErrnoException): string {
     const cwd = this.task.cwd;
     if (cwd !== null && (err.code === 'ENOENT' || err.code === 'ENOTDIR' || err.code === 'EACCES') && !isDirectory(cwd)) {
-      return `cannot start ${JSON.stringify(command[0])}: working directory ${JSON.stringify(cwd)} is not a directory on this host`;
+      const what = fs.existsSync(cwd) ? 'is not a directory' : 'does not exist';
+      return `cannot start ${JSON.stringify(command[0])}: working directory ${JSON.stringify(cwd)} ${what} on this host`;
     }
+    if (err.code === 'ENOENT') return `cannot start ${JSON.stringify(command[0])}: no such program on this host (ENOENT; is it installed and on PATH?)`;
     return `cannot start ${JSON.stringify(command[0])}: ${err.code === 'ERR_INVALID_ARG_VALUE' ? err.message : err.code ?? err.message}`;
   }
 }

@@ -33,6 +33,7 @@ import { DiskSpace } from './disk.js';
 import { LogFile } from './log-file.js';
 import { startAutoscaler } from './slurm-autoscale.js';
 import type { Autoscaler } from '../slurm/autoscaler.js';
+import { TeeToTerminal } from './pretty-log.js';
 
 export type Lifecycle = 'starting' | 'running' | 'stopping' | 'stopped';
 
@@ -80,7 +81,9 @@ export class Daemon {
     try {
       this.disk = new DiskSpace(this.o.dataRoot);
       this.logFile = new LogFile(this.files.daemonLog, (err) => this.disk.failed(err, 'kq.log'));
-      this.log = pino({ base: { pid: process.pid }, level: this.o.logLevel }, this.logFile);
+      // On a terminal, people read kq's log as it happens; kq.log keeps the JSON either way.
+      const dest = process.stdout.isTTY ? new TeeToTerminal(this.logFile, process.stdout) : this.logFile;
+      this.log = pino({ base: { pid: process.pid }, level: this.o.logLevel }, dest);
       this.disk.log = this.log.child({ component: 'disk' });
       this.store = new Store(this.files.db, { blocklistAfter: this.o.blocklistAfter }, this.files.jobLog);
       this.logs = new JobLogs(this.files.jobLog, { maxTaskBytes: this.o.maxTaskLogBytes, maxOpen: 64, space: this.disk });
@@ -198,7 +201,7 @@ export class Daemon {
       ['tell agents', () => this.publisher.publish(Topics.allAgents, { v: PROTOCOL_VERSION, type: 'kq-stopping' })],
       ['release Slurm agents', () => this.autoscaler?.stop(true)],
       ['kill renders of local agents', () => this.killLocalRenders()],
-      ['requeue running tasks', () => this.store.requeueAll('kq stopped')],
+      ['requeue running tasks', () => this.scheduler.requeueAll('kq stopped')],
       ['stop local agents', () => this.agents?.stop()],
       ['close sockets', () => this.sockets.close()],
       ['stop ZAP handler', () => this.zap?.close()],

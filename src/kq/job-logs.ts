@@ -20,6 +20,8 @@ export class JobLogs {
   private readonly open = new Map<number, OpenLog>();
   /** Bytes written per running task attempt, for the per-task cap. */
   private readonly taskBytes = new Map<string, number>();
+  /** Per running task attempt: its last line if it was a redraw (ended by a lone \r), not written yet. */
+  private readonly held = new Map<string, { jobId: number; prefix: string; text: string }>();
 
   constructor(private readonly pathOf: (jobId: number) => string, private readonly options: JobLogOptions) {}
 
@@ -53,13 +55,31 @@ export class JobLogs {
   }
 
   /**
-   * Append a task's output lines, honouring the per-task cap. Returns what was written, or null when the
-   * task is already over its cap.
+   * Append a task's output lines, honouring the per-task cap. A line the agent marks as redrawn (ended by
+   * a lone \r: a progress counter) is held back and replaced by the next line, as a terminal shows it, so
+   * a burst of redraws leaves its last value, not a line per redraw (endTask writes one still held).
+   * `prefix` (e.g. `[t3 f9-12] `) starts each line. Returns what was written, or null if nothing was.
    */
-  appendTaskOutput(jobId: number, taskKey: string, lines: string[]): { offset: number; text: string } | null {
+  appendTaskOutput(jobId: number, taskKey: string, lines: string[], prefix = ''): { offset: number; text: string } | null {
+    const kept: string[] = [];
+    let held: string | null = this.held.get(taskKey)?.text ?? null;
+    for (const line of lines) {
+      if (line.endsWith('\r')) {
+        held = line.slice(0, -1);
+        continue;
+      }
+      held = null;
+      kept.push(line);
+    }
+    if (held === null) this.held.delete(taskKey);
+    else this.held.set(taskKey, { jobId, prefix, text: held });
+    if (kept.length === 0) return null;
+    return this.appendCapped(jobId, taskKey, kept.map((l) => prefix + l + '\n').join(''));
+  }
+
+  private appendCapped(jobId: number, taskKey: string, text: string): { offset: number; text: string } | null {
     const used = this.taskBytes.get(taskKey) ?? 0;
     if (used >= this.options.maxTaskBytes) return null;
-    let text = lines.map((l) => l + '\n').join('');
     if (used + Buffer.byteLength(text) > this.options.maxTaskBytes) {
       text = Buffer.from(text).subarray(0, Math.max(0, this.options.maxTaskBytes - used)).toString() +
         `\n[kq] task output over ${this.options.maxTaskBytes} bytes: the rest is not logged\n`;
@@ -70,8 +90,16 @@ export class JobLogs {
     return { offset: this.append(jobId, text), text };
   }
 
-  endTask(taskKey: string): void {
+  /** The attempt ended: a redrawn line still held is its last word and is written now. Returns what was written. */
+  endTask(taskKey: string): { jobId: number; offset: number; text: string } | null {
+    const held = this.held.get(taskKey);
+    this.held.delete(taskKey);
+    let written: { offset: number; text: string } | null = null;
+    try {
+      if (held) written = this.appendCapped(held.jobId, taskKey, held.prefix + held.text + '\n');
+    } catch { /* a full disk is reported by DiskSpace; the line is lost */ }
     this.taskBytes.delete(taskKey);
+    return held && written ? { jobId: held.jobId, ...written } : null;
   }
 
   /** Read up to `max` bytes from `from`. */

@@ -25,6 +25,9 @@ export class Publisher {
   /** The PUB socket's queue; null until the sockets are bound (in-process users still get broadcasts). */
   pubQueue: SendQueue | null = null;
 
+  /** The state each job was last announced in: the job's log says how it ended when it turns terminal. */
+  private readonly lastState = new Map<number, string>();
+
   constructor(private readonly d: PublisherDeps) {}
 
   publish(topic: string, msg: Broadcast): void {
@@ -40,8 +43,16 @@ export class Publisher {
   announceJob(jobId: number): void {
     const job = this.d.store.jobRow(jobId);
     if (!job) return;
+    const before = this.lastState.get(jobId);
+    this.lastState.set(jobId, job.state);
+    // The job's log ends by saying how the job ended, once per ending (a restart can end it again).
+    if (isTerminalState(job.state) && before !== job.state) {
+      if (this.lastState.size > 10_000) this.lastState.clear();
+      this.lastState.set(jobId, job.state);
+      this.d.log.info({ job: jobId, state: job.state }, 'job ended');
+      this.appendLog(jobId, `[kq] job ${job.state}: ${jobEnding(job)}\n`);
+    }
     this.publish(Topics.job(jobId), { v: PROTOCOL_VERSION, type: 'job', jobId, state: job.state, framesDone: job.frames_done, framesTotal: job.frames_total });
-    if (isTerminalState(job.state)) this.d.log.info({ job: jobId, state: job.state }, 'job ended');
   }
 
   /**
@@ -65,4 +76,14 @@ export class Publisher {
   publishLog(jobId: number, offset: number, text: string): void {
     this.publish(Topics.log(jobId), { v: PROTOCOL_VERSION, type: 'log', jobId, offset, text });
   }
+}
+
+/** `30/30 frames`, `1/1 task`, plus what did not complete: `28/30 frames; 2 tasks failed (kqctl show 7)`. */
+function jobEnding(j: { id: number; frames_total: number; frames_done: number; n_waiting: number; n_running: number; n_completed: number; n_failed: number; n_cancelled: number }): string {
+  const tasks = j.n_waiting + j.n_running + j.n_completed + j.n_failed + j.n_cancelled;
+  const done = j.frames_total > 0 ? `${j.frames_done}/${j.frames_total} frames` : `${j.n_completed}/${tasks} ${tasks === 1 ? 'task' : 'tasks'}`;
+  const plural = (n: number) => (n === 1 ? 'task' : 'tasks');
+  const bad = [j.n_failed > 0 ? `${j.n_failed} ${plural(j.n_failed)} failed` : '', j.n_cancelled > 0 ? `${j.n_cancelled} ${plural(j.n_cancelled)} cancelled` : '']
+    .filter(Boolean).join(', ');
+  return bad ? `${done}; ${bad} (kqctl show ${j.id})` : done;
 }

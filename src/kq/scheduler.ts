@@ -71,7 +71,7 @@ export class Scheduler {
       if (frame.length > MAX_MESSAGE_BYTES) {
         // libzmq would drop it silently and the task would stay Running for good (jobs from before the submit check).
         const jobId = this.d.store.failUndeliverable({ agentId: agent.id, taskId: task.taskId, attempt: task.attempt }, `assignment of ${frame.length} bytes is over the ${MAX_MESSAGE_BYTES}-byte message limit`);
-        this.d.publisher.appendLog(jobId, `[kq] task ${task.taskId} failed: its assignment (${frame.length} bytes) is too large to send to an agent; resubmit with a smaller --chunk\n`);
+        this.d.publisher.appendLog(jobId, `[kq] task ${this.d.store.taskNumber(task.taskId)} failed: its assignment (${frame.length} bytes) is too large to send to an agent; resubmit with a smaller --chunk\n`);
         this.afterChange([jobId]);
         continue;
       }
@@ -100,15 +100,16 @@ export class Scheduler {
 
   /** Record how a task attempt ended (from `finished`, or resent in `register`); a stale or repeated report is ignored. */
   applyOutcome(agentId: string, o: TaskOutcome): void {
-    const result = this.d.store.finishTask({ agentId, taskId: o.taskId, attempt: o.attempt }, o.exitCode, o.reason);
+    const result = this.d.store.finishTask({ agentId, taskId: o.taskId, attempt: o.attempt }, o.exitCode, o.reason, o.signal, o.stderrTail);
     const key = `${o.taskId}.${o.attempt}`;
-    this.d.logs.endTask(key);
+    const last = this.d.logs.endTask(key);
+    if (last) this.d.publisher.publishLog(last.jobId, last.offset, last.text);
     this.d.progress.end(key);
     if (result.outcome === 'ignored') return this.dispatch();
     const log = (text: string) => this.d.publisher.appendLog(result.jobId, text);
     const how = o.reason ?? (o.signal ? `killed by ${o.signal}` : `exit code ${o.exitCode}`);
     const next = result.outcome === 'retry' ? ' (will retry)' : result.outcome === 'failed' ? ` (${noRetry(result.fails ?? 1, result.retries ?? 0)})` : '';
-    log(`[kq] task ${o.taskId} attempt ${o.attempt} ${result.outcome === 'completed' ? 'completed' : `failed: ${how}${next}`} after ${(o.durationMs / 1000).toFixed(2)}s\n`);
+    log(`[kq] task ${this.d.store.taskNumber(o.taskId)} attempt ${o.attempt} ${result.outcome === 'completed' ? 'completed' : `failed: ${how}${next}`} after ${(o.durationMs / 1000).toFixed(2)}s\n`);
     if (result.blocklisted) log(`[kq] host ${result.blocklisted} blocklisted for this job after ${this.d.blocklistAfter} failures\n`);
     if (result.failedEverywhere > 0) log(`[kq] ${result.failedEverywhere} waiting task(s) failed: every available host is blocklisted for this job (kqctl restart clears the blocklist)\n`);
     this.afterChange([result.jobId]);
@@ -120,7 +121,7 @@ export class Scheduler {
     const jobId = this.d.store.failTaskNow(ref, reason);
     if (jobId === null) return;
     this.d.log.warn({ job: jobId, task: ref.taskId, attempt: ref.attempt, reason }, 'task failed by kq');
-    this.d.publisher.appendLog(jobId, `[kq] task ${ref.taskId} attempt ${ref.attempt} failed: ${reason}\n`);
+    this.d.publisher.appendLog(jobId, `[kq] task ${this.d.store.taskNumber(ref.taskId)} attempt ${ref.attempt} failed: ${reason}\n`);
     this.afterChange([jobId]);
   }
 
@@ -159,16 +160,34 @@ export class Scheduler {
   localAgentExited(agentId: string, why: string): void {
     if (!this.d.isRunning()) return;
     for (const pid of this.d.store.renderPidsOf(agentId)) killGroup(pid, 'SIGKILL');
-    this.afterChange(this.d.store.agentGone(agentId, `agent ended (${why})`));
+    this.agentGone(agentId, `agent ${agentId} ended (${why})`);
+  }
+
+  /** An agent left (exited, or said bye): its running task goes back to the queue, and its job's log says so. */
+  agentGone(agentId: string, why: string): void {
+    const running = this.d.store.runningAttempts(agentId);
+    const jobs = this.d.store.agentGone(agentId, why);
+    for (const t of running) this.d.publisher.appendLog(t.jobId, `[kq] task ${t.number} attempt ${t.attempt} interrupted: ${why}; requeued\n`);
+    this.afterChange(jobs);
+  }
+
+  /** kq stops: every running task goes back to the queue, and each job's log says so. */
+  requeueAll(why: string): void {
+    const running = this.d.store.runningAttempts();
+    this.d.store.requeueAll(why);
+    for (const t of running) this.d.publisher.appendLog(t.jobId, `[kq] task ${t.number} attempt ${t.attempt} interrupted: ${why}; requeued\n`);
   }
 
   /** Agents silent past the timeout are lost: their tasks are requeued; a local one is killed and replaced. */
   checkSilentAgents(): void {
     if (!this.d.isRunning()) return;
+    const running = this.d.store.runningAttempts();
     const lost = this.d.store.markSilentAgentsLost(this.deafTime.silentBefore(Date.now(), this.d.agentTimeoutMs));
     for (const { agent, requeuedJobs, renderPids } of lost) {
       this.d.log.warn({ agent: agent.id, host: agent.host, lastSeen: agent.lastSeen }, 'agent lost: no heartbeat');
-      for (const jobId of requeuedJobs) this.d.publisher.appendLog(jobId, `[kq] agent ${agent.id} on ${agent.host} lost (silent for over ${this.d.agentTimeoutMs} ms): task requeued\n`);
+      for (const t of running.filter((r) => requeuedJobs.includes(r.jobId) && r.agentId === agent.id)) {
+        this.d.publisher.appendLog(t.jobId, `[kq] task ${t.number} attempt ${t.attempt} interrupted: agent ${agent.id} on ${agent.host} lost (silent for over ${this.d.agentTimeoutMs} ms); requeued\n`);
+      }
       // A local agent that hangs is killed and replaced; a remote one is told to drop its task if it wakes.
       if (agent.local && agent.host === os.hostname() && this.d.ownsLocalAgent(agent.pid)) {
         for (const pid of renderPids) killGroup(pid, 'SIGKILL');

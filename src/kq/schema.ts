@@ -113,6 +113,8 @@ const ADDED_COLUMNS: Array<[string, string, string]> = [
   // hex of the ROUTER routing id of the connection that registered (kq-generated: a peer cannot choose it):
   // assignments go there, so no other connection can take an agent's work by claiming its id
   ['agents', 'route', 'TEXT'],
+  ['tasks', 'signal', 'TEXT'], // the signal that ended the last failed run
+  ['tasks', 'stderr_tail', 'TEXT'], // JSON array: the last stderr lines of the last failed run
 ];
 
 /** Indexes over added columns: created once those columns exist. */

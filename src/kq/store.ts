@@ -82,7 +82,7 @@ export interface TaskRow {
   id: number; job_id: number; seq: number; frames: string; n_frames: number; priority: number; state: TaskState;
   attempts: number; fails: number; agent_id: string | null; host: string | null; pid: number | null;
   exit_code: number | null; reason: string | null; started_at: string | null; finished_at: string | null;
-  progress: number | null;
+  progress: number | null; signal: string | null; stderr_tail: string | null;
 }
 interface AgentRow {
   id: string; host: string; pid: number; local: number; state: AgentInfo['state']; task_id: number | null;
@@ -521,7 +521,7 @@ export class Store {
   /** A task that can never be sent fails at once: no retry, no strike against the host; the agent stays free. */
   readonly failUndeliverable = (ref: TaskRef, reason: string): number => this.tx(() => {
     const task = this.stmt.runningOf.get(ref) as TaskRow;
-    this.stmt.endTask.run({ id: task.id, state: 'failed', exitCode: null, reason, at: now(), failed: 0 });
+    this.stmt.endTask.run({ id: task.id, state: 'failed', exitCode: null, reason, at: now(), failed: 0, signal: null, stderrTail: null });
     this.countMove(task.job_id, 'running', 'failed', 0);
     this.stmt.setAgent.run({ id: ref.agentId, state: 'idle', taskId: null });
     return task.job_id;
@@ -558,6 +558,19 @@ export class Store {
     return this.stmt.setTaskProgress.run({ ...ref, percent }).changes > 0;
   }
 
+  /** Running task attempts (of one agent, or all): to say in their jobs' logs that they were interrupted. */
+  runningAttempts(agentId?: string): Array<{ jobId: number; number: number; attempt: number; agentId: string | null }> {
+    const rows = (agentId === undefined ? this.cached(`SELECT * FROM tasks INDEXED BY tasks_by_agent WHERE state = 'running'`).all()
+      : this.stmt.runningByAgent.all(agentId)) as TaskRow[];
+    return rows.map((t) => ({ jobId: t.job_id, number: t.seq + 1, attempt: t.attempts, agentId: t.agent_id }));
+  }
+
+  /** A task's number within its job as people see it (1-based), or null for an unknown task. */
+  taskNumber(taskId: number): number | null {
+    const t = this.stmt.task.get(taskId) as TaskRow | undefined;
+    return t ? t.seq + 1 : null;
+  }
+
   /** The task if this agent currently runs this attempt of it (a message about it is current), else null. */
   currentTask(ref: TaskRef): TaskRow | null {
     return (this.stmt.runningOf.get(ref) as TaskRow | undefined) ?? null;
@@ -572,7 +585,7 @@ export class Store {
     return (this.stmt.runningByAgent.all(agentId) as TaskRow[]).map((t) => t.pid).filter((p): p is number => p !== null && p > 0);
   }
 
-  readonly finishTask = (ref: TaskRef, exitCode: number | null, reason: string | null): FinishResult => this.tx(() => {
+  readonly finishTask = (ref: TaskRef, exitCode: number | null, reason: string | null, signal: string | null = null, stderrTail: string[] = []): FinishResult => this.tx(() => {
     // Checked before anything changes: a report about another attempt (stale, replayed or forged) touches nothing.
     const task = this.stmt.runningOf.get(ref) as TaskRow | undefined;
     const agent = this.stmt.agent.get(ref.agentId) as AgentRow | undefined;
@@ -588,7 +601,7 @@ export class Store {
     }
     const at = now();
     if (exitCode === 0 && reason === null) {
-      this.stmt.endTask.run({ id: task.id, state: 'completed', exitCode, reason, at, failed: 0 });
+      this.stmt.endTask.run({ id: task.id, state: 'completed', exitCode, reason, at, failed: 0, signal: null, stderrTail: null });
       this.countMove(task.job_id, 'running', 'completed', task.n_frames);
       return { jobId: task.job_id, outcome: 'completed', blocklisted: null, failedEverywhere: 0 };
     }
@@ -603,9 +616,9 @@ export class Store {
         blocklisted = task.host;
       }
     }
-    const why = reason ?? `exit code ${exitCode}`;
+    const why = reason ?? (signal ? `killed by ${signal}` : `exit code ${exitCode}`);
     const retry = task.fails + 1 < job.max_attempts;
-    this.stmt.endTask.run({ id: task.id, state: retry ? 'waiting' : 'failed', exitCode, reason: why, at, failed: 1 });
+    this.stmt.endTask.run({ id: task.id, state: retry ? 'waiting' : 'failed', exitCode, reason: why, at, failed: 1, signal, stderrTail: JSON.stringify(stderrTail) });
     this.countMove(task.job_id, 'running', retry ? 'waiting' : 'failed', 0);
     const failedEverywhere = blocklisted ? this.failIfNoHostLeft(task.job_id) : 0;
     return { jobId: task.job_id, outcome: retry ? 'retry' : 'failed', blocklisted, failedEverywhere, fails: task.fails + 1, retries: job.max_attempts - 1 };
@@ -625,7 +638,7 @@ export class Store {
   readonly failTaskNow = (ref: TaskRef, reason: string): number | null => this.tx(() => {
     const task = this.stmt.runningOf.get(ref) as TaskRow | undefined;
     if (!task) return null;
-    this.stmt.endTask.run({ id: task.id, state: 'failed', exitCode: null, reason, at: now(), failed: 1 });
+    this.stmt.endTask.run({ id: task.id, state: 'failed', exitCode: null, reason, at: now(), failed: 1, signal: null, stderrTail: null });
     this.countMove(task.job_id, 'running', 'failed', 0);
     return task.job_id;
   });
@@ -640,7 +653,9 @@ export class Store {
     if (open.n > 0) return 0;
     this.insertTasks(jobId, Infinity);
     this.finishBulkChange(jobId);
-    const { changes } = this.cached(`UPDATE tasks SET state = 'failed', reason = 'every available host is blocklisted for this job',
+    // The last run's own failure stays in the reason: it is what explains the job.
+    const { changes } = this.cached(`UPDATE tasks SET state = 'failed', reason = 'every available host is blocklisted for this job'
+        || CASE WHEN fails > 0 AND reason IS NOT NULL THEN ' (last run: ' || reason || ')' ELSE '' END,
       finished_at = ? WHERE job_id = ? AND state = 'waiting'`).run(now(), jobId);
     if (changes > 0) this.recount(jobId);
     return changes;
@@ -886,8 +901,9 @@ export class Store {
 
 function taskInfo(t: TaskRow): TaskInfo {
   return {
-    id: t.id, seq: t.seq, frames: JSON.parse(t.frames) as number[], state: t.state, attempts: t.attempts,
-    agentId: t.agent_id, host: t.host, pid: t.pid, exitCode: t.exit_code, reason: t.reason,
+    id: t.id, seq: t.seq, number: t.seq + 1, frames: JSON.parse(t.frames) as number[], state: t.state, attempts: t.attempts,
+    agentId: t.agent_id, host: t.host, pid: t.pid, exitCode: t.exit_code, signal: t.signal, reason: t.reason,
+    stderrTail: t.stderr_tail ? (JSON.parse(t.stderr_tail) as string[]) : [],
     startedAt: t.started_at, finishedAt: t.finished_at,
     progress: t.state === 'completed' ? 100 : t.state === 'running' ? t.progress : null,
   };
@@ -930,7 +946,7 @@ function prepareStatements(db: Database.Database) {
       runningOfJob: db.prepare(`SELECT * FROM tasks INDEXED BY tasks_by_agent WHERE state = 'running' AND job_id = ?`),
       task: db.prepare(`SELECT * FROM tasks WHERE id = ?`),
       claim: db.prepare(`UPDATE tasks SET state = 'running', attempts = attempts + 1, agent_id = @agentId, host = @host,
-          pid = NULL, exit_code = NULL, reason = NULL, started_at = @at, finished_at = NULL, progress = NULL
+          pid = NULL, exit_code = NULL, signal = NULL, reason = NULL, started_at = @at, finished_at = NULL, progress = NULL
         WHERE id = (SELECT t.id FROM tasks t INDEXED BY tasks_ready WHERE t.state = 'waiting' AND t.held = 0
           AND NOT EXISTS (SELECT 1 FROM blocklist b WHERE b.job_id = t.job_id AND b.host = @host)
           AND (t.last_failed_host IS NULL OR t.last_failed_host != @host OR NOT EXISTS (
@@ -941,10 +957,10 @@ function prepareStatements(db: Database.Database) {
       runningOf: db.prepare(`SELECT * FROM tasks WHERE id = @taskId AND state = 'running' AND agent_id = @agentId AND attempts = @attempt`),
       runningByAgent: db.prepare(`SELECT * FROM tasks WHERE state = 'running' AND agent_id = ?`),
       setTaskPid: db.prepare(`UPDATE tasks SET pid = ? WHERE id = ?`),
-      endTask: db.prepare(`UPDATE tasks SET state = @state, exit_code = @exitCode, reason = @reason, finished_at = @at,
+      endTask: db.prepare(`UPDATE tasks SET state = @state, exit_code = @exitCode, reason = @reason, finished_at = @at, signal = @signal, stderr_tail = @stderrTail,
         fails = fails + @failed, last_failed_host = CASE WHEN @failed = 1 THEN host ELSE last_failed_host END WHERE id = @id`),
       cancelTask: db.prepare(`UPDATE tasks SET state = 'cancelled', reason = 'stopped by user', finished_at = @at WHERE id = @id`),
-      restartTask: db.prepare(`UPDATE tasks SET state = 'waiting', fails = 0, last_failed_host = NULL, exit_code = NULL, reason = NULL, pid = NULL,
+      restartTask: db.prepare(`UPDATE tasks SET state = 'waiting', fails = 0, last_failed_host = NULL, exit_code = NULL, signal = NULL, stderr_tail = NULL, reason = NULL, pid = NULL,
         started_at = NULL, finished_at = NULL, progress = NULL WHERE id = @id`),
       requeueTask: db.prepare(`UPDATE tasks SET state = 'waiting', reason = @reason, pid = NULL WHERE id = @id`),
       agent: db.prepare(`SELECT * FROM agents WHERE id = ?`),

@@ -5,7 +5,7 @@ import type { JobLogs } from './job-logs.js';
 import type { ProgressTracker } from './progress.js';
 import type { Publisher } from './publisher.js';
 import type { Scheduler } from './scheduler.js';
-import type { Store, TaskRef } from './store.js';
+import type { Store, TaskRef, TaskRow } from './store.js';
 import { isDiskFull } from './disk.js';
 
 export interface UpdateDeps {
@@ -44,7 +44,7 @@ export class UpdateHandler {
     }
     if (u.type === 'bye') {
       this.d.log.info({ agent: u.agentId }, 'agent left');
-      scheduler.afterChange(store.agentGone(u.agentId, 'agent stopped'));
+      scheduler.agentGone(u.agentId, `agent ${u.agentId} stopped`);
       return;
     }
     if (u.type === 'refused') {
@@ -61,7 +61,7 @@ export class UpdateHandler {
         const task = store.markStarted(ref, u.pid);
         if (!task) return scheduler.stopRenders([ref], 'task is no longer assigned to this agent');
         const frames = JSON.parse(task.frames) as number[];
-        publisher.appendLog(task.job_id, `[kq] task ${task.id} (${describeFrames(frames)}) attempt ${u.attempt} started on ${task.host} (agent ${u.agentId}, pid ${u.pid}) at ${new Date().toISOString()}\n`);
+        publisher.appendLog(task.job_id, `[kq] task ${task.seq + 1} (${describeFrames(frames)}) attempt ${u.attempt} started on ${task.host} (agent ${u.agentId}, pid ${u.pid}) at ${new Date().toISOString()}\n`);
         return;
       }
       case 'log': {
@@ -70,7 +70,7 @@ export class UpdateHandler {
         const key = `${u.taskId}.${u.attempt}`;
         let written: { offset: number; text: string } | null;
         try {
-          written = this.d.logs.appendTaskOutput(task.job_id, key, u.lines);
+          written = this.d.logs.appendTaskOutput(task.job_id, key, u.lines, taskPrefix(store.jobRow(task.job_id), task));
         } catch (err) {
           // A task whose output kq cannot keep is stopped before it fills the disk further.
           if (isDiskFull(err)) return scheduler.failTask(ref, `disk full: kq could not write this task's output to the job log (${(err as Error).message}); free space on the data root, then kqctl restart --failed-only ${task.job_id}`);
@@ -86,6 +86,14 @@ export class UpdateHandler {
         return;
     }
   }
+}
+
+/** `[t3 f9-12] `: which task of a job of several a line comes from ('' for a job of one task). */
+function taskPrefix(job: { n_waiting: number; n_running: number; n_completed: number; n_failed: number; n_cancelled: number } | undefined, task: TaskRow): string {
+  if (!job || job.n_waiting + job.n_running + job.n_completed + job.n_failed + job.n_cancelled <= 1) return '';
+  const frames = JSON.parse(task.frames) as number[];
+  const f = frames.length === 0 ? '' : frames.length === 1 ? ` f${frames[0]}` : ` f${frames[0]}-${frames[frames.length - 1]}`;
+  return `[t${task.seq + 1}${f}] `;
 }
 
 export function describeFrames(frames: number[]): string {

@@ -81,10 +81,29 @@ export function jobDetail(j: JobDetail): string {
   if (j.after?.length) fields.splice(3, 0, ['After', `${j.after.join(', ')}${j.state === 'Blocked' ? ' (Blocked until they have all Completed)' : ''}`]);
   const head = fields.map(([k, v]) => `${(k + ':').padEnd(11)} ${printable(v)}`).join('\n') + '\n\n';
   return head + table(['Task', 'Frames', 'State', 'Attempts', 'Host', 'Exit', 'Reason'],
-    j.taskList.map((t) => [String(t.seq), framesText(t.frames), t.state, String(t.attempts), t.host ?? '-',
-      t.exitCode === null ? '-' : String(t.exitCode), t.reason ?? '']))
-    + (j.tasksOmitted > 0 ? `… and ${j.tasksOmitted} more tasks (not listed)\n` : '');
+    j.taskList.map((t) => [String(t.seq + 1), framesText(t.frames), t.state, String(t.attempts), t.host ?? '-',
+      t.exitCode === null ? (t.signal ?? '-') : String(t.exitCode), t.reason ?? '']))
+    + (j.tasksOmitted > 0 ? `… and ${j.tasksOmitted} more tasks (not listed)\n` : '')
+    + failures(j);
 }
+
+/** Each failed task: how its last run ended, where, and the last lines it wrote to stderr. */
+function failures(j: JobDetail): string {
+  const failed = j.taskList.filter((t) => t.state === 'failed');
+  if (failed.length === 0) return '';
+  const shown = failed.slice(0, MAX_FAILURES_SHOWN);
+  const blocks = shown.map((t) => {
+    const frames = t.frames.length === 0 ? '' : t.frames.length === 1 ? ` (frame ${t.frames[0]})` : ` (frames ${framesText(t.frames)})`;
+    const head = `Task ${t.seq + 1}${frames} failed: ${t.reason ?? (t.signal ? `killed by ${t.signal}` : `exit code ${t.exitCode}`)}` +
+      `${t.host ? ` on ${t.host}` : ''}, after ${t.attempts} ${t.attempts === 1 ? 'run' : 'runs'}`;
+    const tail = (t.stderrTail ?? []).map((l) => `    | ${l}`);
+    return [printable(head), ...(tail.length ? ['  last stderr lines:', ...tail.map(printable)] : ['  (it wrote nothing to stderr)'])].join('\n');
+  });
+  const more = failed.length > shown.length ? `\n… and ${failed.length - shown.length} more failed tasks (kqctl show --json ${j.id})` : '';
+  return `\nFailures:\n${blocks.join('\n')}${more}\n`;
+}
+
+const MAX_FAILURES_SHOWN = 5;
 
 export function agentsTable(agents: AgentInfo[]): string {
   // The Slurm column (job_task@node) only when some agent runs as a Slurm job.

@@ -67,8 +67,12 @@ export interface JobSummary {
 }
 
 export interface TaskInfo {
+  /** kq's id for the task (unique across jobs; what agents and the protocol use). */
   id: number;
+  /** 0-based position in its job. */
   seq: number;
+  /** The task's number as people see it: 1-based within its job (`task 3` in logs, show and the page). */
+  number: number;
   frames: number[];
   state: TaskState;
   attempts: number;
@@ -76,7 +80,11 @@ export interface TaskInfo {
   host: string | null;
   pid: number | null;
   exitCode: number | null;
+  /** The signal that ended the last failed run (SIGKILL, …), if one did. */
+  signal: string | null;
   reason: string | null;
+  /** The last stderr lines of the task's last failed run (kept until it completes). */
+  stderrTail: string[];
   startedAt: string | null;
   finishedAt: string | null;
   /** Percent done of the current attempt, parsed from its log (100 once completed); null if unknown. */
@@ -130,6 +138,8 @@ const TaskOutcomeSchema = z.object({
   exitCode: z.number().int().nullable(), signal: z.string().max(32).nullable(),
   // Clipped rather than refused: an outcome kq refuses would ride along every heartbeat and make each one invalid.
   durationMs: z.number().transform((ms) => Math.max(0, ms)), reason: z.string().transform((r) => r.slice(0, 4096)).nullable(),
+  /** The last lines the render wrote to stderr (at most 10 from kq's agents, each cut to 500 characters): why it failed. Clipped, like reason. */
+  stderrTail: z.array(z.string().transform((l) => l.slice(0, 4096))).transform((lines) => lines.slice(-50)).default([]),
 });
 export type TaskOutcome = z.infer<typeof TaskOutcomeSchema>;
 
