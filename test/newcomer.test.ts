@@ -77,6 +77,7 @@ describe('failures that explain themselves', () => {
     expect(list).toMatch(/noframes\s+Completed\s+1\/1 task\b/);
     const show = (await kq.ctl('show', String(id))).stdout;
     expect(show).not.toContain('0/0');
+    expect((await kq.ctl('log', String(id))).stdout).toMatch(/submitted at \S+: 1 task \(no frames\)/);
     expect(show).toMatch(/Progress:\s+1\/1 task, 100%/);
   });
 });

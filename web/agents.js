@@ -12,6 +12,8 @@ export class AgentsPanel {
     this.handlers = handlers;
     this.agents = [];
     this.showOffline = false;
+    /** kq is not answering: no agent's state is known. */
+    this.unknown = false;
     this.count = el('span', { class: 'muted' });
     this.toggle = el('button', { class: 'link-btn', type: 'button', hidden: true, onclick: () => { this.showOffline = !this.showOffline; this.render(); } });
     this.body = el('tbody');
@@ -55,19 +57,26 @@ export class AgentsPanel {
     this.render();
   }
 
+  setUnknown(unknown) {
+    if (this.unknown === unknown) return;
+    this.unknown = unknown;
+    this.render();
+  }
+
   render() {
     const offline = this.agents.filter((a) => a.state === 'offline').length;
     const shown = this.showOffline ? this.agents : this.agents.filter((a) => a.state !== 'offline');
     const busy = this.agents.filter((a) => a.state === 'busy').length;
     const up = this.agents.length - offline - this.agents.filter((a) => a.state === 'lost').length;
-    this.count.textContent = `${up} up · ${busy} busy`;
+    this.count.textContent = this.unknown ? 'unknown: kq is not answering' : `${up} up · ${busy} busy`;
     this.toggle.hidden = offline === 0;
     this.toggle.textContent = this.showOffline ? 'Hide offline' : `Show ${offline} offline`;
-    this.body.replaceChildren(...(shown.length ? shown.map((a) => el('tr', { class: `agent-${a.state}` },
+    const stateOf = (a) => (this.unknown && a.state !== 'offline' ? 'unknown' : a.state);
+    this.body.replaceChildren(...(shown.length ? shown.map((a) => el('tr', { class: `agent-${stateOf(a)}` },
       el('td', {}, a.host, a.local ? el('span', { class: 'tag' }, 'local') : null,
         a.slurm ? el('span', { class: 'tag', title: 'Slurm job_task@node' }, `slurm ${slurmText(a.slurm)}`) : null),
       el('td', { class: 'mono' }, a.id),
-      el('td', {}, el('span', { class: `badge agent-state-${a.state}` }, a.state)),
+      el('td', {}, el('span', { class: `badge agent-state-${stateOf(a)}`, title: this.unknown ? `last known: ${a.state}` : null }, stateOf(a))),
       el('td', {}, a.jobId === null ? '—' : el('a', { href: `#job=${a.jobId}`, class: 'link', dataset: { job: a.jobId } }, `#${a.jobId}`)),
       el('td', { class: 'mono' }, framesText(a.frames)),
       el('td', { class: 'last-seen', dataset: { at: a.lastSeen } }, a.state === 'offline' ? '—' : ago(a.lastSeen)),

@@ -149,10 +149,22 @@ window.addEventListener('hashchange', selectFromHash);
 
 // ---------- live data ----------
 
+let awaySince = null;
 function setConnection(state) {
   const c = $('conn');
   c.dataset.state = state;
   c.textContent = state === 'open' ? 'live' : state === 'closed' ? 'disconnected' : 'reconnecting…';
+  // While kq does not answer, what the page shows is only the last thing it heard: say so, loudly.
+  if (state === 'open') {
+    awaySince = null;
+    agents.setUnknown(false);
+    hideBanner('outage');
+  } else if (document.body.dataset.ready && awaySince === null) {
+    awaySince = new Date();
+    agents.setUnknown(true);
+    showBanner(`kq is not answering (since ${awaySince.toLocaleTimeString()}): jobs and agents below are as last seen, and may have changed. ` +
+      'The page reconnects by itself; if kq stopped, start it again.', 'outage');
+  }
 }
 
 let events = null;
@@ -208,10 +220,16 @@ function connect() {
   });
 }
 
-function showBanner(text) {
+function showBanner(text, kind = 'error') {
   const b = $('banner');
   b.textContent = text;
+  b.dataset.kind = kind;
   b.hidden = false;
+}
+
+function hideBanner(kind) {
+  const b = $('banner');
+  if (b.dataset.kind === kind) b.hidden = true;
 }
 
 api('/api/info').then((info) => {
@@ -224,10 +242,10 @@ api('/api/info').then((info) => {
 let diskBanner = false;
 function showDisk(disk) {
   if (disk?.full) {
-    showBanner(`kq's disk is full since ${new Date(disk.since).toLocaleString()} (${disk.reason}): no new work is handed out and tasks whose output cannot be kept fail. Free space on ${disk.dataRoot}; kq resumes by itself.`);
+    showBanner(`kq's disk is full since ${new Date(disk.since).toLocaleString()} (${disk.reason}): no new work is handed out and tasks whose output cannot be kept fail. Free space on ${disk.dataRoot}; kq resumes by itself.`, 'disk');
     diskBanner = true;
   } else if (diskBanner) {
-    $('banner').hidden = true;
+    hideBanner('disk');
     diskBanner = false;
   }
 }

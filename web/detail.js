@@ -2,12 +2,15 @@
 // what it runs, thumbnails of its finished frames when it declared an image output, and its live log.
 
 import { api, withToken } from './api.js';
-import { badge, el, progressBar, setProgress, when } from './format.js';
+import { badge, el, framesText, progressBar, setProgress, when } from './format.js';
 import { LogView } from './log-view.js';
 import { JobQueueActions } from './queue-controls.js';
 
 const IMAGE = /\.(png|jpe?g|gif|webp|bmp|avif)$/i;
-const MAX_THUMBS = 24;
+/** Thumbnails per page: Earlier/Later page through every finished frame. */
+const THUMBS_PER_PAGE = 24;
+/** Failed tasks explained at most (the rest are counted). */
+const MAX_FAILURES = 5;
 
 export class JobDetail {
   /** @param {HTMLElement} root  @param {{confirm(title:string, text:string, action:string):Promise<boolean>, toast(text:string, kind?:string):void}} ui */
@@ -32,15 +35,18 @@ export class JobDetail {
     };
     this.meta = el('dl', { class: 'meta' });
     this.thumbs = el('div', { class: 'thumbs', hidden: true });
+    /** The thumbnail page shown: null follows the latest frames. */
+    this.thumbPage = null;
+    this.failures = el('div', { class: 'failures', hidden: true });
     const logRoot = el('div', { class: 'log' });
-    this.log = new LogView(logRoot);
+    this.log = new LogView(logRoot, { onExpand: (on) => this.content.classList.toggle('log-expanded', on) });
     const actions = el('div', { class: 'actions' }, Object.values(this.buttons));
     this.queueActions = new JobQueueActions(actions, ui); // Pause/Resume, Remove (queue-controls.js)
     this.content = el('div', { class: 'detail-content', hidden: true },
       el('div', { class: 'detail-head' }, this.title, this.badge),
       this.bar,
       actions,
-      this.meta, this.thumbs, logRoot);
+      this.meta, this.failures, this.thumbs, logRoot);
     root.append(this.placeholder, this.content);
   }
 
@@ -57,6 +63,10 @@ export class JobDetail {
     this.meta.replaceChildren();
     this.thumbs.replaceChildren();
     this.thumbs.hidden = true;
+    this.thumbPage = null;
+    this.thumbsKey = null;
+    this.failures.replaceChildren();
+    this.failures.hidden = true;
     if (summary) this.update(summary);
     this.log.open(jobId);
     this.refresh();
@@ -87,6 +97,7 @@ export class JobDetail {
       this.detail = d;
       if (!this.summary || this.summary.id !== id) this.update(d);
       this.renderMeta(d);
+      this.renderFailures(d);
       this.renderThumbs(d);
     } catch (err) {
       if (id === this.jobId) this.ui.toast(`Cannot load job ${id}: ${err.message}`, 'error');
@@ -111,17 +122,38 @@ export class JobDetail {
     this.meta.replaceChildren(...rows.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));
   }
 
+  /** Each failed task: how its last run ended, where, and the last lines it wrote to stderr. */
+  renderFailures(d) {
+    const failed = d.taskList.filter((t) => t.state === 'failed');
+    this.failures.hidden = failed.length === 0;
+    if (failed.length === 0) return this.failures.replaceChildren();
+    const items = failed.slice(0, MAX_FAILURES).map((t) => {
+      const frames = t.frames.length === 0 ? '' : t.frames.length === 1 ? ` (frame ${t.frames[0]})` : ` (frames ${framesText(t.frames)})`;
+      const how = t.reason ?? (t.signal ? `killed by ${t.signal}` : `exit code ${t.exitCode}`);
+      const where = `${t.host ? ` on ${t.host}` : ''}, after ${t.attempts} ${t.attempts === 1 ? 'run' : 'runs'}`;
+      const tail = t.stderrTail ?? [];
+      return el('li', {},
+        el('div', { class: 'failure-head' }, el('b', {}, `Task ${t.number ?? t.seq + 1}${frames} failed: `), how, el('span', { class: 'muted' }, where)),
+        tail.length ? el('pre', { class: 'stderr-tail', title: 'the last lines it wrote to stderr' }, tail.join('\n')) : el('div', { class: 'muted' }, 'It wrote nothing to stderr.'));
+    });
+    const more = failed.length > MAX_FAILURES ? el('li', { class: 'muted' }, `… and ${failed.length - MAX_FAILURES} more failed tasks (kqctl show ${d.id})`) : null;
+    this.failures.replaceChildren(el('h3', {}, 'Failures'), el('ul', {}, items, more));
+  }
+
   renderThumbs(d) {
     if (!d.output || !IMAGE.test(d.output)) {
       this.thumbs.hidden = true;
       return;
     }
-    // Finished frames, newest task first; the image URL changes when a task is rendered again.
+    // Finished frames in frame order, a page at a time; the image URL changes when a task is rendered again.
     const done = d.taskList.filter((t) => t.state === 'completed')
-      .flatMap((t) => (t.frames.length ? t.frames : [null]).map((f) => ({ frame: f, at: t.finishedAt })));
+      .flatMap((t) => (t.frames.length ? t.frames : [null]).map((f) => ({ frame: f, at: t.finishedAt })))
+      .sort((a, b) => (a.frame ?? 0) - (b.frame ?? 0));
     const total = d.framesTotal || 1;
-    const shown = done.slice(-MAX_THUMBS);
-    const key = shown.map((s) => `${s.frame}@${s.at}`).join(',');
+    const pages = Math.max(1, Math.ceil(done.length / THUMBS_PER_PAGE));
+    const page = this.thumbPage === null ? pages - 1 : Math.min(this.thumbPage, pages - 1);
+    const shown = done.slice(page * THUMBS_PER_PAGE, (page + 1) * THUMBS_PER_PAGE);
+    const key = `${page}/${pages}:` + shown.map((s) => `${s.frame}@${s.at}`).join(',');
     if (key === this.thumbsKey && !this.thumbs.hidden) return;
     this.thumbsKey = key;
     this.thumbs.hidden = false;
@@ -139,10 +171,19 @@ export class JobDetail {
       });
       return item;
     });
+    const go = (p) => {
+      this.thumbPage = p >= pages - 1 ? null : p; // the last page keeps following new frames
+      this.renderThumbs(d);
+    };
+    const range = shown.length && shown[0].frame !== null ? ` · frames ${shown[0].frame}–${shown[shown.length - 1].frame}` : '';
+    const nav = pages > 1 ? el('span', { class: 'thumbs-nav' },
+      el('button', { type: 'button', class: 'btn small', disabled: page === 0, onclick: () => go(page - 1) }, 'Earlier'),
+      el('span', { class: 'muted' }, `page ${page + 1} of ${pages}`),
+      el('button', { type: 'button', class: 'btn small', disabled: page >= pages - 1, onclick: () => go(page + 1) }, 'Later')) : null;
     this.thumbs.replaceChildren(
       el('div', { class: 'thumbs-head' }, el('h3', {}, 'Frames'),
-        el('span', { class: 'muted' }, done.length === 0 ? 'none finished yet'
-          : `${done.length} of ${total} finished${done.length > shown.length ? ` · latest ${shown.length} shown` : ''}`)),
+        el('span', { class: 'muted' }, done.length === 0 ? 'none finished yet' : `${done.length} of ${total} finished${pages > 1 ? range : ''}`),
+        el('span', { class: 'spacer-flex' }), nav),
       el('div', { class: 'thumbs-grid' }, items));
   }
 

@@ -44,10 +44,14 @@ export function framesText(frames) {
   return frames.length === 1 ? String(frames[0]) : `${frames[0]}–${frames[frames.length - 1]}`;
 }
 
-/** `3/12 · 31%`, or just the percent for a job without frames. */
+/** `3/12 · 31%`, or tasks for a job without frames: `0/1 task · 40%`. */
 export function progressText(job) {
   const pct = `${Math.floor(job.progress ?? 0)}%`;
-  return job.framesTotal > 0 ? `${job.framesDone}/${job.framesTotal} · ${pct}` : pct;
+  if (job.framesTotal > 0) return `${job.framesDone}/${job.framesTotal} · ${pct}`;
+  const t = job.tasks;
+  if (!t) return pct;
+  const total = t.waiting + t.running + t.completed + t.failed + t.cancelled;
+  return `${t.completed}/${total} ${total === 1 ? 'task' : 'tasks'} · ${pct}`;
 }
 
 export function badge(state) {

@@ -29,16 +29,27 @@ function visible(line) {
 }
 
 export class LogView {
-  constructor(root) {
+  /** @param {HTMLElement} root  @param {{onExpand?(expanded:boolean):void}} [handlers] */
+  constructor(root, handlers = {}) {
     this.body = el('div', { class: 'log-body', role: 'log', 'aria-live': 'off', tabindex: 0 });
     this.follow = el('input', { type: 'checkbox', checked: true, id: 'log-follow' });
     this.download = el('a', { class: 'link', target: '_blank', rel: 'noopener' }, 'Full log');
     this.status = el('span', { class: 'muted log-status' });
+    // The log can take the whole panel (the job's other parts fold away) and give it back.
+    this.expanded = false;
+    this.expand = el('button', { type: 'button', class: 'link-btn', title: 'Give the log the whole panel', onclick: () => {
+      this.expanded = !this.expanded;
+      this.expand.textContent = this.expanded ? 'Collapse' : 'Expand';
+      this.expand.title = this.expanded ? 'Show the job\'s details again' : 'Give the log the whole panel';
+      handlers.onExpand?.(this.expanded);
+      if (this.follow.checked) this.scrollDown();
+    } }, 'Expand');
     root.append(
       el('div', { class: 'log-head' },
         el('h3', {}, 'Render log'), this.status,
         el('span', { class: 'spacer-flex' }),
         el('label', { class: 'toggle', for: 'log-follow' }, this.follow, 'Follow'),
+        this.expand,
         this.download),
       this.body);
     this.source = null;

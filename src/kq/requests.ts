@@ -110,7 +110,7 @@ export class RequestHandler {
         checkDeliverable(prepared);
         const { tasksUnqueued, ...job } = store.submitJob(prepared);
         if (tasksUnqueued > 0) scheduler.queuer.add(job.id);
-        publisher.appendLog(job.id, `[kq] job ${job.id} "${printable(job.name)}" submitted at ${job.submittedAt}: ${job.framesTotal} frames\n`);
+        publisher.appendLog(job.id, `[kq] job ${job.id} "${printable(job.name)}" submitted at ${job.submittedAt}: ${sizeText(job)}\n`);
         if (job.after.length > 0) publisher.appendLog(job.id, `[kq] job ${job.id} runs after job(s) ${job.after.join(', ')} have Completed\n`);
         this.d.log.info({ job: job.id, name: job.name, frames: job.framesTotal }, 'job submitted');
         publisher.announceJob(job.id);
@@ -227,4 +227,11 @@ export class RequestHandler {
     if (!job) throw new RequestError('not-found', `no job with id ${jobId}`);
     return job;
   }
+}
+
+/** `240 frames`, or for a job without frames its tasks: `1 task (no frames)`. */
+function sizeText(job: { framesTotal: number; tasks: Record<string, number> }): string {
+  if (job.framesTotal > 0) return `${job.framesTotal} frames`;
+  const n = Object.values(job.tasks).reduce((a, b) => a + b, 0);
+  return `${n} ${n === 1 ? 'task' : 'tasks'} (no frames)`;
 }
