@@ -99,7 +99,7 @@ print("panel status: %(state)s %(progress).1f%% %(frames_done)d/%(frames_total)d
     for (const f of frames) expect(readPng(path.join(dir, 'frames', f))).toEqual({ width: 80, height: 60 });
     const log = (await kq.ctl('log', String(id))).stdout;
     expect(log).toContain('Blender 3.');
-    expect(log.match(/^Saved: '.*shot_000\d\.png'$/gm)).toHaveLength(4);
+    expect(log.match(/^(\[t\d+ f[\d-]+\] )?Saved: '.*shot_000\d\.png'$/gm)).toHaveLength(4); // a job of several tasks: lines carry [tN fA-B]
     // The monitor shows the frames Blender wrote.
     const thumb = await fetch(`${kq.info.httpUrl}api/jobs/${id}/output?frame=3`);
     expect(thumb.status).toBe(200);
