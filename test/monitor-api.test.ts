@@ -72,7 +72,7 @@ describe('JSON API', () => {
     const log = (await http(kq, 'GET', '/api/jobs/1/log')).json;
     expect(log).toMatchObject({ from: 0, state: 'Completed' });
     expect(log.text).toBe((await kq.json('log', '1')).text);
-    expect(log.text).toMatch(/^frame 3$/m);
+    expect(log.text).toMatch(/^\[t2 f3-4\] frame 3$/m); // a job of several tasks: lines carry their task and frames
     expect((await http(kq, 'GET', '/api/jobs/1/log?from=5&max=10')).json).toMatchObject({ from: 5, next: 15, text: log.text.slice(5, 15) });
     const text = await http(kq, 'GET', '/api/jobs/1/log?format=text');
     expect(text.headers.get('content-type')).toBe('text/plain; charset=utf-8');

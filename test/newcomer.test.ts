@@ -100,12 +100,13 @@ describe('logs worth reading', () => {
     expect(log.match(/Rendered \d+ of 400 pixels/g)).toEqual(['Rendered 400 of 400 pixels']);
   });
 
-  it('a burst that ends the output keeps its last value', async () => {
+  it('a burst keeps its last value when another line follows it on the same row, and when it ends the output', async () => {
     const kq = await start({ numAgents: 1 });
-    const id = await kq.submit('--', 'sh', '-c', 'printf "50%% done\\r75%% done\\r100%% done\\r"');
+    // POV-Ray ends a frame's counter with \r and then, sometimes without a \n, its statistics.
+    const id = await kq.submit('--', 'sh', '-c', 'printf "10%% done\\r50%% done\\r"; sleep 0.2; printf "Render Statistics\\n20%% done\\r100%% done\\r"');
     await kq.waitJob(id);
-    const log = (await kq.ctl('log', String(id))).stdout.split('\n').filter((l) => !l.startsWith('[kq]')).join('\n');
-    expect(log.match(/\d+% done/g)).toEqual(['100% done']);
+    const log = (await kq.ctl('log', String(id))).stdout.split('\n').filter((l) => !l.startsWith('[kq]'));
+    expect(log).toEqual(['50% done', 'Render Statistics', '100% done']);
   });
 
   it('lines of a job of several tasks carry a task/frames prefix; log --tail N prints the last N lines', async () => {

@@ -34,6 +34,8 @@ export interface RunResult {
 /** Environment variables a render keeps under --minimal-env True. */
 const MINIMAL_ENV_KEYS = ['PATH', 'HOME', 'USER', 'LOGNAME', 'LANG', 'LC_ALL', 'TMPDIR', 'TZ'];
 const MAX_LINE = 64 * 1024;
+/** How long a line ended by \r waits for a \n (then it is a redraw). */
+const PENDING_CR_MS = 30;
 
 export class TaskRun {
   private endReason: string | null = null;
@@ -111,8 +113,18 @@ export class TaskRun {
         if (stream === child.stderr) this.stderr.push(complete);
         this.o.onLines(complete);
       };
-      stream.on('data', (chunk: Buffer) => emit(lines.push(chunk)));
-      stream.on('end', () => emit(lines.end()));
+      // A chunk ending in \r may be half of \r\n: the splitter waits for the next chunk, or this moment.
+      let pending: NodeJS.Timeout | null = null;
+      stream.on('data', (chunk: Buffer) => {
+        if (pending) clearTimeout(pending);
+        pending = null;
+        emit(lines.push(chunk));
+        if (lines.hasPending) pending = setTimeout(() => { pending = null; emit(lines.flushPending()); }, PENDING_CR_MS);
+      });
+      stream.on('end', () => {
+        if (pending) clearTimeout(pending);
+        emit(lines.end());
+      });
     }
     const ended = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; error: NodeJS.ErrnoException | null }>((resolve) => {
       child.once('error', (error: NodeJS.ErrnoException) => resolve({ code: null, signal: null, error }));

@@ -56,8 +56,8 @@ export class JobLogs {
 
   /**
    * Append a task's output lines, honouring the per-task cap. A line the agent marks as redrawn (ended by
-   * a lone \r: a progress counter) is held back and replaced by the next line, as a terminal shows it, so
-   * a burst of redraws leaves its last value, not a line per redraw (endTask writes one still held).
+   * a lone \r: a progress counter) is held back and replaced by the next redraw, so a burst of redraws
+   * leaves its last value, not a line per redraw (endTask writes one still held at the end).
    * `prefix` (e.g. `[t3 f9-12] `) starts each line. Returns what was written, or null if nothing was.
    */
   appendTaskOutput(jobId: number, taskKey: string, lines: string[], prefix = ''): { offset: number; text: string } | null {
@@ -68,6 +68,9 @@ export class JobLogs {
         held = line.slice(0, -1);
         continue;
       }
+      // The counter's own last value (same text but its numbers) replaces the held redraw; any other line
+      // ends the burst, and the held value is kept before it (POV-Ray's 100% is often followed by `---` on its row).
+      if (held !== null && counterShape(held) !== counterShape(line)) kept.push(held);
       held = null;
       kept.push(line);
     }
@@ -155,6 +158,11 @@ export class JobLogs {
     }
     return log;
   }
+}
+
+/** A line with its numbers blanked: `Rendered 9 of 10 pixels` and `Rendered 10 of 10 pixels` are the same counter. */
+function counterShape(line: string): string {
+  return line.replace(/\d+(\.\d+)?/g, '#');
 }
 
 /** Length of the longest prefix that does not end inside a UTF-8 character (reads never split one). */
