@@ -102,8 +102,7 @@ export class Scheduler {
   applyOutcome(agentId: string, o: TaskOutcome): void {
     const result = this.d.store.finishTask({ agentId, taskId: o.taskId, attempt: o.attempt }, o.exitCode, o.reason, o.signal, o.stderrTail);
     const key = `${o.taskId}.${o.attempt}`;
-    const last = this.d.logs.endTask(key);
-    if (last) this.d.publisher.publishLog(last.jobId, last.offset, last.text);
+    this.endAttemptLog(key);
     this.d.progress.end(key);
     if (result.outcome === 'ignored') return this.dispatch();
     const log = (text: string) => this.d.publisher.appendLog(result.jobId, text);
@@ -167,7 +166,7 @@ export class Scheduler {
   agentGone(agentId: string, why: string): void {
     const running = this.d.store.runningAttempts(agentId);
     const jobs = this.d.store.agentGone(agentId, why);
-    for (const t of running) this.d.publisher.appendLog(t.jobId, `[kq] task ${t.number} attempt ${t.attempt} interrupted: ${why}; requeued\n`);
+    for (const t of running) this.interrupted(t, why);
     this.afterChange(jobs);
   }
 
@@ -175,7 +174,20 @@ export class Scheduler {
   requeueAll(why: string): void {
     const running = this.d.store.runningAttempts();
     this.d.store.requeueAll(why);
-    for (const t of running) this.d.publisher.appendLog(t.jobId, `[kq] task ${t.number} attempt ${t.attempt} interrupted: ${why}; requeued\n`);
+    for (const t of running) this.interrupted(t, why);
+  }
+
+  /** The job's log says an attempt was cut short (after the last value of a counter it was redrawing). */
+  private interrupted(t: { jobId: number; taskId: number; number: number; attempt: number }, why: string): void {
+    this.endAttemptLog(`${t.taskId}.${t.attempt}`);
+    this.d.progress.end(`${t.taskId}.${t.attempt}`);
+    this.d.publisher.appendLog(t.jobId, `[kq] task ${t.number} attempt ${t.attempt} interrupted: ${why}; requeued\n`);
+  }
+
+  /** An attempt's output is over: a redrawn line still held back is written (and followers get it). */
+  private endAttemptLog(key: string): void {
+    const last = this.d.logs.endTask(key);
+    if (last) this.d.publisher.publishLog(last.jobId, last.offset, last.text);
   }
 
   /** Agents silent past the timeout are lost: their tasks are requeued; a local one is killed and replaced. */
@@ -186,7 +198,7 @@ export class Scheduler {
     for (const { agent, requeuedJobs, renderPids } of lost) {
       this.d.log.warn({ agent: agent.id, host: agent.host, lastSeen: agent.lastSeen }, 'agent lost: no heartbeat');
       for (const t of running.filter((r) => requeuedJobs.includes(r.jobId) && r.agentId === agent.id)) {
-        this.d.publisher.appendLog(t.jobId, `[kq] task ${t.number} attempt ${t.attempt} interrupted: agent ${agent.id} on ${agent.host} lost (silent for over ${this.d.agentTimeoutMs} ms); requeued\n`);
+        this.interrupted(t, `agent ${agent.id} on ${agent.host} lost (silent for over ${this.d.agentTimeoutMs} ms)`);
       }
       // A local agent that hangs is killed and replaced; a remote one is told to drop its task if it wakes.
       if (agent.local && agent.host === os.hostname() && this.d.ownsLocalAgent(agent.pid)) {

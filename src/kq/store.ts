@@ -559,10 +559,10 @@ export class Store {
   }
 
   /** Running task attempts (of one agent, or all): to say in their jobs' logs that they were interrupted. */
-  runningAttempts(agentId?: string): Array<{ jobId: number; number: number; attempt: number; agentId: string | null }> {
+  runningAttempts(agentId?: string): Array<{ jobId: number; taskId: number; number: number; attempt: number; agentId: string | null }> {
     const rows = (agentId === undefined ? this.cached(`SELECT * FROM tasks INDEXED BY tasks_by_agent WHERE state = 'running'`).all()
       : this.stmt.runningByAgent.all(agentId)) as TaskRow[];
-    return rows.map((t) => ({ jobId: t.job_id, number: t.seq + 1, attempt: t.attempts, agentId: t.agent_id }));
+    return rows.map((t) => ({ jobId: t.job_id, taskId: t.id, number: t.seq + 1, attempt: t.attempts, agentId: t.agent_id }));
   }
 
   /** A task's number within its job as people see it (1-based), or null for an unknown task. */
