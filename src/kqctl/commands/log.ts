@@ -101,7 +101,7 @@ async function follow(client: KqClient, jobId: number, out: LogOutput, from: num
       return chunk;
     } catch (err) {
       if (!(err instanceof CliError) || err.exitCode !== EXIT.unreachable) throw err;
-      if (!away) process.stderr.write(`kqctl: kq is not answering (${err.message.split(':')[0]}); still following, waiting for it to come back (Ctrl-C to stop)\n`);
+      if (!away) process.stderr.write(`kqctl: kq at ${client.endpoint} is not answering; still following, waiting for it to come back (Ctrl-C to stop)\n`);
       away = true;
       return null;
     }
