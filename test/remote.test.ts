@@ -444,19 +444,23 @@ describe.skipIf(!NETNS)('agents in another network namespace', () => {
 
 interface Netns { name: string; hostAddress: string; peerAddress: string }
 
-/** `ip netns add` plus a veth pair 10.200.0.1/24 (here) ↔ 10.200.0.2/24 (there); null where not permitted. */
+/**
+ * `ip netns add` plus a veth pair 10.A.B.1/30 (here) ↔ 10.A.B.2/30 (there), A.B taken from this process's
+ * pid so that two test runs on one machine never share a subnet; null where not permitted.
+ */
 function setUpNetns(): Netns | null {
   const id = process.pid % 100000;
-  const ns: Netns = { name: `kqtest${id}`, hostAddress: '10.200.0.1', peerAddress: '10.200.0.2' };
+  const net = `10.${200 + ((process.pid >> 8) % 50)}.${process.pid % 64 * 4}`;
+  const ns: Netns = { name: `kqtest${id}`, hostAddress: `${net}.1`, peerAddress: `${net}.2` };
   const here = `kqh${id}`;
   const there = `kqp${id}`;
   const steps = [
     ['netns', 'add', ns.name],
     ['link', 'add', here, 'type', 'veth', 'peer', 'name', there],
     ['link', 'set', there, 'netns', ns.name],
-    ['addr', 'add', `${ns.hostAddress}/24`, 'dev', here],
+    ['addr', 'add', `${ns.hostAddress}/30`, 'dev', here],
     ['link', 'set', here, 'up'],
-    ['netns', 'exec', ns.name, 'ip', 'addr', 'add', `${ns.peerAddress}/24`, 'dev', there],
+    ['netns', 'exec', ns.name, 'ip', 'addr', 'add', `${ns.peerAddress}/30`, 'dev', there],
     ['netns', 'exec', ns.name, 'ip', 'link', 'set', there, 'up'],
     ['netns', 'exec', ns.name, 'ip', 'link', 'set', 'lo', 'up'],
   ];
