@@ -1,7 +1,8 @@
 /**
  * The README's setup, as a newcomer types it: the commands are read from the README's own code blocks and
- * run by bash, with bare program names. Only two things differ from a person's machine, both by npm's and
- * kq's own settings: npm's global prefix is a temp dir (npm_config_prefix), and HOME is a temp dir, so the
+ * run by bash, with bare program names. Only three things differ from a person's machine, all by npm's and
+ * kq's own settings: npm's global prefix is a temp dir (npm_config_prefix), scripts are not run again (the
+ * checkout is built; a rebuild would pull dist/ from under the other tests), and HOME is a temp dir, so the
  * test touches nothing machine-wide. Also: the lockfile installs on this Node without EBADENGINE warnings.
  */
 import fs from 'node:fs';
@@ -46,7 +47,9 @@ describe('setup as the README writes it', () => {
     const install = steps[1]!;
     const home = tempDir('kq-home-');
     const prefix = tempDir('kq-prefix-');
-    const env = { HOME: home, npm_config_prefix: prefix, PATH: `${path.join(prefix, 'bin')}:${process.env.PATH}` };
+    // ignore_scripts: the checkout is built already, and `npm install -g .` would otherwise run `prepare`,
+    // rebuilding dist/ under every other test file that is starting kq at that moment.
+    const env = { HOME: home, npm_config_prefix: prefix, npm_config_ignore_scripts: 'true', PATH: `${path.join(prefix, 'bin')}:${process.env.PATH}` };
     const bash = (script: string, cwd: string, timeout = 120_000) =>
       execa('bash', ['-euc', script], { cwd, env, reject: false, all: true, timeout, detached: true });
 
