@@ -252,8 +252,9 @@ describe('kq --slurm-autoscale', () => {
     const log = kq.log();
     expect(log).toMatch(/slurm autoscale: submitted Slurm job \d+/);
     expect(log).toMatch(/slurm autoscale: cancelled \d+_\d+.*idle/);
-    const agentsOut = await kq.ctl('agents');
-    expect(agentsOut.stdout).toMatch(/Slurm autoscale: 0 agent job\(s\); min 0, max 3, idle 2s/);
+    // squeue may still list the cancelled jobs for a moment: the status catches up on its next look.
+    await waitFor('the autoscaler status to show 0 agent jobs',
+      async () => /Slurm autoscale: 0 agent job\(s\); min 0, max 3, idle 2s/.test((await kq.ctl('agents')).stdout), 30_000, 500);
   }, 240_000);
 
   it('finds its agent jobs again after kq dies (no second submission) and releases them on a clean stop', async () => {
