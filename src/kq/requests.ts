@@ -50,15 +50,6 @@ export interface RemoveReply { removed: number[] }
 export class RequestHandler {
   constructor(private readonly d: RequestDeps) {}
 
-  /**
-   * Answer one validated request from the socket (`routingId` is the sender's ZeroMQ identity) and
-   * dispatch afterwards, so an agent never sees an assignment before its registration reply.
-   * Throws RequestError for bad input or unknown jobs.
-   */
-  handle(req: Request, routingId: string): unknown {
-    return this.answer(req, routingId);
-  }
-
   /** Called once the reply is on its way. */
   afterReply(req: Request): void {
     if (DISPATCHING.has(req.type)) this.d.scheduler.dispatch();
@@ -75,12 +66,17 @@ export class RequestHandler {
       throw new RequestError('bad-request', `invalid request: ${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'unknown'}`);
     }
     if (parsed.data.type === 'register') throw new RequestError('bad-request', 'agents register over the request socket');
-    const data = this.answer(parsed.data, '');
+    const data = this.handle(parsed.data, '');
     this.afterReply(parsed.data);
     return data;
   }
 
-  private answer(req: Request, routingId: string): unknown {
+  /**
+   * Answer one validated request (`routingId`: the sender's ZeroMQ routing id, hex; '' in process). The
+   * caller dispatches afterwards (afterReply), so an agent never sees an assignment before its registration
+   * reply. Throws RequestError for bad input or unknown jobs.
+   */
+  handle(req: Request, routingId: string): unknown {
     const { store, scheduler, publisher } = this.d;
     switch (req.type) {
       case 'ping':
