@@ -55,17 +55,18 @@ export function runParallel(n: number, p: number, cmd: string[], cwd?: string): 
  * task-spooler with its own socket and TMPDIR (never anyone else's queue): start a server with P slots,
  * queue N commands (one `tsp` client process each, as a user would), wait until the last ones ended.
  * By default each job's output goes to a file, as with a plain `tsp CMD` (kq keeps every task's output
- * too); `noOutput` adds `-n` (no output file).
+ * too); `noOutput` adds `-n` (no output file); `appendIndex` passes each command its number 1..N, as
+ * `for i in $(seq N); do tsp CMD $i; done` would.
  */
-export async function runTsp(tsp: string, n: number, p: number, cmd: string[], noOutput = false): Promise<TimedResult> {
+export async function runTsp(tsp: string, n: number, p: number, cmd: string[], noOutput = false, appendIndex = false): Promise<TimedResult> {
   const dir = tempDir('kq-bench-tsp-');
   const env = { ...process.env, TS_SOCKET: path.join(dir, 'socket'), TMPDIR: dir, TS_MAXFINISHED: String(n + 10) };
   const c = cmd.map(shq).join(' ');
-  // The ids of the last P jobs: waiting on each covers every job (they start in order, P at a time).
+  // Wait on every job not finished yet (they start in order, P at a time, but need not end in order).
   const script = `${shq(tsp)} -S ${p} >/dev/null
-i=0; while [ $i -lt ${n} ]; do ${shq(tsp)}${noOutput ? ' -n' : ''} ${c} >/dev/null || exit 1; i=$((i+1)); done
-for id in $(${shq(tsp)} -l | awk 'NR>1 {print $1}' | sort -n | tail -n ${p}); do ${shq(tsp)} -w $id >/dev/null 2>&1; done
-${shq(tsp)} -l | awk 'NR>1 && $2 != "finished" {bad++} END {exit bad>0}'`;
+i=0; while [ $i -lt ${n} ]; do i=$((i+1)); ${shq(tsp)}${noOutput ? ' -n' : ''} ${c}${appendIndex ? ' $i' : ''} >/dev/null || { echo "tsp refused job $i" >&2; exit 1; }; done
+for id in $(${shq(tsp)} -l | awk 'NR>1 && $2 != "finished" {print $1}'); do ${shq(tsp)} -w $id >/dev/null 2>&1; done
+${shq(tsp)} -l | awk 'NR>1 && $2 != "finished" {bad++; if (bad < 3) print "not finished: " $0 > "/dev/stderr"} END {exit bad>0}'`;
   try {
     return await runTimed('sh', ['-c', script], { env });
   } finally {

@@ -15,11 +15,12 @@ import { scenarioA } from './scenarios/a-true.js';
 import { scenarioB } from './scenarios/b-povray.js';
 import { scenarioC } from './scenarios/c-list.js';
 import { scenarioD } from './scenarios/d-scale.js';
+import { scenarioP } from './scenarios/p-pipeline.js';
 import { soak } from './scenarios/soak.js';
 import { summarizeProfile } from './profile.js';
 
-const SCENARIOS: Record<string, (ctx: Context) => Promise<ScenarioResult>> = { a: scenarioA, b: scenarioB, c: scenarioC, d: scenarioD };
-const USAGE = `usage: npm run bench -- [--quick] [--only a,b,c,d] [--reps N] [--profile] [--kq-root DIR] [--no-write] | --soak DURATION (e.g. 30s, 10m) | --rewrite-readme; --merge with --only replaces those scenarios in results.json`;
+const SCENARIOS: Record<string, (ctx: Context) => Promise<ScenarioResult>> = { a: scenarioA, b: scenarioB, c: scenarioC, d: scenarioD, p: scenarioP };
+const USAGE = `usage: npm run bench -- [--quick] [--only a,b,c,d,p] [--reps N] [--profile] [--kq-root DIR] [--no-write] | --soak DURATION (e.g. 30s, 10m) | --rewrite-readme; --merge with --only replaces those scenarios in results.json`;
 
 function parseArgs(argv: string[]) {
   const o = { quick: false, only: Object.keys(SCENARIOS), reps: 0, profile: false, write: true, soakMs: 0, kqRoot: undefined as string | undefined, rewrite: false, merge: false };

@@ -39,7 +39,7 @@ export async function scenarioC(ctx: Context): Promise<ScenarioResult> {
       title: '(c) `kqctl list` round trip (10 jobs in the table)',
       rows,
       metrics: {},
-      floors: [floor('kqctl list ÷ node -e 0', ratio(rows, LIST, NODE0), 1.5, 'max', '×', minRatio(rows, LIST, NODE0))],
+      floors: [floor('kqctl list ÷ node -e 0', ratio(rows, LIST, NODE0), 1.3, 'max', '×', minRatio(rows, LIST, NODE0))],
       notes: [],
       profiles,
     };
