@@ -31,6 +31,7 @@ Exit codes: 0 ok, 2 bad usage or input (also: no such install root there), 3 kq 
     .addOption(new Option('--node <path>', 'node binary on that machine (default: node on its PATH)'))
     .addOption(new Option('--skip-checks', "don't let StartAgents.sh check that the kq host resolves and its ports answer there").default(false))
     .addOption(new Option('--key-name <name>', 'when kq requires CURVE: the allowlisted client the agents use, made if missing (default: the --host name)'))
+    .addOption(new Option('--progress', 'print a "progress: …" line on stderr for each step (for the monitor page)').default(false).hideHelp())
     .addOption(new Option('--key-file <file>', "when kq requires CURVE: the agents' secret certificate instead (from kqctl keys add-client)"))
     .addHelpText('after', `
 Example: kqctl remote start --host render2 --num-agents 4 --install-root /opt/kq --data-root /var/tmp/kq

@@ -36,6 +36,8 @@ export interface StartFlags extends SshFlags {
   registerTimeout: number;
   node?: string;
   skipChecks: boolean;
+  /** Hidden: `progress: …` lines on stderr for each step (the monitor page's Launch Remote Agents shows them). */
+  progress: boolean;
 }
 
 export interface StopFlags extends SshFlags {

@@ -7,7 +7,8 @@ import { CliError, EXIT } from '../../exit-codes.js';
 const POLL_MS = 200;
 
 /** Poll kq's agent list until every started agent (same machine name, same pid) is there. */
-export async function waitForRegistration(client: KqClient, result: RemoteStartResult, timeoutMs: number): Promise<Map<number, AgentInfo>> {
+export async function waitForRegistration(client: KqClient, result: RemoteStartResult, timeoutMs: number,
+  onRegistered: (agent: AgentInfo) => void = () => undefined): Promise<Map<number, AgentInfo>> {
   const want = new Set(result.agents.map((a) => a.pid));
   const found = new Map<number, AgentInfo>();
   const deadline = Date.now() + timeoutMs;
@@ -20,7 +21,10 @@ export async function waitForRegistration(client: KqClient, result: RemoteStartR
       if (!(err instanceof CliError && err.exitCode === EXIT.unreachable) || Date.now() >= deadline) throw err;
     }
     for (const a of agents) {
-      if (!a.local && a.host === result.machine && want.has(a.pid) && (a.state === 'idle' || a.state === 'busy')) found.set(a.pid, a);
+      if (!a.local && a.host === result.machine && want.has(a.pid) && (a.state === 'idle' || a.state === 'busy') && !found.has(a.pid)) {
+        found.set(a.pid, a);
+        onRegistered(a);
+      }
     }
     if (found.size === want.size || Date.now() >= deadline) break;
     await new Promise((r) => setTimeout(r, POLL_MS));

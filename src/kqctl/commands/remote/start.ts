@@ -21,11 +21,15 @@ export async function startCommand(client: KqClient, flags: StartFlags): Promise
     update: flags.updatePort ?? envPort('KQ_UPDATE_PORT') ?? info?.updatePort ?? DEFAULT_PORTS.update,
     broadcast: client.address.broadcastPort,
   };
+  const progress = (line: string) => { if (flags.progress) process.stderr.write(`progress: ${line}\n`); };
+  progress(`checking that kq answers (request port ${ports.request})`);
   await client.request('ping', {}); // kq unreachable → exit 3 before touching the remote machine
   const kqHost = await agentsDialAddress(flags, info, client, sshHost);
 
   const started = Date.now();
+  progress(`connecting to ${flags.user}@${sshHost}:${flags.sshPort} over SSH`);
   return withSsh(flags, async (conn) => {
+    progress(`logged in to ${conn.target}${conn.hostKey ? ` (host key ${conn.hostKey.type} ${conn.hostKey.fingerprint})` : ''}`);
     // Only once the machine let us in: a refused host key must not leave a new client in the allowlist.
     const keys = agentKeys(flags, info, sshHost);
     if (keys?.created && !flags.json) {
@@ -33,11 +37,15 @@ export async function startCommand(client: KqClient, flags: StartFlags): Promise
         `(kqctl keys revoke ${keys.name} refuses them)\n`);
     }
     const curve = keys ? await installAgentKeys(conn, dataRootOf(flags), keys) : undefined;
+    progress(`running StartAgents.sh in ${flags.installRoot} for ${flags.numAgents} agent(s) dialing kq at ${kqHost}`);
     const result = await withScripts(conn, flags, () => startRemoteAgents(conn, {
       installRoot: flags.installRoot, dataRoot: dataRootOf(flags), kqHost, ports, numAgents: flags.numAgents,
       node: flags.node, skipChecks: flags.skipChecks, curve,
     }));
-    const registered = await waitForRegistration(client, result, flags.registerTimeout);
+    for (const a of result.agents) progress(`started agent ${a.n} on ${result.machine}: pid ${a.pid}`);
+    progress(`waiting up to ${flags.registerTimeout / 1000}s for ${result.agents.length} agent(s) to register with kq`);
+    const registered = await waitForRegistration(client, result, flags.registerTimeout,
+      (a) => progress(`agent ${a.id} (pid ${a.pid} on ${a.host}) registered with kq`));
     const elapsed = (Date.now() - started) / 1000;
     const missing = result.agents.filter((a) => !registered.has(a.pid));
     if (flags.json) {
