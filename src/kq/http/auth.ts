@@ -95,3 +95,25 @@ export function apiGuard(token: string | null) {
     }
   };
 }
+
+/**
+ * For writes that only the page itself may send (POST /api/remote-agents opens SSH logins with a key of
+ * kq's user): an Origin must be present and name this very host. Browsers send one with every POST.
+ */
+export function isSameOriginRequest(req: FastifyRequest): boolean {
+  const host = parseHost(req.headers.host);
+  const origin = req.headers.origin;
+  if (host === null || typeof origin !== 'string') return false;
+  try {
+    const url = new URL(origin);
+    return url.protocol === 'http:' && url.host === host.host;
+  } catch {
+    return false;
+  }
+}
+
+/** The body is declared JSON (a cross-site form or text/plain "simple request" is not). */
+export function isJsonRequest(req: FastifyRequest): boolean {
+  const type = req.headers['content-type'];
+  return typeof type === 'string' && /^application\/json\s*(?:;|$)/i.test(type);
+}

@@ -17,6 +17,7 @@
  *   POST /api/restart {jobIds, failedOnly?} restart
  *   GET  /api/agents                      agents            → AgentInfo[]
  *   pause, resume, priority, remove, clean: see queue-routes.ts
+ *   GET/POST /api/remote-agents           Launch Remote Agents (kqctl remote start): see remote-routes.ts
  *   GET  /api/slurm                       the Slurm autoscaler's status (kq --slurm-autoscale) or null
  *   GET  /api/events                      live jobs and agents → text/event-stream (see sse.ts)
  * Errors: {code, error} with 400 (bad-request), 401 (token), 403, 404 (not-found) or 500 (internal).
@@ -31,6 +32,7 @@ import { JobStateSchema, type JobDetail, type JobState, type JobSummary } from '
 import { RequestError } from '../submit.js';
 import { logStart, streamLog } from './log-stream.js';
 import { registerQueueRoutes } from './queue-routes.js';
+import { registerRemoteRoutes } from './remote-routes.js';
 import { SseStream, type MonitorBackend, type MonitorHub, type SseStreams } from './sse.js';
 
 export interface RouteContext {
@@ -149,6 +151,7 @@ export function registerRoutes(app: FastifyInstance, c: RouteContext): void {
   app.get('/api/agents', async () => backend.request({ type: 'agents' }));
 
   registerQueueRoutes(app, c); // pause, resume, priority, remove, clean (queue-routes.ts)
+  registerRemoteRoutes(app, c); // Launch Remote Agents (remote-routes.ts)
 
   app.get('/api/events', async (req, reply) => {
     const stream = new SseStream(req, reply, c.sse);
