@@ -8,6 +8,7 @@ import { JobsTable } from './jobs-table.js';
 import { JobDetail } from './detail.js';
 import { AgentsPanel } from './agents.js';
 import { QueueToggle, SubmitForm } from './queue-controls.js';
+import { RemoteAgentsDialog } from './remote-agents.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -52,6 +53,7 @@ const detail = new JobDetail($('detail'), { confirm: confirmAction, toast });
 const queueToggle = new QueueToggle($('queue-controls'), { toast });
 new SubmitForm($('queue-controls'), { toast, onSubmitted: () => {} });
 const agents = new AgentsPanel($('agents'), { onSelectJob: (id) => { select(id); table.reveal(id); } });
+new RemoteAgentsDialog($('agents').querySelector('.panel-head'), { toast });
 
 // State filter chips: All + one per state, with live counts.
 const chips = new Map();
