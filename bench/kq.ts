@@ -126,7 +126,7 @@ export class KqUnderTest {
 
   /** KqClient allows one request at a time (one pending zeromq receive): callers queue here. */
   private chain: Promise<unknown> = Promise.resolve();
-  request<T>(type: 'agents' | 'submit' | 'show' | 'list' | 'stop', body: object): Promise<T> {
+  request<T>(type: 'agents' | 'submit' | 'show' | 'list' | 'stop' | 'pause' | 'resume', body: object): Promise<T> {
     const next = this.chain.then(() => this.client.request<T>(type, body as never));
     this.chain = next.catch(() => undefined);
     return next;

@@ -16,14 +16,15 @@ import { scenarioB } from './scenarios/b-povray.js';
 import { scenarioC } from './scenarios/c-list.js';
 import { scenarioD } from './scenarios/d-scale.js';
 import { scenarioP } from './scenarios/p-pipeline.js';
+import { scenarioS } from './scenarios/s-farm.js';
 import { soak } from './scenarios/soak.js';
 import { summarizeProfile } from './profile.js';
 
-const SCENARIOS: Record<string, (ctx: Context) => Promise<ScenarioResult>> = { a: scenarioA, b: scenarioB, c: scenarioC, d: scenarioD, p: scenarioP };
-const USAGE = `usage: npm run bench -- [--quick] [--only a,b,c,d,p] [--reps N] [--profile] [--kq-root DIR] [--no-write] | --soak DURATION (e.g. 30s, 10m) | --rewrite-readme; --merge with --only replaces those scenarios in results.json`;
+const SCENARIOS: Record<string, (ctx: Context) => Promise<ScenarioResult>> = { a: scenarioA, b: scenarioB, c: scenarioC, d: scenarioD, p: scenarioP, s: scenarioS };
+const USAGE = `usage: npm run bench -- [--quick] [--only a,b,c,d,p,s] [--reps N] [--profile] [--kq-root DIR] [--farm-agents N] [--farm-tasks N] [--farm-render-ms 0,50,250] [--no-write] | --soak DURATION (e.g. 30s, 10m) | --rewrite-readme; --merge with --only replaces those scenarios in results.json`;
 
 function parseArgs(argv: string[]) {
-  const o = { quick: false, only: Object.keys(SCENARIOS), reps: 0, profile: false, write: true, soakMs: 0, kqRoot: undefined as string | undefined, rewrite: false, merge: false };
+  const o = { quick: false, only: Object.keys(SCENARIOS), reps: 0, profile: false, write: true, soakMs: 0, kqRoot: undefined as string | undefined, rewrite: false, merge: false, farm: {} as NonNullable<Context['farm']> };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = () => {
@@ -40,11 +41,15 @@ function parseArgs(argv: string[]) {
     else if (a === '--kq-root') o.kqRoot = path.resolve(value());
     else if (a === '--rewrite-readme') o.rewrite = true;
     else if (a === '--merge') o.merge = true;
+    else if (a === '--farm-agents') o.farm.agents = Number(value());
+    else if (a === '--farm-tasks') o.farm.tasks = Number(value());
+    else if (a === '--farm-render-ms') o.farm.renderMs = value().split(',').map(Number);
     else if (a === '--help' || a === '-h') { console.log(USAGE); process.exit(0); }
     else fail(`unknown argument "${a}"`);
   }
   for (const s of o.only) if (!SCENARIOS[s]) fail(`unknown scenario "${s}" (scenarios: ${Object.keys(SCENARIOS).join(', ')})`);
   if (!Number.isInteger(o.reps) || o.reps < 0) fail('--reps takes a whole number');
+  for (const n of [o.farm.agents, o.farm.tasks, ...(o.farm.renderMs ?? [])]) if (n !== undefined && (!Number.isInteger(n) || n < 0)) fail('--farm-* take whole numbers');
   return o;
 }
 
@@ -58,7 +63,7 @@ const opts = parseArgs(args);
 const peers = findPeers();
 const log = (line: string) => process.stderr.write(`${line}\n`);
 const profileDir = opts.profile ? fs.mkdtempSync(path.join(os.tmpdir(), 'kq-bench-profile-')) : undefined;
-const ctx: Context = { quick: opts.quick, reps: opts.reps || (opts.quick ? 2 : 3), peers, profileDir, kqRoot: opts.kqRoot, log };
+const ctx: Context = { quick: opts.quick, reps: opts.reps || (opts.quick ? 2 : 3), peers, profileDir, kqRoot: opts.kqRoot, farm: opts.farm, log };
 const info: RunInfo = {
   date: new Date().toISOString(), mode: opts.quick ? 'quick' : 'full', args, machine: machine(),
   peers: Object.fromEntries(Object.entries(peers).map(([k, p]) => [k, p && { bin: p.bin, version: p.version }])),

@@ -11,6 +11,8 @@ export interface Context {
   profileDir?: string;
   /** Benchmark another build of kq (a checkout with bin/ and dist/), e.g. to try a fix; default: this one. */
   kqRoot?: string;
+  /** Sizes of the simulated farm (scenario s), when not the defaults. */
+  farm?: { agents?: number; tasks?: number; renderMs?: number[] };
   log(line: string): void;
 }
 
