@@ -76,7 +76,7 @@ class SimAgent {
         v: PROTOCOL_VERSION, rid, type: 'register', agentId: this.id, host: this.host, pid: this.pid, local: false,
         running: null, lastOutcome: null, session: this.session, slurm: null,
       }));
-      const reply = await this.nextReply(rid, 5000);
+      const reply = await this.nextReply(rid, 30_000);
       if (!reply) continue;
       if (reply.ok !== true) throw new Error(`kq refused ${this.id}: ${String(reply.error)}`);
       const data = reply.data as { session: string; heartbeatMs: number };
@@ -102,7 +102,8 @@ class SimAgent {
       while (Date.now() < deadline) {
         const [frame] = await this.dealer.receive();
         const msg = JSON.parse(frame!.toString()) as Record<string, unknown>;
-        if (msg.type === 'reply' && msg.rid === rid) return msg;
+        // A late answer to an earlier attempt is as good: that registration is the live one.
+        if (msg.type === 'reply' && typeof msg.rid === 'string' && msg.rid.startsWith(`${this.id}.`) && (msg.ok === true || msg.rid === rid)) return msg;
       }
     } catch {
       // timed out

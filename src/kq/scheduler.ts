@@ -62,9 +62,15 @@ export class Scheduler {
   private handOut(): void {
     this.reportDependencyEvents();
     if (!this.d.isRunning() || !this.routerQueue || this.d.store.holdsDispatch() || this.d.store.queuePaused()) return;
+    // Nothing waiting: no idle agent need ask (on a big farm that was a claim per idle agent per dispatch).
+    if (!this.d.store.hasReadyTask()) return;
     for (const agent of this.d.store.idleAgents(this.d.epoch)) {
       const claimed = this.d.store.claimTask(agent.id);
-      if (!claimed) continue;
+      if (!claimed) {
+        // The queue ran dry (rather than holding only work this agent's host may not run): the rest need not ask.
+        if (!this.d.store.hasReadyTask()) break;
+        continue;
+      }
       const { session, route, ...task } = claimed;
       const msg: Assign = { v: PROTOCOL_VERSION, type: 'assign', session, task };
       const frame = encode(msg);

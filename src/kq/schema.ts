@@ -120,6 +120,8 @@ const ADDED_COLUMNS: Array<[string, string, string]> = [
 /** Indexes over added columns: created once those columns exist. */
 const AFTER_MIGRATION = `
 CREATE INDEX IF NOT EXISTS tasks_ready ON tasks (state, held, priority DESC, job_id, seq);
+-- dispatch looks for idle agents after every finished task: without scanning a big farm's every agent
+CREATE INDEX IF NOT EXISTS agents_idle ON agents (epoch, last_seen) WHERE state = 'idle' AND confirmed = 1;
 `;
 
 export function addMissingColumns(db: { prepare(sql: string): { all(): unknown[] }; exec(sql: string): unknown }): void {

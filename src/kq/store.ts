@@ -801,6 +801,11 @@ export class Store {
     for (const t of orphans) this.requeue(t, 'agent gone while kq was down');
   });
 
+  /** Is any task waiting and not held? (The first entry of the ready index: cheap whatever the queue's size.) */
+  hasReadyTask(): boolean {
+    return this.stmt.anyReady.get() !== undefined;
+  }
+
   idleAgents(epoch: string): AgentInfo[] {
     return (this.stmt.idleAgents.all(epoch) as AgentRow[]).map((r) => this.agentInfo(r));
   }
@@ -954,6 +959,7 @@ function prepareStatements(db: Database.Database) {
               AND NOT EXISTS (SELECT 1 FROM blocklist b2 WHERE b2.job_id = t.job_id AND b2.host = a.host)))
           ORDER BY t.priority DESC, t.job_id, t.seq LIMIT 1)
         RETURNING *`),
+      anyReady: db.prepare(`SELECT 1 FROM tasks INDEXED BY tasks_ready WHERE state = 'waiting' AND held = 0 LIMIT 1`),
       runningOf: db.prepare(`SELECT * FROM tasks WHERE id = @taskId AND state = 'running' AND agent_id = @agentId AND attempts = @attempt`),
       runningByAgent: db.prepare(`SELECT * FROM tasks WHERE state = 'running' AND agent_id = ?`),
       setTaskPid: db.prepare(`UPDATE tasks SET pid = ? WHERE id = ?`),
