@@ -68,7 +68,7 @@ class SimAgent {
     this.push.connect(`tcp://${kqHost}:${ports.update}`);
   }
 
-  /** Register (retrying every 5 s without an answer), then confirm with a heartbeat; resolves once registered. */
+  /** Register (retrying every 30 s without an answer), then confirm with a heartbeat; resolves once registered. */
   async register(): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       const rid = `${this.id}.${attempt}`;
