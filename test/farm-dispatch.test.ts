@@ -98,3 +98,34 @@ describe('dispatch on a farm of many agents', () => {
     expect(claims).toBeLessThan(2 * 30);
   });
 });
+
+describe('heartbeats of a big farm', () => {
+  const totalChanges = () => (store.db.prepare('SELECT total_changes() AS n').get() as { n: number }).n;
+  const heartbeat = (agentId: string, session: string, running: { taskId: number; attempt: number } | null = null) =>
+    updates.handle({ v: PROTOCOL_VERSION, type: 'heartbeat', agentId, session, running, lastOutcome: null });
+
+  it('a heartbeat that tells kq nothing new writes nothing, yet keeps the agent from being declared lost', async () => {
+    const farm = Array.from({ length: 50 }, (_, i) => bringUp(i));
+    requests.local({ type: 'submit', job: { argv: ['true'], frames: '1-10' } });
+    const busy = store.listAgents().filter((a) => a.state === 'busy');
+    expect(busy).toHaveLength(10);
+    const sessionOf = (id: string) => farm.find((f) => f.agentId === id)!.session;
+    await new Promise((r) => setTimeout(r, 20));
+    const before = Date.now();
+    const changes = totalChanges();
+    // Idle agents running nothing, busy ones running exactly their task: nothing to record but the time.
+    for (const { agentId, session } of farm.slice(0, 40)) {
+      const mine = busy.find((a) => a.id === agentId);
+      heartbeat(agentId, session, mine ? { taskId: mine.taskId!, attempt: 1 } : null);
+    }
+    expect(totalChanges()).toBe(changes);
+    // The ones that heartbeat are alive; the ten that did not are silent since before `before`.
+    const lost = store.markSilentAgentsLost(before).map((l) => l.agent.id).sort();
+    expect(lost).toEqual(farm.slice(40).map((f) => f.agentId).sort());
+    expect(new Date(store.listAgents().find((a) => a.id === farm[0]!.agentId)!.lastSeen).getTime()).toBeGreaterThanOrEqual(before);
+    // A heartbeat that disagrees still reconciles: a busy agent that says it runs nothing is freed (its task requeued later).
+    const b = busy[0]!;
+    heartbeat(b.id, sessionOf(b.id), null);
+    expect(totalChanges()).toBeGreaterThan(changes);
+  });
+});

@@ -694,8 +694,9 @@ export class Store {
     const row = this.stmt.agent.get(agentId) as AgentRow | undefined;
     if (!row || row.session === null) return { proven: false, holder: null };
     if (session !== null && session === row.session) return { proven: true, holder: null };
-    const live = (row.state === 'idle' || row.state === 'busy') && row.last_seen >= liveSince;
-    return { proven: false, holder: live ? `${row.host} (pid ${row.pid}, seen ${Math.max(0, Math.round((Date.now() - row.last_seen) / 1000))} s ago)` : null };
+    const seen = this.lastSeenOf(row);
+    const live = (row.state === 'idle' || row.state === 'busy') && seen >= liveSince;
+    return { proven: false, holder: live ? `${row.host} (pid ${row.pid}, seen ${Math.max(0, Math.round((Date.now() - seen) / 1000))} s ago)` : null };
   }
 
   /** Heartbeats past the grace that did not show this agent's assignment (kept in memory: a restart starts over). */
@@ -720,12 +721,48 @@ export class Store {
    * Record a heartbeat (its session already checked) and reconcile what the agent says it runs with what
    * the store says, both ways. `assignGraceMs`: an assignment younger than this may still be on its way.
    */
-  readonly heartbeat = (h: { agentId: string; epoch: string; running: RunningTask | null; lastOutcome: TaskOutcome | null; assignGraceMs: number }): HeartbeatResult =>
+  readonly heartbeat = (h: { agentId: string; epoch: string; running: RunningTask | null; lastOutcome: TaskOutcome | null; assignGraceMs: number }): HeartbeatResult => {
+    // Most heartbeats say what kq already knows: then only the time is noted, in memory (a write
+    // transaction per heartbeat was most of what an idle farm of 500 agents cost kq).
+    const agent = this.stmt.agent.get(h.agentId) as AgentRow | undefined;
+    if (agent && this.agreesWith(agent, h)) {
+      this.seenAt.set(h.agentId, Date.now());
+      return { reregister: false, dispatch: false, outcome: null, stop: [], requeuedJobs: [] };
+    }
+    return this.reconcileHeartbeat(h);
+  };
+
+  /** A confirmed agent of this run, idle and running nothing, or busy with exactly the attempt kq gave it. */
+  private agreesWith(agent: AgentRow, h: { agentId: string; epoch: string; running: RunningTask | null }): boolean {
+    if (agent.epoch !== h.epoch || agent.confirmed !== 1) return false;
+    if (agent.state === 'idle') return h.running === null && agent.task_id === null;
+    if (agent.state !== 'busy' || h.running === null || agent.task_id !== h.running.taskId) return false;
+    const row = this.stmt.task.get(agent.task_id) as TaskRow | undefined;
+    return row !== undefined && row.state === 'running' && row.agent_id === h.agentId && row.attempts === h.running.attempt;
+  }
+
+  /**
+   * Heartbeat times not yet written to the table (agent id → ms): written in one transaction before the
+   * silent-agent check reads them, and read from here by everything else that shows or weighs them.
+   */
+  private readonly seenAt = new Map<string, number>();
+
+  private lastSeenOf(row: AgentRow): number {
+    return Math.max(row.last_seen, this.seenAt.get(row.id) ?? 0);
+  }
+
+  private flushSeen(): void {
+    for (const [id, at] of this.seenAt) this.stmt.seen.run(at, id);
+    this.seenAt.clear();
+  }
+
+  private readonly reconcileHeartbeat = (h: { agentId: string; epoch: string; running: RunningTask | null; lastOutcome: TaskOutcome | null; assignGraceMs: number }): HeartbeatResult =>
     this.tx(() => {
       const result: HeartbeatResult = { reregister: false, dispatch: false, outcome: null, stop: [], requeuedJobs: [] };
       const agent = this.stmt.agent.get(h.agentId) as AgentRow | undefined;
       if (!agent || agent.epoch !== h.epoch || agent.state === 'lost' || agent.state === 'offline') return { ...result, reregister: true };
       this.stmt.seen.run(Date.now(), h.agentId);
+      this.seenAt.delete(h.agentId);
       if (agent.confirmed !== 1) {
         this.cached(`UPDATE agents SET confirmed = 1 WHERE id = ?`).run(h.agentId);
         result.dispatch = true;
@@ -765,6 +802,7 @@ export class Store {
   /** Agents silent since `before` (ms) are lost; their tasks go back to the queue. */
   readonly markSilentAgentsLost = (before: number): Array<{ agent: AgentInfo; requeuedJobs: number[]; renderPids: number[] }> => this.tx(() => {
     const lost: Array<{ agent: AgentInfo; requeuedJobs: number[]; renderPids: number[] }> = [];
+    this.flushSeen();
     for (const row of this.stmt.silentAgents.all(before) as AgentRow[]) {
       const agent = this.agentInfo(row);
       const renderPids = this.renderPidsOf(row.id);
@@ -794,6 +832,7 @@ export class Store {
 
   readonly beginEpoch = (epoch: string): void => this.tx(() => {
     this.epoch = epoch;
+    this.seenAt.clear();
     this.cached(`UPDATE agents SET last_seen = ? WHERE state IN ('idle', 'busy')`).run(Date.now());
     // Tasks whose agent row is missing or not busy with them cannot come back.
     const orphans = this.cached(`SELECT t.* FROM tasks t LEFT JOIN agents a ON a.id = t.agent_id
@@ -899,7 +938,7 @@ export class Store {
     return {
       id: r.id, host: r.host, pid: r.pid, local: r.local === 1, state: r.state,
       jobId: task?.job_id ?? null, taskId: r.task_id, frames: task ? (JSON.parse(task.frames) as number[]) : null,
-      registeredAt: r.registered_at, lastSeen: new Date(r.last_seen).toISOString(), slurm: r.slurm ? (JSON.parse(r.slurm) as SlurmPlacement) : null,
+      registeredAt: r.registered_at, lastSeen: new Date(this.lastSeenOf(r)).toISOString(), slurm: r.slurm ? (JSON.parse(r.slurm) as SlurmPlacement) : null,
     };
   }
 }
@@ -977,7 +1016,7 @@ function prepareStatements(db: Database.Database) {
         ON CONFLICT (id) DO UPDATE SET host = @host, pid = @pid, local = @local, state = @state, task_id = @taskId,
           epoch = @epoch, last_seen = @seen, session = @session, confirmed = 0, slurm = @slurm, route = @route`),
       setAgent: db.prepare(`UPDATE agents SET state = @state, task_id = @taskId WHERE id = @id`),
-      seen: db.prepare(`UPDATE agents SET last_seen = ? WHERE id = ?`),
+      seen: db.prepare(`UPDATE agents SET last_seen = max(last_seen, ?) WHERE id = ?`),
       silentAgents: db.prepare(`SELECT * FROM agents WHERE state IN ('idle', 'busy') AND last_seen < ?`),
       bumpFailure: db.prepare(`INSERT INTO failures (job_id, host, count) VALUES (?, ?, 1)
         ON CONFLICT (job_id, host) DO UPDATE SET count = count + 1 RETURNING count`),
