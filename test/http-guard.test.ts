@@ -5,6 +5,7 @@
  */
 import fs from 'node:fs';
 import nodeHttp from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isLoopback } from '../src/common/endpoint.js';
@@ -69,6 +70,73 @@ describe('monitor on loopback without a token', () => {
     expect(r.status).toBe(201);
     await kq.waitJob(JSON.parse(r.body).id);
     expect(fs.existsSync(marker)).toBe(true);
+  });
+});
+
+/** A raw request line, for request targets node:http will not send (absolute form). */
+function rawRequest(port: number, lines: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => socket.end(lines.join('\r\n') + '\r\n\r\n'));
+    let text = '';
+    socket.on('data', (d: Buffer) => { text += d.toString(); });
+    socket.on('end', () => resolve(text));
+    socket.on('error', reject);
+  });
+}
+
+describe('the guard covers every route that is not the page, however its path is spelled', () => {
+  it('percent-encoded /api paths and absolute-form targets get no further than plain ones (loopback, no token)', async () => {
+    const port = kq.info.httpPort!;
+    const marker = path.join(tempDir(), 'ran');
+    const job = JSON.stringify({ argv: ['touch', marker] });
+    const evil = `attacker.example:${port}`;
+    const jobsBefore = (await kq.json('list') as unknown[]).length;
+    for (const route of ['/%61pi/jobs', '/a%70i/jobs', '/ap%69/jobs', '/api/%6aobs', '/%2561pi/jobs']) {
+      const w = await request('POST', route, { host: evil, origin: `http://${evil}`, 'content-type': 'application/json' }, job);
+      expect([403, 404], `POST ${route} with a rebinding Host`).toContain(w.status);
+      const g = await request('GET', route, { host: evil });
+      expect([403, 404], `GET ${route} with a rebinding Host`).toContain(g.status);
+      // A cross-site simple request (what a page's fetch(no-cors) sends) may not act either.
+      const csrf = await request('POST', route, { host: `127.0.0.1:${port}`, origin: 'http://evil.example', 'content-type': 'application/json' }, job);
+      expect([403, 404], `cross-site POST ${route}`).toContain(csrf.status);
+    }
+    const absolute = await rawRequest(port, [`GET http://127.0.0.1:${port}/api/jobs HTTP/1.1`, `Host: ${evil}`, 'Connection: close']);
+    expect(absolute).toMatch(/^HTTP\/1\.1 4\d\d/);
+    const absoluteWrite = await rawRequest(port, [`POST http://${evil}/api/jobs HTTP/1.1`, `Host: 127.0.0.1:${port}`,
+      'Content-Type: application/json', `Content-Length: ${Buffer.byteLength(job)}`, 'Connection: close', '', job]);
+    expect(absoluteWrite).toMatch(/^HTTP\/1\.1 4\d\d/);
+    expect((await kq.json('list') as unknown[]).length).toBe(jobsBefore);
+    expect(fs.existsSync(marker)).toBe(false);
+  });
+
+  it('with a token, encoded paths need it too; the page itself still loads without it', async () => {
+    const withToken = await Kq.start({ numAgents: 0, args: ['--http-token', 'a-token-of-enough-length'] });
+    try {
+      const base = `http://127.0.0.1:${withToken.info.httpPort!}`;
+      for (const route of ['/api/jobs', '/%61pi/jobs', '/a%70i/jobs', '/api/%6aobs']) {
+        expect((await fetch(base + route)).status, route).toBe(401);
+      }
+      expect((await fetch(base + '/%61pi/jobs', { headers: { authorization: 'Bearer a-token-of-enough-length' } })).status).toBe(200);
+      const page = await fetch(base + '/');
+      expect(page.status).toBe(200);
+      expect(await page.text()).toContain('<html');
+    } finally {
+      await cleanupAll([withToken]);
+    }
+  });
+
+  it('a kq with CURVE (--secure) guards its monitor with a token even on loopback', async () => {
+    const secure = await Kq.start({ numAgents: 0, args: ['--secure'] });
+    try {
+      const base = `http://127.0.0.1:${secure.info.httpPort!}`;
+      const tokenFile = path.join(secure.dataRoot, 'http-token');
+      expect((await fetch(base + '/api/jobs')).status).toBe(401);
+      const token = fs.readFileSync(tokenFile, 'utf8').trim();
+      expect(fs.statSync(tokenFile).mode & 0o777).toBe(0o600);
+      expect((await fetch(base + '/api/jobs', { headers: { authorization: `Bearer ${token}` } })).status).toBe(200);
+    } finally {
+      await cleanupAll([secure]);
+    }
   });
 });
 

@@ -75,7 +75,7 @@ export class Daemon {
   }
 
   async start(): Promise<DaemonInfo> {
-    ensureWritableDir(this.o.dataRoot);
+    ensureWritableDir(this.o.dataRoot, { private: true });
     ensureWritableDir(this.files.logs);
     this.lock = acquireLock(this.files.lock);
     try {
@@ -92,7 +92,9 @@ export class Daemon {
       this.publisher.pubQueue = this.sockets.pubQueue;
       this.scheduler.routerQueue = this.sockets.routerQueue;
       if (this.o.httpPort !== null) {
-        this.monitor = await startMonitor(this, { port: this.o.httpPort, bind: this.o.httpBind, token: this.o.httpToken, dataRoot: this.o.dataRoot, log: this.log.child({ component: 'http' }) });
+        this.monitor = await startMonitor(this, {
+          port: this.o.httpPort, bind: this.o.httpBind, token: this.o.httpToken,
+          requireToken: !isLoopback(this.o.httpBind) || this.curve !== null, dataRoot: this.o.dataRoot, log: this.log.child({ component: 'http' }) });
       }
       this.info = {
         pid: process.pid,
@@ -396,10 +398,18 @@ export class Daemon {
   }
 }
 
-function ensureWritableDir(dir: string): void {
+/**
+ * `private`: the data root holds the job table (commands, their env values: often secrets), the logs and the
+ * keys, so only its owner may enter it (0700, also when it already existed with wider modes).
+ */
+function ensureWritableDir(dir: string, o: { private?: boolean } = {}): void {
   try {
-    fs.mkdirSync(dir, { recursive: true });
+    fs.mkdirSync(dir, { recursive: true, mode: o.private ? 0o700 : 0o777 });
     fs.accessSync(dir, fs.constants.W_OK);
+    if (o.private) {
+      const st = fs.statSync(dir);
+      if (st.uid === process.getuid?.() && (st.mode & 0o077) !== 0) fs.chmodSync(dir, 0o700);
+    }
   } catch (err) {
     throw new Error(`data root not writable: ${dir} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): choose another with --data-root or KQ_DATA_ROOT`);
   }

@@ -84,7 +84,7 @@ export class LocalAgents {
     const out = fs.openSync(this.o.logFile(slot.n), 'a');
     let child: ChildProcess;
     try {
-      child = spawn(cmd!, args, { detached: true, stdio: ['ignore', out, out] });
+      child = spawn(cmd!, args, { detached: true, stdio: ['ignore', out, out], env: agentEnvironment() });
     } finally {
       fs.closeSync(out);
     }
@@ -166,4 +166,11 @@ function isIdentity(x: unknown): x is ProcessIdentity {
   const r = x as ProcessIdentity;
   return typeof r === 'object' && r !== null && Number.isInteger(r.pid) && r.pid > 0 && typeof r.bootId === 'string' &&
     typeof r.startTicks === 'string' && Array.isArray(r.argv) && r.argv.every((a) => typeof a === 'string');
+}
+
+/** kq's environment minus what only kq may know: renders inherit it, and a render's log is not private. */
+function agentEnvironment(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env.KQ_HTTP_TOKEN;
+  return env;
 }

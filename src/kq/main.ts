@@ -43,7 +43,7 @@ const program = usageExitCodes(new Command('kq'))
   .option('--agent-arg <arg>', 'extra flag passed to every local agent (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
   .addOption(envOption('--http-port <port>', 'web monitor port [env KQ_HTTP_PORT]; 0 picks a free one', portArg, env.httpPort))
   .option('--http-bind <addr>', 'web monitor address [env KQ_HTTP_BIND]; beyond loopback every API request needs the token', env.httpBind)
-  .option('--http-token <token>', 'web monitor token [env KQ_HTTP_TOKEN] (default: none on loopback, else generated into <data root>/http-token)', env.httpToken)
+  .option('--http-token <token>', 'web monitor token [env KQ_HTTP_TOKEN; on a command line, other users see it in ps] (default: none on loopback without CURVE, else generated into <data root>/http-token)', env.httpToken)
   .option('--no-http', 'do not serve the web monitor')
   .addOption(durationOption('--keep-finished <duration>', 'remove ended jobs (Completed, Failed, Cancelled) and their logs this long after they ended, e.g. 30d (render outputs are never touched)'))
   .option('--exit-with <pid>', 'stop (renders killed, tasks requeued) when process PID exits, e.g. the Blender or Katana that started kq', intArg(1, 2 ** 31 - 1))
@@ -119,7 +119,7 @@ async function runDaemon(opts: ReturnType<typeof program.opts>): Promise<void> {
     if (info.insecure) process.stderr.write(`kq: WARNING: listening on ${info.bind} WITHOUT CURVE (--insecure): anyone who reaches ports ${info.requestPort}-${info.broadcastPort} can run commands on every agent\n`);
     const at = (port: number) => tcpEndpoint(info.host, port);
     const monitor = info.httpUrl ? `, monitor ${info.httpUrl}` : '';
-    const token = info.httpUrl && !options.httpToken && !isLoopback(options.httpBind)
+    const token = info.httpUrl && !options.httpToken && (info.curve || !isLoopback(options.httpBind))
       ? `  monitor token: ${dataFiles(info.dataRoot).httpToken} (open ${info.httpUrl}?token=<its contents>)\n` : '';
     process.stdout.write(`kq ${info.pid} ready: request ${at(info.requestPort)}, update ${at(info.updatePort)}, broadcast ${at(info.broadcastPort)}${monitor}\n` +
       `  data root ${info.dataRoot}; ${options.numAgents} local agent(s); log ${info.dataRoot}/logs/kq.log\n` + token);

@@ -1,6 +1,7 @@
 /**
  * Who may use the monitor's API.
- * - With a token (given, or required because the monitor listens beyond loopback): every /api request
+ * - With a token (given, or required because the monitor listens beyond loopback or kq's ports need CURVE
+ *   keys — else any local user could use the API the keys keep them from): every request but the page's files
  *   must carry it, as `Authorization: Bearer <token>` or `?token=<token>` (EventSource cannot set headers).
  * - On loopback without a token: only requests whose Host is a literal loopback IP or exactly `localhost`
  *   (a web page whose name resolves to 127.0.0.1 cannot reach the API through DNS rebinding), and no
@@ -18,22 +19,40 @@ export interface TokenChoice {
   file: string | null;
 }
 
-/** A token given explicitly wins; beyond loopback one is read from (or generated into) `tokenFile`. */
-export function chooseToken(bind: string, given: string | undefined, tokenFile: string): TokenChoice {
+/** A token given explicitly wins; when one is required, it is read from (or generated into) `tokenFile`. */
+export function chooseToken(required: boolean, given: string | undefined, tokenFile: string): TokenChoice {
   if (given !== undefined && given !== '') {
     if (given.length < 16) throw new Error('--http-token must be at least 16 characters');
     return { token: given, file: null };
   }
-  if (isLoopback(bind)) return { token: null, file: null };
-  try {
-    const existing = fs.readFileSync(tokenFile, 'utf8').trim();
-    if (existing.length >= 16) return { token: existing, file: tokenFile };
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`cannot read the monitor token ${tokenFile}: ${(err as Error).message}`);
-  }
+  if (!required) return { token: null, file: null };
+  const existing = readPrivateToken(tokenFile);
+  if (existing !== null) return { token: existing, file: tokenFile };
+  // A fresh file only (wx, 0600): a token others could read, or a file planted there, is replaced, not reused.
+  fs.rmSync(tokenFile, { force: true });
   const token = crypto.randomBytes(24).toString('base64url');
-  fs.writeFileSync(tokenFile, token + '\n', { mode: 0o600 });
+  fs.writeFileSync(tokenFile, token + '\n', { mode: 0o600, flag: 'wx' });
   return { token, file: tokenFile };
+}
+
+/** The stored token if the file is ours, private (no group/other access) and holds one; else null. */
+function readPrivateToken(tokenFile: string): string | null {
+  let fd: number;
+  try {
+    fd = fs.openSync(tokenFile, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ELOOP') return null;
+    throw new Error(`cannot read the monitor token ${tokenFile}: ${(err as Error).message}`);
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile() || st.uid !== process.getuid?.() || (st.mode & 0o077) !== 0) return null;
+    const token = fs.readFileSync(fd, 'utf8').trim();
+    return token.length >= 16 ? token : null;
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 function sameToken(given: string, token: string): boolean {
@@ -72,14 +91,14 @@ export function apiGuard(token: string | null) {
     if (token !== null) {
       const given = presentedToken(req);
       if (given === null || !sameToken(given, token)) {
-        await reply.code(401).header('www-authenticate', 'Bearer realm="kq"')
+        await reply.code(401).header('www-authenticate', 'Bearer realm="kq"').header('connection', 'close')
           .send({ code: 'unauthorized', error: 'this kq monitor needs its token: send "Authorization: Bearer <token>" or add ?token=<token> (the token is in <data root>/http-token)' });
       }
       return;
     }
     const host = parseHost(req.headers.host);
     if (host === null || !isLoopback(host.hostname)) {
-      await reply.code(403).send({ code: 'forbidden', error: `the monitor listens on loopback only; requests must be addressed to localhost, not "${req.headers.host ?? ''}"` });
+      await reply.code(403).header('connection', 'close').send({ code: 'forbidden', error: `the monitor listens on loopback only; requests must be addressed to localhost, not "${req.headers.host ?? ''}"` });
       return;
     }
     const origin = req.headers.origin;
@@ -90,7 +109,7 @@ export function apiGuard(token: string | null) {
         if (url.protocol === 'http:') originHost = url.host;
       } catch { /* "null" or garbage */ }
       if (originHost !== host.host) {
-        await reply.code(403).send({ code: 'forbidden', error: 'cross-site requests may not change jobs' });
+        await reply.code(403).header('connection', 'close').send({ code: 'forbidden', error: 'cross-site requests may not change jobs' });
       }
     }
   };

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyError } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyRequest } from 'fastify';
 import fastifyStatic from '@fastify/static';
 import type { Logger } from 'pino';
 import { dataFiles, type DaemonInfo } from '../../common/paths.js';
@@ -20,8 +20,10 @@ export interface MonitorOptions {
   /** 0 picks a free port. */
   port: number;
   bind: string;
-  /** Required from every API request when set; beyond loopback one is generated if not given. */
+  /** Required from every API request when set; one is generated if not given and `requireToken`. */
   token?: string;
+  /** Beyond loopback, or when kq's ports need CURVE keys (the monitor must not be the way around them). */
+  requireToken: boolean;
   dataRoot: string;
   log: Logger;
 }
@@ -58,15 +60,29 @@ const SECURITY_HEADERS = {
   'x-frame-options': 'DENY',
 };
 
+/** The static files of the page (fastify-static's wildcard route): the only routes outside the guard. */
+function isPageFile(req: FastifyRequest): boolean {
+  return (req.method === 'GET' || req.method === 'HEAD') && req.routeOptions.url === PAGE_ROUTE;
+}
+const PAGE_ROUTE = '/*';
+/** Far above what browsers and clients of one farm open; far below the 1,024 descriptors a process gets by default. */
+const MAX_CONNECTIONS = 256;
+
 export async function startMonitor(backend: MonitorBackend & { info?: DaemonInfo }, o: MonitorOptions): Promise<Monitor> {
-  const { token, file: tokenFile } = chooseToken(o.bind, o.token, dataFiles(o.dataRoot).httpToken);
+  const { token, file: tokenFile } = chooseToken(o.requireToken, o.token, dataFiles(o.dataRoot).httpToken);
   const app = Fastify({
     loggerInstance: o.log as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 16 * 1024 * 1024,
     forceCloseConnections: true,
     return503OnClosing: true,
+    // Whoever can reach the port, before any token check, must not be able to hold kq's descriptors: a request
+    // must arrive whole within 30 s, an idle connection goes after 2 min (live streams send a heartbeat
+    // every 15 s), and at most MAX_CONNECTIONS are open at once.
+    requestTimeout: 30_000,
+    connectionTimeout: 120_000,
   });
+  app.server.maxConnections = MAX_CONNECTIONS;
   const hub = new MonitorHub(backend, o.log, { batchMs: 100, agentsMs: 2000 });
   // A browser that keeps up leaves a few KB unread; 2 MiB lets one ride out a burst, and 32 MiB caps what
   // any number of stalled clients can make kq hold (issue 11: 200 of them once took kq to 1.1 GB).
@@ -76,7 +92,13 @@ export async function startMonitor(backend: MonitorBackend & { info?: DaemonInfo
   const guard = apiGuard(token);
   app.addHook('onRequest', async (req, reply) => {
     reply.headers(SECURITY_HEADERS);
-    if (req.url === '/api' || req.url.startsWith('/api/') || req.url.startsWith('/api?')) await guard(req, reply);
+    // Origin form only: an absolute-form target ("GET http://host/api/jobs") names a host the guard never sees.
+    if (!req.raw.url?.startsWith('/')) {
+      return reply.code(400).header('connection', 'close').send({ code: 'bad-request', error: 'the request target must be a path' });
+    }
+    // Guarded unless it is the page's own files, judged by the route fastify matched (after decoding the path),
+    // never by how the URL is spelled: "/%61pi/jobs" reaches /api/jobs, so it must meet the same guard.
+    if (!isPageFile(req)) await guard(req, reply);
   });
 
   app.setErrorHandler((err: FastifyError, req, reply) => {
