@@ -272,7 +272,9 @@ export class Daemon {
 
   /**
    * CURVE is on beyond loopback (unless --insecure) and on loopback with --secure. Keys are created on
-   * first use; the ZAP handler is bound before any socket, as libzmq requires. Returns kq's secret key.
+   * first use; the ZAP handler is bound before any socket, as libzmq requires, with or without CURVE
+   * (see zap.ts: it is what keeps old-protocol peers, such as a web page's HTTP request, out). Returns
+   * kq's secret key.
    */
   private async startCurve(): Promise<string | null> {
     const wanted = this.o.secure || (!isLoopback(this.o.bind) && !this.o.insecure);
@@ -280,15 +282,20 @@ export class Daemon {
       if (!isLoopback(this.o.bind)) {
         this.log.warn({ bind: this.o.bind }, 'INSECURE: listening beyond loopback without CURVE; anyone who reaches these ports can run commands on every agent');
       }
+      await this.startZap(null);
       return null;
     }
     if (!zmq.capability.curve) throw new Error('this ZeroMQ build has no CURVE support: cannot listen securely (use loopback, or --insecure at your own risk)');
     const { serverPublicKey, created } = initKeys(this.o.dataRoot);
     if (created) this.log.info({ keys: keyFiles(this.o.dataRoot).dir }, 'created CURVE keys');
-    this.zap = new ZapHandler(new Allowlist(this.o.dataRoot), this.log.child({ component: 'zap' }));
-    await this.zap.start();
+    await this.startZap(new Allowlist(this.o.dataRoot));
     this.curve = { serverPublicKey };
     return readKeyPair(keyFiles(this.o.dataRoot).serverSecret).secretKey;
+  }
+
+  private async startZap(allowlist: Allowlist | null): Promise<void> {
+    this.zap = new ZapHandler(allowlist, this.log.child({ component: 'zap' }));
+    await this.zap.start();
   }
 
   // ---------- local agents ----------

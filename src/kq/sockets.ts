@@ -7,7 +7,11 @@ import { ZAP_DOMAIN } from './zap.js';
 
 export interface BindOptions {
   bind: string;
-  /** kq's CURVE secret key: every socket then requires CURVE, and the ZAP handler must already be bound. */
+  /**
+   * kq's CURVE secret key: every socket then requires CURVE. Either way the ZAP handler must already be
+   * bound: every socket has a ZAP domain, which makes libzmq refuse ZMTP 1.0/2.0 peers (an HTTP request's
+   * bytes would otherwise be read as ZeroMQ frames).
+   */
   curveSecretKey: string | null;
   requestPort: number;
   updatePort: number;
@@ -24,7 +28,7 @@ export interface DaemonSockets {
   close(): void;
 }
 
-const base = { linger: 0 } as const;
+const base = { linger: 0, zapDomain: ZAP_DOMAIN } as const;
 
 /**
  * Each port's largest message and queue lengths, chosen together: libzmq queues up to the receive
@@ -39,7 +43,7 @@ const LIMITS = {
 } as const;
 
 export async function bindSockets(o: BindOptions): Promise<DaemonSockets> {
-  const common = o.curveSecretKey === null ? base : { ...base, curveServer: true, curveSecretKey: o.curveSecretKey, zapDomain: ZAP_DOMAIN };
+  const common = o.curveSecretKey === null ? base : { ...base, curveServer: true, curveSecretKey: o.curveSecretKey };
   // Routing ids are libzmq's own (no handover): an assignment goes to the connection that registered, never
   // to a peer claiming an agent's id. mandatory: a send to a peer that is gone rejects (EHOSTUNREACH) instead
   // of vanishing, so the task can be requeued at once.
