@@ -112,6 +112,7 @@ describe('kqctl remote start / stop', () => {
       expect(env).toContain(`KQ_SERVER_KEY=${data}/keys/server.key`);
     }
     expect(fs.statSync(path.join(data, 'keys')).mode & 0o777).toBe(0o700);
+    expect(fs.readdirSync(path.join(data, 'keys')).sort()).toEqual(['127.0.0.1.key_secret', 'server.key']); // no temp files left
     expect(fs.statSync(path.join(data, 'keys', '127.0.0.1.key_secret')).mode & 0o777).toBe(0o600);
     expect(fs.readFileSync(path.join(data, 'keys', '127.0.0.1.key_secret'), 'utf8'))
       .toBe(fs.readFileSync(path.join(kq.dataRoot, 'keys', 'clients', '127.0.0.1.key_secret'), 'utf8'));
@@ -134,6 +135,64 @@ describe('kqctl remote start / stop', () => {
     expect(processesMatching(`--request-port ${kq.info.requestPort} `)).toEqual([]);
     expect(fs.readdirSync(path.join(data, 'run'))).toEqual([]);
     await waitFor('agents offline in kq', async () => (await kq.json('agents', '--all', ...PATIENT)).filter((a: any) => !a.local).every((a: any) => a.state === 'offline'));
+  });
+
+  // Another local user must never get the agents' secret: kq refuses a data root or keys directory it does
+  // not own alone, before writing anything, and takes back the client it allowed for this start.
+  const IS_ROOT = process.getuid?.() === 0;
+  const NOBODY = 65534;
+  it.skipIf(!IS_ROOT)('refuses a data root or keys directory another user owns or can write (needs root to stage files owned by uid 65534)', async () => {
+    const kq = await startKq(['--secure']);
+    const server = await sshd();
+    const keysList = async () => (await kq.ctl('keys', 'list')).stdout;
+    const start = (data: string, ...more: string[]) =>
+      remote(kq, server, 'start', ['--num-agents', '1', '--install-root', ROOT, '--data-root', data, ...more]);
+
+    // uid nobody prepared the shared data root: keys/ 0777 and an empty secret file 0666 waiting for kq to fill.
+    const hostile = agentDataRoot();
+    fs.mkdirSync(path.join(hostile, 'keys'), { recursive: true });
+    fs.writeFileSync(path.join(hostile, 'keys', '127.0.0.1.key_secret'), '');
+    for (const [p, mode] of [[hostile, 0o777], [path.join(hostile, 'keys'), 0o777], [path.join(hostile, 'keys', '127.0.0.1.key_secret'), 0o666]] as const) {
+      fs.chownSync(p, NOBODY, NOBODY);
+      fs.chmodSync(p, mode);
+    }
+    const r = await start(hostile);
+    expect(r.stderr).toContain(`refusing ${hostile}: owned by uid ${NOBODY}, not by the SSH user (uid 0)`);
+    expect(r.exitCode).toBe(2);
+    const secret = path.join(hostile, 'keys', '127.0.0.1.key_secret');
+    expect(fs.statSync(secret).size).toBe(0);
+    expect(fs.statSync(secret).uid).toBe(NOBODY);
+    expect(await keysList()).not.toMatch(/^127\.0\.0\.1\s/m);
+    expect(await remoteAgents(kq)).toEqual([]);
+
+    // Ours, but writable by others, or a symlink: refused too, naming the directory.
+    const open = agentDataRoot('open');
+    fs.mkdirSync(path.join(open, 'keys'), { recursive: true, mode: 0o700 });
+    fs.chmodSync(path.join(open, 'keys'), 0o777);
+    const r2 = await start(open);
+    expect(r2.stderr).toContain(`refusing ${open}/keys: mode 0777, writable by others`);
+    expect(r2.exitCode).toBe(2);
+    expect(fs.readdirSync(path.join(open, 'keys'))).toEqual([]);
+
+    const linked = agentDataRoot('linked');
+    fs.mkdirSync(linked, { recursive: true });
+    const elsewhere = fs.mkdtempSync(path.join(path.dirname(linked), 'elsewhere-'));
+    fs.chownSync(elsewhere, NOBODY, NOBODY);
+    fs.symlinkSync(elsewhere, path.join(linked, 'keys'));
+    const r3 = await start(linked);
+    expect(r3.stderr).toContain(`refusing ${linked}/keys: a symbolic link`);
+    expect(r3.exitCode).toBe(2);
+    expect(fs.readdirSync(elsewhere)).toEqual([]);
+    expect(await keysList()).not.toMatch(/^127\.0\.0\.1\s/m);
+
+    // A start that fails after the keys were copied (no scripts there) takes back the client it allowed.
+    const fine = agentDataRoot('fine');
+    const r4 = await start(fine, '--install-root', path.join(tempDir(), 'no kq here'));
+    expect(r4.exitCode).toBe(2);
+    expect(r4.stderr).toContain('allowed a new client "127.0.0.1"');
+    expect(r4.stderr).toContain('took back the client "127.0.0.1"');
+    expect(await keysList()).not.toMatch(/^127\.0\.0\.1\s/m);
+    expect(fs.existsSync(path.join(kq.dataRoot, 'keys', 'clients', '127.0.0.1.key_secret'))).toBe(false);
   });
 
   it('copies missing scripts over SFTP (--install-scripts) and handles spaces and quotes in paths', async () => {

@@ -180,9 +180,26 @@ describe('kqctl slurm start / stop', () => {
   it('with CURVE (kq --secure): the agents use client slurm-<cluster> from a 0600 file; no secret in the batch script, its environment or a command line', async () => {
     const slurm = await cluster({ nodes: 1, cpus: 2 });
     const kq = await startKq(slurm, ['--secure']);
+    const keyName = `slurm-${slurm.clusterName}`;
+    if (process.getuid?.() === 0) {
+      // An agent data root another user (uid nobody) prepared, keys/ 0777 with a secret file waiting to be filled:
+      // refused before anything is written, nothing submitted, and the client made for this start taken back.
+      const shared = path.join(tempDir(), 'shared');
+      fs.mkdirSync(path.join(shared, 'keys'), { recursive: true });
+      fs.writeFileSync(path.join(shared, 'keys', `${keyName}.key_secret`), '');
+      for (const p of [shared, path.join(shared, 'keys'), path.join(shared, 'keys', `${keyName}.key_secret`)]) {
+        fs.chownSync(p, 65534, 65534);
+        fs.chmodSync(p, 0o777);
+      }
+      const hostile = await ctl(kq, slurm, 'slurm', 'start', '--agents', '1', '--agent-data-root', shared);
+      expect(hostile.stderr).toContain(`kqctl: refusing ${shared}: owned by uid 65534, not by this user (uid 0)`);
+      expect(hostile.exitCode).toBe(2);
+      expect(fs.statSync(path.join(shared, 'keys', `${keyName}.key_secret`)).size).toBe(0);
+      expect(await slurm.queue()).toEqual([]);
+      expect(JSON.parse((await kq.ctl('keys', 'list', '--json')).stdout).map((k: any) => k.name)).not.toContain(keyName);
+    }
     const r = await ctl(kq, slurm, 'slurm', 'start', '--agents', '2');
     expect(r.exitCode, r.stderr + slurm.logs()).toBe(0);
-    const keyName = `slurm-${slurm.clusterName}`;
     expect(r.stderr).toContain(`allowed a new client "${keyName}"`);
     const keys = JSON.parse((await kq.ctl('keys', 'list', '--json')).stdout);
     expect(keys.map((k: any) => k.name)).toContain(keyName);

@@ -9,7 +9,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { addClient, checkName, keyFiles } from '../common/keys.js';
+import { addClient, checkName, keyFiles, revokeClient } from '../common/keys.js';
+import { ensurePrivateDir, localDirOps, writeFileAtomic } from '../common/private-dir.js';
 import { shellQuote } from '../ssh/shell-quote.js';
 import { sbatch, slurmTime } from './client.js';
 
@@ -79,8 +80,10 @@ export async function submitAgentJob(s: AgentJobSpec): Promise<number> {
 /**
  * When kq requires CURVE: the cluster's client (`slurm-<cluster>`) on kq's allowlist, made if missing,
  * and its secret plus kq's public key copied under <agent data root>/keys, where the agents read them.
+ * The agent data root and keys/ must be this user's alone (UnsafeDirError otherwise, nothing written, and
+ * a client made for this call taken back).
  */
-export function prepareAgentKeys(kqDataRoot: string, agentDataRoot: string, cluster: string): AgentKeys {
+export async function prepareAgentKeys(kqDataRoot: string, agentDataRoot: string, cluster: string): Promise<AgentKeys> {
   const name = checkName(`slurm-${cluster.replace(/[^A-Za-z0-9._-]/g, '-')}`.slice(0, 64));
   const f = keyFiles(kqDataRoot);
   let created = false;
@@ -93,17 +96,17 @@ export function prepareAgentKeys(kqDataRoot: string, agentDataRoot: string, clus
   } else if (!fs.existsSync(f.allowed(name))) {
     throw new Error(`client "${name}" is no longer on kq's allowlist (revoked?): remove ${f.clientSecret(name)} to make a new one`);
   }
-  const dir = path.join(agentDataRoot, 'keys');
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  fs.chmodSync(dir, 0o700);
-  const serverKeyFile = path.join(dir, 'server.key');
-  const keyFile = path.join(dir, `${name}.key_secret`);
-  if (path.resolve(f.serverPublic) !== path.resolve(serverKeyFile)) fs.copyFileSync(f.serverPublic, serverKeyFile);
-  if (path.resolve(f.clientSecret(name)) !== path.resolve(keyFile)) {
-    // Written 0600 from the start: the secret is never readable by others, not even for a moment.
-    fs.rmSync(keyFile, { force: true });
-    fs.writeFileSync(keyFile, fs.readFileSync(f.clientSecret(name)), { mode: 0o600, flag: 'wx' });
+  try {
+    const uid = process.getuid?.() ?? 0;
+    const dir = await ensurePrivateDir(localDirOps, path.join(path.resolve(agentDataRoot), 'keys'), uid, 'this user', 2);
+    const serverKeyFile = path.join(dir, 'server.key');
+    const keyFile = path.join(dir, `${name}.key_secret`);
+    // Both written to a fresh temp name first: a file planted at the final name is replaced, never written through.
+    if (path.resolve(f.serverPublic) !== serverKeyFile) writeFileAtomic(dir, 'server.key', fs.readFileSync(f.serverPublic), 0o644);
+    if (path.resolve(f.clientSecret(name)) !== keyFile) writeFileAtomic(dir, `${name}.key_secret`, fs.readFileSync(f.clientSecret(name)), 0o600);
+    return { name, serverKeyFile, keyFile, created };
+  } catch (err) {
+    if (created) revokeClient(kqDataRoot, name);
+    throw err;
   }
-  fs.chmodSync(keyFile, 0o600);
-  return { name, serverKeyFile, keyFile, created };
 }

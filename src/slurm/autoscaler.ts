@@ -209,7 +209,7 @@ export class Autoscaler {
 
   private async submit(count: number, why: string): Promise<void> {
     const spec = this.d.jobSpec();
-    if (spec.curve && !this.keys) this.keys = prepareAgentKeys(this.d.kqDataRoot, spec.agentDataRoot, await clusterName());
+    if (spec.curve && !this.keys) this.keys = await prepareAgentKeys(this.d.kqDataRoot, spec.agentDataRoot, await clusterName());
     const c = this.d.config;
     const jobId = await submitAgentJob({
       ...spec, count, jobName: this.jobName, partition: c.partition, timeMs: c.timeMs, cpusPerAgent: c.cpusPerAgent, mem: c.mem,

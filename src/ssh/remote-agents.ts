@@ -3,10 +3,11 @@
  * over an SSH connection; every value on their command lines is shell-quoted. Also: copy the scripts over
  * SFTP when an install lacks them, and read the agents' logs and liveness for diagnostics.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { installRoot } from '../common/install-root.js';
 import type { SshConnection } from './connect.js';
-import { uploadFiles } from './sftp.js';
+import { uploadFiles, uploadPrivate } from './sftp.js';
 import { shellCommand } from './shell-quote.js';
 
 export const SCRIPT_NAMES = { start: 'StartAgents.sh', stop: 'StopAgents.sh' } as const;
@@ -109,16 +110,25 @@ export function sftpPath(p: string): string {
 /**
  * Copy the agents' CURVE certificates to <data root>/keys (0700) on the remote machine: kq's public key
  * and the agents' secret key pair (0600). Returns their remote paths (as given: ~ stays for the script).
+ * The data root and keys directory must be the SSH user's alone (UnsafeDirError before anything is written).
  */
 export async function installAgentKeys(conn: SshConnection, dataRoot: string, files: { serverPublic: string; clientSecret: string; name: string }):
   Promise<{ serverKeyFile: string; keyFile: string }> {
   const serverKeyFile = path.posix.join(dataRoot, 'keys', 'server.key');
   const keyFile = path.posix.join(dataRoot, 'keys', `${files.name}.key_secret`);
-  await uploadFiles(conn, [
-    { local: files.serverPublic, remote: sftpPath(serverKeyFile), mode: 0o644, dirMode: 0o700 },
-    { local: files.clientSecret, remote: sftpPath(keyFile), mode: 0o600, dirMode: 0o700 },
+  await uploadPrivate(conn, await remoteUid(conn), sftpPath(dataRoot), 'keys', [
+    { name: 'server.key', data: fs.readFileSync(files.serverPublic), mode: 0o644 },
+    { name: `${files.name}.key_secret`, data: fs.readFileSync(files.clientSecret), mode: 0o600 },
   ]);
   return { serverKeyFile, keyFile };
+}
+
+/** The SSH user's uid there (SFTP does not say who we are). */
+async function remoteUid(conn: SshConnection): Promise<number> {
+  const r = await conn.exec('id -u');
+  const uid = /^\s*(\d+)\s*$/.exec(r.stdout)?.[1];
+  if (r.code !== 0 || uid === undefined) throw new Error(`cannot tell the SSH user's uid on ${conn.target} (\`id -u\` said: ${(r.stderr || r.stdout).trim()})`);
+  return Number(uid);
 }
 
 /** Copy the scripts to <install root>/scripts over SFTP (mode 0755). */

@@ -18,7 +18,8 @@ export function register(program: Command, _connection: (c: Command) => Command)
   const remote = usageExitCodes(program.command('remote'))
     .description('start or stop kq agents on another machine over SSH (scripts/StartAgents.sh, StopAgents.sh)')
     .addHelpText('after', `
-Exit codes: 0 ok, 2 bad usage or input (also: no such install root there), 3 kq unreachable,
+Exit codes: 0 ok, 2 bad usage or input (also: no such install root there; a --data-root there that is a symlink, another
+user's or writable by others: kq keeps the agents' secret key in it), 3 kq unreachable,
 4 SSH failed or was refused (unknown/changed host key, login refused) or a remote script failed,
 5 the agents started but did not register with kq in time (remote start), 6 anything unexpected.`);
 
@@ -34,7 +35,7 @@ Exit codes: 0 ok, 2 bad usage or input (also: no such install root there), 3 kq 
     .addOption(new Option('--progress', 'print a "progress: …" line on stderr for each step (for the monitor page)').default(false).hideHelp())
     .addOption(new Option('--key-file <file>', "when kq requires CURVE: the agents' secret certificate instead (from kqctl keys add-client)"))
     .addHelpText('after', `
-Example: kqctl remote start --host render2 --num-agents 4 --install-root /opt/kq --data-root /var/tmp/kq
+Example: kqctl remote start --host render2 --num-agents 4 --install-root /opt/kq --data-root '~/kq-agents'
 kq must listen where render2 can reach it: start it with \`kq --bind 0.0.0.0\` (or --bind <its address>).
 kq then requires CURVE: the agents get kq's public key and an allowlisted key pair (client "render2", made with
 \`kqctl keys add-client\` semantics if missing) in <data root>/keys there, passed as KQ_SERVER_KEY/KQ_KEY_FILE.`)

@@ -12,6 +12,7 @@ import { durationArg, intArg } from '../../common/cli.js';
 import { installRoot } from '../../common/install-root.js';
 import { dataFiles, defaultDataRoot, type DaemonInfo } from '../../common/paths.js';
 import { isLoopback } from '../../common/endpoint.js';
+import { revokeClient } from '../../common/keys.js';
 import type { AgentInfo } from '../../protocol/index.js';
 import { readableLog, indent } from '../../ssh/remote-agents.js';
 import { SlurmError, clusterName, scancel, squeue, type QueuedTask } from '../../slurm/client.js';
@@ -109,7 +110,7 @@ async function startCommand(client: KqClient, flags: StartFlags): Promise<number
   try {
     let keys: AgentKeys | null = null;
     if (info.curve) {
-      keys = prepareAgentKeys(kqDataRoot, agentDataRoot, await clusterName());
+      keys = await prepareAgentKeys(kqDataRoot, agentDataRoot, await clusterName());
       if (keys.created && !flags.json) process.stderr.write(`kqctl: kq requires CURVE: allowed a new client "${keys.name}" for the cluster's agents (kqctl keys revoke ${keys.name} refuses them)\n`);
     }
     const jobId = await submitAgentJob({
@@ -117,6 +118,10 @@ async function startCommand(client: KqClient, flags: StartFlags): Promise<number
       cpusPerAgent: flags.cpusPerAgent, mem: flags.mem, sbatchArgs: flags.sbatchArg, installRoot: flags.installRoot, node: flags.node,
       agentDataRoot, kqHost, ports: { request: info.requestPort, update: info.updatePort, broadcast: info.broadcastPort },
       killGraceMs: flags.killGrace, curve: keys,
+    }).catch((err) => {
+      // No agent was submitted: a client allowed for this start must not stay on kq's allowlist.
+      if (keys?.created) revokeClient(kqDataRoot, keys.name);
+      throw err;
     });
     if (!flags.json) process.stdout.write(`submitted Slurm job ${jobId}: ${flags.agents} kq agent(s) dialing kq at ${kqHost}\n`);
     const { registered, queue } = await waitForAgents(client, jobId, flags);

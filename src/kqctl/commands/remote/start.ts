@@ -1,12 +1,15 @@
 /** `kqctl remote start`: run StartAgents.sh on --host over SSH, then wait until the new agents registered with kq. */
 import path from 'node:path';
 import { DEFAULT_PORTS } from '../../../common/paths.js';
-import { installAgentKeys, startRemoteAgents, type KqPorts } from '../../../ssh/remote-agents.js';
+import { revokeClient } from '../../../common/keys.js';
+import { UnsafeDirError } from '../../../common/private-dir.js';
+import type { SshConnection } from '../../../ssh/connect.js';
+import { installAgentKeys, startRemoteAgents, type KqPorts, type RemoteStartResult } from '../../../ssh/remote-agents.js';
 import type { KqClient } from '../../client.js';
 import { envPort } from '../../address.js';
-import { EXIT } from '../../exit-codes.js';
+import { CliError, EXIT } from '../../exit-codes.js';
 import { agentsTable, printJson } from '../../format.js';
-import { agentKeys } from './agent-keys.js';
+import { agentKeys, type AgentKeys } from './agent-keys.js';
 import { notRegisteredReport } from './diagnosis.js';
 import { agentsDialAddress, readKqInfo } from './kq-location.js';
 import { dataRootOf, requireHost, stopHint, type StartFlags } from './options.js';
@@ -36,12 +39,22 @@ export async function startCommand(client: KqClient, flags: StartFlags): Promise
       process.stderr.write(`kqctl: kq requires CURVE: allowed a new client "${keys.name}" for the agents on ${sshHost} ` +
         `(kqctl keys revoke ${keys.name} refuses them)\n`);
     }
-    const curve = keys ? await installAgentKeys(conn, dataRootOf(flags), keys) : undefined;
-    progress(`running StartAgents.sh in ${flags.installRoot} for ${flags.numAgents} agent(s) dialing kq at ${kqHost}`);
-    const result = await withScripts(conn, flags, () => startRemoteAgents(conn, {
-      installRoot: flags.installRoot, dataRoot: dataRootOf(flags), kqHost, ports, numAgents: flags.numAgents,
-      node: flags.node, skipChecks: flags.skipChecks, curve,
-    }));
+    let result: RemoteStartResult;
+    try {
+      const curve = keys ? await installKeys(conn, dataRootOf(flags), keys) : undefined;
+      progress(`running StartAgents.sh in ${flags.installRoot} for ${flags.numAgents} agent(s) dialing kq at ${kqHost}`);
+      result = await withScripts(conn, flags, () => startRemoteAgents(conn, {
+        installRoot: flags.installRoot, dataRoot: dataRootOf(flags), kqHost, ports, numAgents: flags.numAgents,
+        node: flags.node, skipChecks: flags.skipChecks, curve,
+      }));
+    } catch (err) {
+      // No agent started with a client allowed for this start: it must not stay on kq's allowlist.
+      if (keys?.created && info) {
+        revokeClient(info.dataRoot, keys.name);
+        if (!flags.json) process.stderr.write(`kqctl: took back the client "${keys.name}" (kqctl keys list no longer shows it)\n`);
+      }
+      throw err;
+    }
     for (const a of result.agents) progress(`started agent ${a.n} on ${result.machine}: pid ${a.pid}`);
     progress(`waiting up to ${flags.registerTimeout / 1000}s for ${result.agents.length} agent(s) to register with kq`);
     const registered = await waitForRegistration(client, result, flags.registerTimeout,
@@ -69,4 +82,15 @@ export async function startCommand(client: KqClient, flags: StartFlags): Promise
     }
     return EXIT.ok;
   });
+}
+
+/** The agents' keys to <data root>/keys there: an unsafe directory is bad input (2), an SFTP failure remote (4). */
+async function installKeys(conn: SshConnection, dataRoot: string, keys: AgentKeys) {
+  try {
+    return await installAgentKeys(conn, dataRoot, keys);
+  } catch (err) {
+    if (err instanceof UnsafeDirError) throw new CliError(EXIT.usage, err.message);
+    if (err instanceof CliError) throw err;
+    throw new CliError(EXIT.remote, `cannot copy the agents' keys to ${dataRoot}/keys on ${conn.target}: ${(err as Error).message}`);
+  }
 }
