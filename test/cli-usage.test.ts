@@ -136,6 +136,14 @@ describe('submit and list say what was meant (issue 13 #3, kqctl side)', () => {
     const dash = await kq.ctl('submit', '--', '-');
     expect(dash.exitCode).toBe(2);
     expect(dash.stderr).toMatch(/"-"/);
+    // A timer past 2^31-1 ms fires after 1 ms in Node: a 30-day timeout would kill every render at once.
+    const longTimeout = await kq.ctl('submit', '--timeout', '30d', '--', 'true');
+    expect(longTimeout.exitCode).toBe(2);
+    expect(longTimeout.stderr).toMatch(/at most 24 days/);
+    const api = await fetch(`http://127.0.0.1:${kq.info.httpPort!}/api/jobs`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ argv: ['true'], timeoutMs: 30 * 86_400_000 }),
+    });
+    expect(api.status).toBe(400);
     expect(await kq.json('list')).toEqual([]);
 
     const one = await kq.submit('--', 'true');

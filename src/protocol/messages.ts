@@ -9,7 +9,7 @@
  */
 import { z } from 'zod';
 import { PROTOCOL_VERSION } from './version.js';
-import { JOB_STATES, Topics, isTerminalState, type JobState } from './constants.js';
+import { JOB_STATES, MAX_TIMEOUT_MS, Topics, isTerminalState, type JobState } from './constants.js';
 
 const v = z.literal(PROTOCOL_VERSION);
 const id = z.number().int().nonnegative();
@@ -17,6 +17,7 @@ const agentId = z.string().min(1).max(200);
 const shortText = z.string().max(4096);
 /** A whole number in [min, max]; the range is checked first, so 1e308 is refused as "<= max", not against the safe-integer bound. */
 const boundedInt = (min: number, max: number) => z.number().min(min).max(max).int();
+const timeoutMs = z.number().int().positive().max(MAX_TIMEOUT_MS, 'a task timeout may be at most 24 days');
 
 // ---------- jobs and tasks as clients see them ----------
 
@@ -38,7 +39,7 @@ export const JobSubmitSchema = z.object({
   cwd: z.string().max(4096).optional(),
   env: z.record(z.string().max(1024), z.string().max(65536)).default({}),
   maxAttempts: boundedInt(1, 100).default(3),
-  timeoutMs: z.number().int().positive().optional(),
+  timeoutMs: timeoutMs.optional(),
   shell: z.boolean().default(false),
   /** Where the render writes its frames, relative to cwd, with placeholders: `frames/shot_{frame:04}.png` (the monitor shows them). */
   output: z.string().min(1).max(4096).optional(),
@@ -198,7 +199,7 @@ export const AssignSchema = z.object({
   task: z.object({
     taskId: id, jobId: id, attempt: id, frames: z.array(z.number().int()),
     commands: z.array(z.array(z.string())).min(1), cwd: z.string().nullable(),
-    env: z.record(z.string(), z.string()), timeoutMs: z.number().int().positive().nullable(), shell: z.boolean(),
+    env: z.record(z.string(), z.string()), timeoutMs: timeoutMs.nullable(), shell: z.boolean(),
   }),
 });
 export type Assign = z.infer<typeof AssignSchema>;

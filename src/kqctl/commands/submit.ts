@@ -1,7 +1,9 @@
 import fs from 'node:fs';
 import type { Command } from 'commander';
 import type { JobSubmit, JobSummary } from '../../protocol/index.js';
+import { InvalidArgumentError } from 'commander';
 import { durationArg, intArg } from '../../common/cli.js';
+import { MAX_TIMEOUT_MS } from '../../protocol/constants.js';
 import { CliError, EXIT } from '../exit-codes.js';
 import { printJson } from '../format.js';
 import { waitForJobs } from '../wait.js';
@@ -45,6 +47,12 @@ function envPair(value: string, prev: string[]): string[] {
   return [...prev, value];
 }
 
+function taskTimeoutArg(value: string): number {
+  const ms = durationArg(value);
+  if (ms > MAX_TIMEOUT_MS) throw new InvalidArgumentError('a task timeout may be at most 24 days');
+  return ms;
+}
+
 export function register(program: Command, connection: (c: Command) => Command): void {
   connection(program.command('submit')
     .description('queue a job: kqctl submit [options] -- CMD ARGS…  (placeholders {frame} {start} {end}, padded {frame:04})')
@@ -58,7 +66,7 @@ export function register(program: Command, connection: (c: Command) => Command):
     .option('--cwd <dir>', 'working directory of the render (default: the current directory)')
     .option('--env <K=V>', 'environment variable for the render (repeatable)', envPair, [] as string[])
     .option('--retries <n>', 'times a failed task is tried again before it fails (0: never)', intArg(0, 99), 2)
-    .option('--timeout <duration>', 'kill a task running longer than this (e.g. 30m)', durationArg)
+    .option('--timeout <duration>', 'kill a task running longer than this (e.g. 30m; at most 24 days)', taskTimeoutArg)
     .option('--shell', 'run the command through /bin/sh -c (off: argv is run as is)', false)
     .option('--output <pattern>', "the frames the render writes, relative to --cwd, e.g. 'frames/shot_{frame:04}.png' (the web monitor shows them)")
     .option('--after <ids>', 'start only once these jobs have Completed (state Blocked until then); if one fails or is cancelled, so is this job: --after 3,4', envPair, [] as string[])
