@@ -49,6 +49,24 @@ describe('submit --each', () => {
     expect(fs.readdirSync(dir).filter((f) => f.startsWith('pwned'))).toEqual([]);
   });
 
+  it('--shell: an item is data wherever {item} sits in the script: in double quotes, single quotes, a nested $(…)', async () => {
+    const dir = tempDir();
+    const items = ['$(touch pwned1)', '`touch pwned2`', "it's \"x\" $HOME \\ end", 'two  spaces'];
+    const script = 'printf "%s|" "{item}" > out.{#}; printf "%s|" \'[{item}]\' >> out.{#}; printf "%s|" "$(printf "%s" "{item}")" >> out.{#}; printf "%s" {item} >> out.{#}';
+    const r = await submitEach(items.join('\n') + '\n', '--each', '--shell', '--cwd', dir, '--', script);
+    expect(r.stderr).toBe('');
+    expect(r.exitCode).toBe(0);
+    expect((await kq.waitJob(Number(r.stdout.trim()))).state).toBe('Completed');
+    expect(fs.readdirSync(dir).filter((f) => f.startsWith('pwned'))).toEqual([]);
+    items.forEach((item, i) => {
+      const [dq, sq, nested, bare] = fs.readFileSync(path.join(dir, `out.${i + 1}`), 'utf8').split('|');
+      expect(dq, `"{item}" with ${item}`).toBe(item);
+      expect(sq, `'[{item}]' with ${item}`).toBe(`[${item}]`);
+      expect(nested, `nested with ${item}`).toBe(item);
+      expect(bare, `bare {item} with ${item}`).toBe(item);
+    });
+  });
+
   it('without a placeholder the item is the last argument (as xargs); --chunk puts several items in one task', async () => {
     const dir = tempDir();
     const r = await submitEach('a\nb\nc\nd\ne\n', '--each', '--chunk', '2', '--cwd', dir, '--', 'sh', '-c', 'echo "$0" >> seen');
