@@ -202,7 +202,14 @@ describe('kqctl remote start / stop', () => {
     const install = path.join(tempDir('kq-install-'), 'kq install');
     fs.mkdirSync(install);
     for (const entry of ['bin', 'dist', 'node_modules', 'package.json']) fs.symlinkSync(path.join(ROOT, entry), path.join(install, entry));
-    const data = agentDataRoot("it's a data root");
+    // A line break cannot be quoted for csh: refused before anything runs there.
+    const lineBreak = agentDataRoot('line\nbreak');
+    const broken = await remote(kq, server, 'start', ['--num-agents', '1', '--install-root', install, '--data-root', lineBreak, '--install-scripts']);
+    expect(broken.stderr).toBe(`kqctl: a value on the remote command line cannot contain a line break (csh and tcsh cannot quote one): ${JSON.stringify(lineBreak)}`);
+    expect(broken.exitCode).toBe(2);
+    expect(fs.existsSync(path.join(install, 'scripts'))).toBe(false);
+    // Quotes, backslashes and ! (special in fish and csh even inside single quotes) reach the script as they are.
+    const data = agentDataRoot("it's a \\'data! root");
     const args = ['--num-agents', '2', '--install-root', install, '--data-root', data];
 
     const refused = await remote(kq, server, 'start', args);

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
-import { shellCommand, shellQuote } from '../src/ssh/shell-quote.js';
+import { UnquotableError, loginShellQuote, shellCommand, shellQuote } from '../src/ssh/shell-quote.js';
 import { KnownHosts, appendKnownHost, entryMatches, fingerprint, keyTypeOf, knownHostName, parseKnownHosts } from '../src/ssh/known-hosts.js';
 import { readableLog, scriptCommand } from '../src/ssh/remote-agents.js';
 import { tempDir } from './helpers/kq.js';
@@ -54,6 +54,37 @@ describe('shellQuote', () => {
     const missing = await execa('sh', ['-c', line], { env: { HOME: home }, reject: false });
     expect(missing.exitCode).toBe(127);
     expect(missing.stderr).toContain('kq-missing-scripts: StopAgents.sh in');
+  });
+});
+
+/** Values for any login shell: NASTY without line breaks (refused), plus what fish, csh and zsh read specially. */
+const LOGIN_NASTY = [...NASTY.filter((v) => !/\n/.test(v)), "a\\'b", "\\'", '\\', '\\\\', "'\\''", '%self', '%1', '=ls', '{a,b}', '$fish_pid',
+  '(echo x)', '!!', '!$', 'a!b', '^x', '$status', '~root', "'\\n'", 'tab\tand \\t'];
+/** sshd runs the command line with the user's login shell: these are the ones a render node may have. */
+const LOGIN_SHELLS: Array<[string, string[]]> = [['sh', []], ['bash', []], ['fish', ['--no-config']], ['tcsh', ['-f']]];
+
+describe('loginShellCommand: the remote command line, for any login shell', () => {
+  it('passes every value as exactly one literal argument through sh, bash, fish and tcsh', async () => {
+    const line = scriptCommand("~/kq's \\'install", 'StartAgents.sh', LOGIN_NASTY, { KQ_NODE: "/opt/my \\' node" });
+    const home = tempDir('kq-home-');
+    const root = path.join(home, "kq's \\'install");
+    fs.mkdirSync(path.join(root, 'scripts'), { recursive: true });
+    fs.writeFileSync(path.join(root, 'scripts', 'StartAgents.sh'), 'printf "%s\\0" "$KQ_NODE" "$@"\n');
+    fs.writeFileSync(path.join(root, 'scripts', 'StopAgents.sh'), 'exit 0\n');
+    for (const [shell, flags] of LOGIN_SHELLS) {
+      const r = await execa(shell, [...flags, '-c', line], { env: { HOME: home }, reject: false });
+      expect(r.stderr, shell).toBe('');
+      expect(r.stdout.split('\0').slice(0, -1), shell).toEqual(["/opt/my \\' node", ...LOGIN_NASTY]);
+    }
+  });
+
+  it('refuses a line break (csh cannot quote one) and quotes backslashes outside single quotes', () => {
+    expect(() => loginShellQuote('a\nb')).toThrow(/cannot contain a line break/);
+    expect(() => loginShellQuote('a\rb')).toThrow(UnquotableError);
+    expect(loginShellQuote("a\\'b")).toBe("'a'\\\\\\''b'");
+    expect(loginShellQuote('%self')).toBe("'%self'");
+    expect(loginShellQuote('/opt/kq-1.2/bin')).toBe('/opt/kq-1.2/bin');
+    expect(loginShellQuote('')).toBe("''");
   });
 });
 

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { installRoot } from '../common/install-root.js';
 import type { SshConnection } from './connect.js';
 import { uploadFiles, uploadPrivate } from './sftp.js';
-import { shellCommand } from './shell-quote.js';
+import { loginShellCommand } from './shell-quote.js';
 
 export const SCRIPT_NAMES = { start: 'StartAgents.sh', stop: 'StopAgents.sh' } as const;
 
@@ -65,7 +65,8 @@ const MISSING_MARK = 'kq-missing-scripts:';
  * The fixed program every script runs through: `sh -c RUNNER kq-remote INSTALL_ROOT SCRIPT ARG…`. It finds
  * the scripts (a leading ~ is the remote home), reports missing ones, and execs the script with the
  * arguments as they are. One round trip: every exec starts the remote user's login shell, which can take
- * a second. Joined with `; ` (no newlines) so any login shell passes it on (sh, bash, zsh, fish, csh).
+ * a second. Joined with `; ` (no newlines, which csh cannot quote); loginShellCommand quotes it and every
+ * value so that any login shell passes them on literally (sh, bash, zsh, fish, csh/tcsh: test/ssh.test.ts).
  */
 const RUNNER = [
   'root=$1; script=$2; shift 2',
@@ -83,10 +84,10 @@ export class MissingScriptsError extends Error {
   }
 }
 
-/** `[env K=V…] sh -c RUNNER kq-remote INSTALL_ROOT SCRIPT ARG…`: every value one quoted word, none evaluated. */
+/** `[env K=V…] sh -c RUNNER kq-remote INSTALL_ROOT SCRIPT ARG…`: every value one quoted word, none evaluated (UnquotableError: a line break). */
 export function scriptCommand(installRoot: string, name: string, args: string[], env: Record<string, string> = {}): string {
   const envWords = Object.entries(env).map(([k, v]) => `${k}=${v}`);
-  return shellCommand([...(envWords.length ? ['env', ...envWords] : []), 'sh', '-c', RUNNER, 'kq-remote', installRoot, name, ...args]);
+  return loginShellCommand([...(envWords.length ? ['env', ...envWords] : []), 'sh', '-c', RUNNER, 'kq-remote', installRoot, name, ...args]);
 }
 
 /** Run a script; a missing script or a failure becomes an error carrying the script's exit code and stderr. */
@@ -182,7 +183,7 @@ const DIAGNOSE = [
 /** For each agent, in one round trip: is its pid still a kq agent, and the last lines of its log. */
 export async function diagnoseAgents(conn: SshConnection, agents: StartedAgent[], lines = 15): Promise<AgentDiagnosis[]> {
   if (agents.length === 0) return [];
-  const r = await conn.exec(shellCommand(['sh', '-c', DIAGNOSE, 'kq-diagnose', String(lines), ...agents.flatMap((a) => [String(a.n), String(a.pid), a.log])]));
+  const r = await conn.exec(loginShellCommand(['sh', '-c', DIAGNOSE, 'kq-diagnose', String(lines), ...agents.flatMap((a) => [String(a.n), String(a.pid), a.log])]));
   const out: AgentDiagnosis[] = [];
   for (const chunk of r.stdout.split(/^@@kq-agent /m).slice(1)) {
     const m = /^(\d+) (alive|gone)\n?([\s\S]*)$/.exec(chunk);

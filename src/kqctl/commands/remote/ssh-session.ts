@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { SshConnection } from '../../../ssh/connect.js';
 import { defaultKnownHostsFiles } from '../../../ssh/options.js';
 import { MissingScriptsError, RemoteScriptError, installScripts } from '../../../ssh/remote-agents.js';
+import { UnquotableError } from '../../../ssh/shell-quote.js';
 import { CliError, EXIT } from '../../exit-codes.js';
 import type { SshFlags } from './options.js';
 
@@ -25,6 +26,7 @@ export async function withSsh(flags: SshFlags, fn: (conn: SshConnection) => Prom
     if (conn.hostKey?.added) process.stderr.write(`kqctl: added the host key of ${flags.host} (${conn.hostKey.type} ${conn.hostKey.fingerprint}) to ${flags.knownHosts ?? defaultKnownHostsFiles()[0]}\n`);
     return await fn(conn);
   } catch (err) {
+    if (err instanceof UnquotableError) throw new CliError(EXIT.usage, err.message);
     if (err instanceof RemoteScriptError) throw new CliError(err.exitCode === 2 ? EXIT.usage : EXIT.remote, err.message);
     if (err instanceof SshError) throw new CliError(EXIT.remote, err.message);
     throw err;
