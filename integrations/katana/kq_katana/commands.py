@@ -8,8 +8,19 @@ Disk Render: Katana's batch mode renders a Render node's outputs to disk for a f
 `katana --batch --katana-file=FILE --render-node=NODE -t START-END`, one chunk of frames per task.
 """
 import os
+import re
 
 FRAME_FLAGS = ("-frame", "--frame")
+
+# What kq replaces in a job's argv (src/common/placeholders.ts): {frame}, {start}, {end}, optionally {frame:04}.
+_PLACEHOLDER = re.compile(r"\{(frame|start|end)(:0?\d+)?\}")
+
+
+def refuse_placeholders(what, value):
+    """A value from Katana (a path, a node name, an argument) must reach the command as it is."""
+    if _PLACEHOLDER.search(value):
+        raise ValueError("the %s %s contains {frame}, {start} or {end}, which kq would replace: rename it" % (what, value))
+    return value
 
 
 def renderboot_command(renderboot, args):
@@ -20,8 +31,8 @@ def renderboot_command(renderboot, args):
     """
     if not renderboot:
         raise ValueError("no renderboot program: is this Katana's Python? ($KATANA_ROOT/bin/renderboot)")
-    argv = [renderboot]
-    args = [str(a) for a in args]
+    argv = [refuse_placeholders("renderboot program", renderboot)]
+    args = [refuse_placeholders("renderboot argument", str(a)) for a in args]
     i = 0
     replaced = False
     while i < len(args):
@@ -48,8 +59,11 @@ def batch_command(katana, katana_file, render_node, extra_args=()):
         raise ValueError("the project is not saved: kq renders the .katana file on disk (File > Save As)")
     if not render_node:
         raise ValueError("no Render node to render to disk: select a Render node")
+    refuse_placeholders("Katana program", katana)
+    refuse_placeholders("project file", katana_file)
+    refuse_placeholders("Render node name", render_node)
     return [katana, "--batch", "--katana-file=%s" % katana_file, "--render-node=%s" % render_node,
-            "-t", "{start}-{end}"] + [str(a) for a in extra_args]
+            "-t", "{start}-{end}"] + [refuse_placeholders("Katana argument", str(a)) for a in extra_args]
 
 
 def job_name(katana_file, node_name, kind, frames_text):

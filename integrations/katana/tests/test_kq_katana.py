@@ -46,6 +46,23 @@ class Commands(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "select a Render node"):
             commands.batch_command("katana", "/s.katana", "")
 
+    def test_placeholders_in_katanas_values_are_refused(self):
+        # kq replaces {frame}, {start}, {end} (also zero-padded, {frame:04}) anywhere in a job's argv.
+        for bad in ("/shots/{frame}/s.katana", "/s_{start}.katana", "/s{end}.katana", "/s.{frame:04}.katana"):
+            with self.assertRaisesRegex(ValueError, r"contains \{frame\}, \{start\} or \{end\}, which kq would replace"):
+                commands.batch_command("katana", bad, "Render")
+        with self.assertRaisesRegex(ValueError, "Render node name Render_{frame}"):
+            commands.batch_command("katana", "/s.katana", "Render_{frame}")
+        with self.assertRaisesRegex(ValueError, "which kq would replace"):
+            commands.batch_command("katana", "/s.katana", "Render", ["--var={end}"])
+        with self.assertRaisesRegex(ValueError, "which kq would replace"):
+            commands.renderboot_command("renderboot", ["-geolib3OpTree", "/tmp/{start}/op.optree", "-frame", "1"])
+        with self.assertRaisesRegex(ValueError, "which kq would replace"):
+            commands.renderboot_command("/opt/{frame}/renderboot", ["-frame", "1"])
+        # Braces that are not kq's placeholders are fine.
+        self.assertEqual(commands.batch_command("katana", "/s/{shot}.katana", "R{1}")[2:4],
+                         ["--katana-file=/s/{shot}.katana", "--render-node=R{1}"])
+
     def test_job_names(self):
         self.assertEqual(commands.job_name("/shots/sh010.katana", "Render_beauty", "Disk Render", "1-100"),
                          "sh010.katana Render_beauty Disk Render 1-100")
