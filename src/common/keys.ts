@@ -135,6 +135,12 @@ export class Allowlist {
     return this.keys.has(publicKeyZ85);
   }
 
+  /** The allowed keys now (re-read if the directory changed). */
+  current(): ReadonlySet<string> {
+    this.refresh();
+    return this.keys;
+  }
+
   private refresh(): void {
     const dir = keyFiles(this.dataRoot).allowedDir;
     let stamp: string;

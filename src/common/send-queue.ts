@@ -6,10 +6,11 @@ import type { Writable } from 'zeromq';
 
 export class SendQueue {
   private tail: Promise<void> = Promise.resolve();
-  constructor(private readonly socket: Writable) {}
+  /** `socket` may be a getter: kq replaces its sockets when a key is revoked, and the queue goes on with the new ones. */
+  constructor(private readonly socket: Writable | (() => Writable | Promise<Writable>)) {}
 
   send(frames: Array<Buffer | string>): Promise<void> {
-    const next = this.tail.then(() => this.socket.send(frames));
+    const next = this.tail.then(async () => (typeof this.socket === 'function' ? await this.socket() : this.socket).send(frames));
     this.tail = next.catch(() => undefined);
     return next;
   }

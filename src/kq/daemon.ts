@@ -17,6 +17,7 @@ import { Store } from './store.js';
 import { JobLogs } from './job-logs.js';
 import { bindSockets, type DaemonSockets } from './sockets.js';
 import { ZapHandler } from './zap.js';
+import { watchRevocations } from './revocation.js';
 import { Allowlist, initKeys, keyFiles, LOCAL_CLIENT, readKeyPair } from '../common/keys.js';
 import { LocalAgents } from './local-agents.js';
 import { acquireLock, type Lock } from './lock.js';
@@ -58,6 +59,8 @@ export class Daemon {
   private keepFinishedTimer: NodeJS.Timeout | null = null;
   private curve: { serverPublicKey: string } | null = null;
   private zap: ZapHandler | null = null;
+  private allowlist: Allowlist | null = null;
+  private stopWatchingKeys: (() => void) | null = null;
   private monitor: Monitor | null = null;
   private stopped: Promise<void> | null = null;
   private readonly dropped: RateLimitedLog;
@@ -123,6 +126,7 @@ export class Daemon {
     void this.receiveUpdates();
     this.startSilenceCheck();
     this.startKeepFinished();
+    this.startWatchingKeys();
     this.scheduler.queuer.resume();
     this.startLocalAgents();
     this.state = 'running';
@@ -197,6 +201,7 @@ export class Daemon {
     const steps: Array<[string, () => unknown]> = [
       ['stop timer', () => this.lostTimer && clearInterval(this.lostTimer)],
       ['stop cleaning', () => this.keepFinishedTimer && clearInterval(this.keepFinishedTimer)],
+      ['stop watching keys', () => this.stopWatchingKeys?.()],
       ['stop queueing tasks', () => this.scheduler.queuer.stop()],
       ['stop disk poller', () => this.disk.stop()],
       ['close web monitor', () => this.monitor?.close()],
@@ -288,7 +293,8 @@ export class Daemon {
     if (!zmq.capability.curve) throw new Error('this ZeroMQ build has no CURVE support: cannot listen securely (use loopback, or --insecure at your own risk)');
     const { serverPublicKey, created } = initKeys(this.o.dataRoot);
     if (created) this.log.info({ keys: keyFiles(this.o.dataRoot).dir }, 'created CURVE keys');
-    await this.startZap(new Allowlist(this.o.dataRoot));
+    this.allowlist = new Allowlist(this.o.dataRoot);
+    await this.startZap(this.allowlist);
     this.curve = { serverPublicKey };
     return readKeyPair(keyFiles(this.o.dataRoot).serverSecret).secretKey;
   }
@@ -296,6 +302,23 @@ export class Daemon {
   private async startZap(allowlist: Allowlist | null): Promise<void> {
     this.zap = new ZapHandler(allowlist, this.log.child({ component: 'zap' }));
     await this.zap.start();
+  }
+
+  /**
+   * A revoked key loses the connections it has, not only new ones: kq closes every connection on its three
+   * ports and listens again, so each peer passes ZAP again. Allowed agents reconnect and re-register by
+   * themselves, keeping their renders; an assignment or update on its way is recovered by the heartbeats.
+   */
+  private startWatchingKeys(): void {
+    if (!this.allowlist) return;
+    this.stopWatchingKeys = watchRevocations(this.allowlist, (keys) => {
+      if (this.state !== 'running') return;
+      this.log.warn({ keys }, 'key(s) revoked: closing every connection so that each peer must be admitted again');
+      this.sockets.renew().then(
+        () => this.log.info('listening again after a revoke'),
+        (err: Error) => this.log.error({ err: err.message }, 'cannot listen again after a revoke: restart kq'),
+      );
+    });
   }
 
   // ---------- local agents ----------
@@ -334,18 +357,31 @@ export class Daemon {
 
   // ---------- sockets ----------
 
-  private async receiveRequests(): Promise<void> {
-    try {
-      for await (const [routingId, ...frames] of this.sockets.router) {
-        if (!routingId) continue;
-        try {
-          await this.onRequest(routingId, frames);
-        } catch (err) {
-          if (!this.disk.failed(err, 'job table (kq.db)')) this.log.error({ err: (err as Error).stack }, 'request handler failed');
-        }
+  private receiveRequests(): Promise<void> {
+    return this.receiveFrom(() => this.sockets.router, 'request', async ([routingId, ...frames]) => {
+      if (!routingId) return;
+      try {
+        await this.onRequest(routingId, frames);
+      } catch (err) {
+        if (!this.disk.failed(err, 'job table (kq.db)')) this.log.error({ err: (err as Error).stack }, 'request handler failed');
       }
-    } catch (err) {
-      if (this.state === 'running') this.log.error({ err: (err as Error).message }, 'request socket failed');
+    });
+  }
+
+  /**
+   * Every message of one of kq's sockets, through `handle`. The loop ends when its socket closes: for good
+   * when kq stops; after a revoke kq renews its sockets, and the loop goes on with the new one once bound.
+   */
+  private async receiveFrom(pick: () => zmq.Router | zmq.Pull, name: string, handle: (frames: Buffer[]) => Promise<void> | void): Promise<void> {
+    for (;;) {
+      const socket = pick();
+      try {
+        for await (const frames of socket) await handle(frames);
+      } catch (err) {
+        if (this.state === 'running' && socket === pick()) this.log.error({ err: (err as Error).message }, `${name} socket failed`);
+      }
+      await this.sockets.bound();
+      if (socket === pick() || this.state !== 'running') return;
     }
   }
 
@@ -385,23 +421,19 @@ export class Daemon {
       .catch((err: Error) => this.log.debug({ err: err.message }, 'reply not delivered (peer gone)'));
   }
 
-  private async receiveUpdates(): Promise<void> {
-    try {
-      for await (const frames of this.sockets.pull) {
-        const decoded = decode(UpdateSchema, frames.length === 1 ? frames[0] : undefined);
-        if (!decoded.ok) {
-          this.dropped.warn('update', decoded.error);
-          continue;
-        }
-        try {
-          this.updates.handle(decoded.value);
-        } catch (err) {
-          if (!this.disk.failed(err, 'job table (kq.db)')) this.log.error({ err: (err as Error).stack }, 'update handler failed');
-        }
+  private receiveUpdates(): Promise<void> {
+    return this.receiveFrom(() => this.sockets.pull, 'update', (frames) => {
+      const decoded = decode(UpdateSchema, frames.length === 1 ? frames[0] : undefined);
+      if (!decoded.ok) {
+        this.dropped.warn('update', decoded.error);
+        return;
       }
-    } catch (err) {
-      if (this.state === 'running') this.log.error({ err: (err as Error).message }, 'update socket failed');
-    }
+      try {
+        this.updates.handle(decoded.value);
+      } catch (err) {
+        if (!this.disk.failed(err, 'job table (kq.db)')) this.log.error({ err: (err as Error).stack }, 'update handler failed');
+      }
+    });
   }
 }
 

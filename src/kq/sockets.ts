@@ -19,12 +19,22 @@ export interface BindOptions {
 }
 
 export interface DaemonSockets {
-  router: zmq.Router;
-  pull: zmq.Pull;
-  pub: zmq.Publisher;
+  /** The current sockets: renew() replaces them, so read these again rather than keep them. */
+  readonly router: zmq.Router;
+  readonly pull: zmq.Pull;
+  readonly pub: zmq.Publisher;
+  /** Send queues that always send on the current socket. */
   routerQueue: SendQueue;
   pubQueue: SendQueue;
   ports: { request: number; update: number; broadcast: number };
+  /**
+   * Close every connection on the three ports and listen again on the same ones, so that every peer must
+   * pass the ZAP handler again (after a key was revoked). Peers reconnect by themselves, each with a new
+   * routing id; messages on their way at that moment are lost, as with any dropped connection.
+   */
+  renew(): Promise<void>;
+  /** Resolves once the current sockets are bound (at once unless renew() is under way); never rejects. */
+  bound(): Promise<void>;
   close(): void;
 }
 
@@ -49,25 +59,65 @@ export async function bindSockets(o: BindOptions): Promise<DaemonSockets> {
   // of vanishing, so the task can be requeued at once.
   // sendTimeout: a peer that sends requests but never reads its replies fills its pipe; without a timeout the
   // next send to it would wait forever and, sends being serialised, hold up every other peer's.
-  const router = new zmq.Router({ ...common, ...LIMITS.request, mandatory: true, sendTimeout: 100 });
-  const pull = new zmq.Pull({ ...common, ...LIMITS.update });
-  const pub = new zmq.Publisher({ ...common, ...LIMITS.broadcast });
-  const sockets = [router, pull, pub];
+  const open = () => ({
+    router: new zmq.Router({ ...common, ...LIMITS.request, mandatory: true, sendTimeout: 100 }),
+    pull: new zmq.Pull({ ...common, ...LIMITS.update }),
+    pub: new zmq.Publisher({ ...common, ...LIMITS.broadcast }),
+  });
+  let current = open();
+  const all = () => [current.router, current.pull, current.pub];
+  const bindAll = async (ports: { request: number; update: number; broadcast: number }) => {
+    await bindOne(current.router, o.bind, ports.request, 'request');
+    await bindOne(current.pull, o.bind, ports.update, 'update');
+    await bindOne(current.pub, o.bind, ports.broadcast, 'broadcast');
+  };
   try {
-    await bindOne(router, o.bind, o.requestPort, 'request');
-    await bindOne(pull, o.bind, o.updatePort, 'update');
-    await bindOne(pub, o.bind, o.broadcastPort, 'broadcast');
+    await bindAll({ request: o.requestPort, update: o.updatePort, broadcast: o.broadcastPort });
   } catch (err) {
-    for (const s of sockets) s.close();
+    for (const s of all()) s.close();
     throw err;
   }
+  const ports = { request: portOf(current.router.lastEndpoint!), update: portOf(current.pull.lastEndpoint!), broadcast: portOf(current.pub.lastEndpoint!) };
+  let closed = false;
+  let renewing: Promise<void> = Promise.resolve();
+  const renewOnce = async () => {
+    if (closed) return;
+    // The new sockets exist before the old close, so a receive loop that sees its socket end finds its successor.
+    const old = all();
+    current = open();
+    for (const s of old) s.close();
+    // libzmq frees the ports in its I/O thread: try again for a while if they are not free yet.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await bindAll(ports);
+        return;
+      } catch (err) {
+        const failed = all();
+        if (!closed && attempt < 100) current = open();
+        for (const s of failed) s.close();
+        if (closed || attempt >= 100) throw err;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  };
   return {
-    router, pull, pub,
-    routerQueue: new SendQueue(router),
-    pubQueue: new SendQueue(pub),
-    ports: { request: portOf(router.lastEndpoint!), update: portOf(pull.lastEndpoint!), broadcast: portOf(pub.lastEndpoint!) },
+    get router() { return current.router; },
+    get pull() { return current.pull; },
+    get pub() { return current.pub; },
+    // A send waits while the sockets are being renewed (a socket being bound refuses to send).
+    routerQueue: new SendQueue(async () => { await renewing.catch(() => undefined); return current.router; }),
+    pubQueue: new SendQueue(async () => { await renewing.catch(() => undefined); return current.pub; }),
+    ports,
+    renew() {
+      renewing = renewing.catch(() => undefined).then(renewOnce);
+      return renewing;
+    },
+    bound() {
+      return renewing.catch(() => undefined);
+    },
     close() {
-      for (const s of sockets) if (!s.closed) s.close();
+      closed = true;
+      for (const s of all()) if (!s.closed) s.close();
     },
   };
 }

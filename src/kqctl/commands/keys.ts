@@ -1,6 +1,7 @@
 /**
  * `kqctl keys`: the allowlist of CURVE public keys kq admits. It edits files under <data root>/keys on
- * kq's machine (kq re-reads the allowlist on every new connection), so it works with kq stopped too.
+ * kq's machine (kq re-reads the allowlist on every new connection, and a running kq cuts a revoked key's
+ * open connections within a second), so it works with kq stopped too.
  */
 import type { Command } from 'commander';
 import { defaultDataRoot } from '../../common/paths.js';
@@ -47,10 +48,10 @@ export function register(program: Command): void {
     }));
 
   keys.command('revoke')
-    .description('remove a client from the allowlist: its new connections are refused at once (restart kq to drop open ones)')
+    .description('remove a client from the allowlist: a running kq refuses its new connections and, within a second, closes every open connection (allowed agents and clients reconnect by themselves)')
     .argument('<name>', 'the client name')
     .action(guarded((cmd, name) => {
       revokeClient(dataRootOf(cmd), name!);
-      process.stdout.write(`revoked "${name}"\n`);
+      process.stdout.write(`revoked "${name}": a running kq closes its open connections within a second and refuses new ones\n`);
     }));
 }
