@@ -47,3 +47,13 @@ export function machine() {
 }
 
 export const loadavg1 = (): number => Math.round(os.loadavg()[0]! * 100) / 100;
+
+/** Time a process has spent waiting for a CPU while runnable (run-queue wait, /proc/PID/schedstat), in ms. */
+export function cpuWaitMs(pid: number): number | null {
+  try {
+    const [, wait] = fs.readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ');
+    return Number(wait) / 1e6;
+  } catch {
+    return null;
+  }
+}

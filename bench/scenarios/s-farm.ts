@@ -18,7 +18,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { KqUnderTest, until } from '../kq.js';
-import { cpuMs, rssMb } from '../proc.js';
+import { cpuMs, cpuWaitMs, loadavg1, rssMb } from '../proc.js';
 import { median, now, percentile } from '../stats.js';
 import { floor, row, type Context, type Row, type ScenarioResult } from '../scenario.js';
 import type { JobSummary } from '../../src/protocol/index.js';
@@ -149,8 +149,11 @@ export async function scenarioS(ctx: Context, o: FarmOptions = {}): Promise<Scen
       sim.send({ cmd: 'measure' });
       const c0 = cpuMs(kq.pid)!;
       const sc0 = cpuMs(sim.proc.pid!)!;
+      const w0 = cpuWaitMs(kq.pid) ?? NaN;
       await sleep(windowMs);
       const simCpu = cpuMs(sim.proc.pid!)! - sc0;
+      // Time kq's threads were runnable but waited for a CPU: on a shared machine, what held it back.
+      const kqWait = (cpuWaitMs(kq.pid) ?? NaN) - w0;
       sim.send({ cmd: 'report' });
       const r = await sim.next<SimReport>('report', 60_000);
       const cpu = cpuMs(kq.pid)! - c0;
@@ -168,11 +171,13 @@ export async function scenarioS(ctx: Context, o: FarmOptions = {}): Promise<Scen
       // What one free core would carry at this CPU cost per task (the machine is shared: see the load).
       metrics[`${k}KqOneCoreTasksPerSecond`] = round(r.assigns > 0 ? 1000 / (cpu / r.assigns) : NaN, 0);
       metrics[`${k}SimCpuPct`] = round((simCpu / r.ms) * 100, 0);
+      metrics[`${k}KqCpuWaitPct`] = round((kqWait / r.ms) * 100, 0);
+      metrics[`${k}Load`] = loadavg1();
       metrics[`${k}Busy`] = r.busy;
       if (r.refused > 0) notes.push(`${r.refused} assignments refused (agent busy) during the ${renderMs} ms window`);
       rows.push(row(`assign latency, ${renderMs} ms renders (finished → next assign)`, 'kq', r.latencies.length ? [median(r.latencies)] : [],
         { note: `p99 ${round(p99, 2)} ms, ${round(tps, 0)} tasks/s` }));
-      ctx.log(`  ${renderMs} ms renders: ${tps.toFixed(0)} tasks/s, assign latency p50 ${p50.toFixed(2)} ms, p99 ${p99.toFixed(2)} ms, kq ${(cpu / Math.max(1, r.assigns)).toFixed(3)} ms CPU per task (${((cpu / r.ms) * 100).toFixed(0)}% of a core), simulator ${((simCpu / r.ms) * 100).toFixed(0)}% of a core`);
+      ctx.log(`  ${renderMs} ms renders: ${tps.toFixed(0)} tasks/s, assign latency p50 ${p50.toFixed(2)} ms, p99 ${p99.toFixed(2)} ms, kq ${(cpu / Math.max(1, r.assigns)).toFixed(3)} ms CPU per task (${((cpu / r.ms) * 100).toFixed(0)}% of a core), simulator ${((simCpu / r.ms) * 100).toFixed(0)}% of a core; kq waited for a CPU ${((kqWait / r.ms) * 100).toFixed(0)}% of the time (load ${loadavg1()})`);
     }
 
     const listsBusy: number[] = [];
