@@ -129,3 +129,16 @@ describe('heartbeats of a big farm', () => {
     expect(totalChanges()).toBeGreaterThan(changes);
   });
 });
+
+describe('sessions checked on every update', () => {
+  it('a re-registration takes over at once: the old session is superseded, strangers stay unknown', () => {
+    const { agentId, session: old } = bringUp(1);
+    expect(store.checkSession(agentId, old)).toBe('current');
+    const req = { v: PROTOCOL_VERSION, rid: 'again', type: 'register', agentId, host: 'host-1', pid: 1001, local: false, running: null, lastOutcome: null, session: old, slurm: null } as const;
+    const fresh = (requests.handle(req, 'route1b') as RegisterReply).session;
+    expect(fresh).not.toBe(old);
+    expect(store.checkSession(agentId, fresh)).toBe('current');
+    expect(store.checkSession(agentId, old)).toBe('superseded');
+    expect(store.checkSession('nobody', old)).toBe('unknown');
+  });
+});

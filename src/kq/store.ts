@@ -678,6 +678,7 @@ export class Store {
       this.requeue(t, 'agent re-registered without it');
       requeuedJobs.push(t.job_id);
     }
+    this.sessions.delete(a.id);
     this.stmt.upsertAgent.run({
       id: a.id, host: a.host, pid: a.pid, local: a.local ? 1 : 0, state: keep ? 'busy' : 'idle',
       taskId: keep ? a.running!.taskId : null, epoch: a.epoch, at: now(), seen: Date.now(), session: a.session,
@@ -712,10 +713,18 @@ export class Store {
 
   /** Does an update from this agent speak for its current registration? */
   checkSession(agentId: string, session: string): SessionCheck {
-    const agent = this.stmt.agent.get(agentId) as AgentRow | undefined;
-    if (!agent || agent.session === null) return 'unknown';
-    return agent.session === session ? 'current' : 'superseded';
+    let current = this.sessions.get(agentId);
+    if (current === undefined) {
+      const agent = this.stmt.agent.get(agentId) as AgentRow | undefined;
+      if (!agent) return 'unknown'; // not cached: a stranger may name any id
+      this.sessions.set(agentId, (current = agent.session));
+    }
+    if (current === null) return 'unknown';
+    return current === session ? 'current' : 'superseded';
   }
+
+  /** Agents' current sessions as the table holds them (only registerAgent changes one, and drops it here). */
+  private readonly sessions = new Map<string, string | null>();
 
   /**
    * Record a heartbeat (its session already checked) and reconcile what the agent says it runs with what
