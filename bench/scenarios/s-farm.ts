@@ -88,6 +88,17 @@ function peakRssMb(pid: number): number | null {
 
 const round = (v: number | null | undefined, d = 1) => (v === null || v === undefined || !Number.isFinite(v) ? null : Math.round(v * 10 ** d) / 10 ** d);
 
+/** Five `kqctl list`s, timed; one that fails (kqctl gives up after 2 s without an answer) is noted and counted as 2 s. */
+async function timedLists(kq: KqUnderTest, notes: string[], when: string): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const r = await kq.ctl(['list']);
+    if (r.code !== 0) notes.push(`kqctl list (${when}) exited ${r.code} after ${Math.round(r.ms)} ms: ${r.stderr.trim().slice(0, 120)}`);
+    out.push(r.code === 0 ? r.ms : Math.max(r.ms, 2000));
+  }
+  return out;
+}
+
 export async function scenarioS(ctx: Context, o: FarmOptions = {}): Promise<ScenarioResult> {
   const nAgents = o.agents ?? ctx.farm?.agents ?? (ctx.quick ? 100 : 500);
   const nTasks = o.tasks ?? ctx.farm?.tasks ?? (ctx.quick ? 100_000 : 1_000_000);
@@ -133,12 +144,7 @@ export async function scenarioS(ctx: Context, o: FarmOptions = {}): Promise<Scen
     const pausedCpu = await cpuOver(kq.pid, idleMs);
     metrics.pausedBacklogHeartbeatCpuPct = round(pausedCpu / 10, 2);
     ctx.log(`  idle, ${nTasks} waiting, queue paused: kq used ${(pausedCpu / 10).toFixed(2)}% of a core`);
-    const listsPaused: number[] = [];
-    for (let i = 0; i < 5; i++) {
-      const r = await kq.ctl(['list']);
-      if (r.code !== 0) throw new Error(`list exited ${r.code}: ${r.stderr}`);
-      listsPaused.push(r.ms);
-    }
+    const listsPaused = await timedLists(kq, notes, 'queue paused');
     rows.push(row(`kqctl list (${nTasks.toLocaleString('en')} waiting, paused)`, 'kq', listsPaused));
 
     await kq.request('resume', {});
@@ -180,12 +186,7 @@ export async function scenarioS(ctx: Context, o: FarmOptions = {}): Promise<Scen
       ctx.log(`  ${renderMs} ms renders: ${tps.toFixed(0)} tasks/s, assign latency p50 ${p50.toFixed(2)} ms, p99 ${p99.toFixed(2)} ms, kq ${(cpu / Math.max(1, r.assigns)).toFixed(3)} ms CPU per task (${((cpu / r.ms) * 100).toFixed(0)}% of a core), simulator ${((simCpu / r.ms) * 100).toFixed(0)}% of a core; kq waited for a CPU ${((kqWait / r.ms) * 100).toFixed(0)}% of the time (load ${loadavg1()})`);
     }
 
-    const listsBusy: number[] = [];
-    for (let i = 0; i < 5; i++) {
-      const r = await kq.ctl(['list']);
-      if (r.code !== 0) throw new Error(`list exited ${r.code}: ${r.stderr}`);
-      listsBusy.push(r.ms);
-    }
+    const listsBusy = await timedLists(kq, notes, 'farm dispatching');
     rows.push(row(`kqctl list (farm dispatching, ${renders[renders.length - 1]} ms renders)`, 'kq', listsBusy));
     const inProcess: number[] = [];
     for (let i = 0; i < 10; i++) {
