@@ -11,7 +11,7 @@ import { execa } from 'execa';
 import type { BrowserContext } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Kq, ROOT, cleanupAll, isRunning, kqctl, processesMatching, tempDir, waitFor } from './helpers/kq.js';
-import { launchBrowser, openPage } from './helpers/browser.js';
+import { launchBrowser, openPage, screenshot } from './helpers/browser.js';
 import { Sshd, keygen } from './helpers/sshd.js';
 
 const STOP = path.join(ROOT, 'scripts', 'StopAgents.sh');
@@ -137,7 +137,9 @@ describe('Launch Remote Agents on the page', () => {
       '--data-root', agentsData, '--kq-data-root', kq.dataRoot, '--connect-timeout', '15s'], { HOME: home });
     expect(cli.exitCode).toBe(4);
     expect(cli.stderr).toContain('kqctl: ssh: the host key of [127.0.0.1]:');
+    expect(cli.stderr).toContain('\n  it offers ssh-ed25519 SHA256:'); // its lines as lines, not as "\\n"
     expect((await diagnosis.textContent())!.trim()).toBe(cli.stderr.trim());
+    await screenshot(page, 'remote-agents-diagnosis.png');
     expect(await page.locator('#remote-progress li').allTextContents())
       .toEqual(['checking that kq answers (request port ' + kq.info.requestPort + ')', `connecting to root@127.0.0.1:${sshd.port} over SSH`]);
 
@@ -158,6 +160,7 @@ describe('Launch Remote Agents on the page', () => {
       `connecting to root@127.0.0.1:${sshd.port} over SSH`, expect.stringMatching(/^logged in to root@127\.0\.0\.1:\d+ \(host key ssh-ed25519 SHA256:/)]);
     expect(steps.filter((s) => /^started agent \d on \S+: pid \d+$/.test(s))).toHaveLength(2);
     expect(steps.filter((s) => /registered with kq$/.test(s))).toHaveLength(2);
+    await screenshot(page, 'remote-agents-dialog.png');
     const remote = (await kq.agents()).filter((a: any) => !a.local && a.state !== 'offline');
     expect(remote).toHaveLength(2);
     await page.keyboard.press('Escape');

@@ -3,7 +3,7 @@ import { Option, type Command } from 'commander';
 import { durationArg, portArg } from '../common/cli.js';
 import { resolveAddress, type AddressFlags } from './address.js';
 import { KqClient } from './client.js';
-import { printable } from '../common/printable.js';
+import { printable, printableLines } from '../common/printable.js';
 import { CliError, EXIT } from './exit-codes.js';
 
 const DEFAULT_CONNECT_TIMEOUT_MS = 2000;
@@ -43,7 +43,7 @@ export function withClient<F extends ConnectionFlags, A extends unknown[]>(fn: (
     } catch (err) {
       // Exit 1 means "a job failed" to scripts: anything not foreseen gets its own code.
       const e = err instanceof CliError ? err : new CliError(EXIT.unexpected, `unexpected error: ${(err as Error).message}`);
-      process.stderr.write(`kqctl: ${printable(e.message)}\n`);
+      process.stderr.write(`kqctl: ${e.lines ? printableLines(e.message) : printable(e.message)}\n`);
       code = e.exitCode;
     } finally {
       client?.close();

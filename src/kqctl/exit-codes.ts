@@ -16,7 +16,8 @@ export const EXIT = {
 } as const;
 
 export class CliError extends Error {
-  constructor(readonly exitCode: number, message: string) {
+  /** `lines`: a report of kqctl's own made of several lines (SSH diagnoses), printed as lines, each escaped. */
+  constructor(readonly exitCode: number, message: string, readonly lines = false) {
     super(message);
   }
 }

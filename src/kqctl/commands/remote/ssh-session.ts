@@ -19,7 +19,7 @@ export async function withSsh(flags: SshFlags, fn: (conn: SshConnection) => Prom
     });
   } catch (err) {
     if (err instanceof IdentityError) throw new CliError(EXIT.usage, err.message);
-    if (err instanceof SshError) throw new CliError(EXIT.remote, err.message);
+    if (err instanceof SshError) throw new CliError(EXIT.remote, err.message, true);
     throw err;
   }
   try {
@@ -27,8 +27,8 @@ export async function withSsh(flags: SshFlags, fn: (conn: SshConnection) => Prom
     return await fn(conn);
   } catch (err) {
     if (err instanceof UnquotableError) throw new CliError(EXIT.usage, err.message);
-    if (err instanceof RemoteScriptError) throw new CliError(err.exitCode === 2 ? EXIT.usage : EXIT.remote, err.message);
-    if (err instanceof SshError) throw new CliError(EXIT.remote, err.message);
+    if (err instanceof RemoteScriptError) throw new CliError(err.exitCode === 2 ? EXIT.usage : EXIT.remote, err.message, true);
+    if (err instanceof SshError) throw new CliError(EXIT.remote, err.message, true);
     throw err;
   } finally {
     conn.close();
