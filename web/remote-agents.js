@@ -122,7 +122,11 @@ export class RemoteAgentsDialog {
     this.status.textContent = launch.state === 'running' ? `Launching ${launch.numAgents} agent(s) on ${launch.host}…`
       : launch.state === 'succeeded' ? `Started ${launch.numAgents} agent(s) on ${launch.result?.machine ?? launch.host}: all registered with kq.`
         : `Failed (exit ${launch.exitCode ?? '—'}: ${launch.reason}).`;
-    this.progress.replaceChildren(...launch.progress.map((p) => el('li', {}, p)));
+    if (this.shown !== launch.id || this.progress.childElementCount !== launch.progress.length) {
+      this.shown = launch.id;
+      this.progress.replaceChildren(...launch.progress.map((p) => el('li', {}, p)));
+      this.progress.scrollTop = this.progress.scrollHeight; // the latest step in view
+    }
     const text = launch.messages.trim();
     this.diagnosis.textContent = text;
     this.diagnosis.hidden = text === '';
