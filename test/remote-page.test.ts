@@ -113,6 +113,12 @@ describe('Launch Remote Agents on the page', () => {
     await expect.poll(() => page.inputValue('#remote-installRoot')).toBe(ROOT); // kq's own install, as kqctl's default
     expect(await page.inputValue('#remote-user')).toBe((await execa('id', ['-un'])).stdout);
 
+    // kq's field checks, shown in the dialog.
+    await page.keyboard.type('-oProxyCommand=x');
+    await page.keyboard.press('Enter');
+    await expect.poll(() => page.locator('#remote-error').textContent()).toMatch(/^host must be a host name or an IP address/);
+    await page.keyboard.press('Control+a');
+
     // Typed field by field with Tab, submitted with Enter: the host key is not in kq's known_hosts.
     await page.keyboard.type('127.0.0.1');
     await page.keyboard.press('Tab');
@@ -147,14 +153,16 @@ describe('Launch Remote Agents on the page', () => {
     await page.locator('#remote-acceptNewHostKey').check();
     await page.fill('#remote-identity', wrongKey);
     await page.locator('#remote-identity').press('Enter');
-    await expect.poll(() => diagnosis.textContent(), { timeout: 60_000 }).toContain('refused our SSH key');
+    await expect.poll(() => page.locator('#remote-status').textContent(), { timeout: 60_000 }).toMatch(/^Failed/);
     expect(await diagnosis.textContent()).toContain(`kqctl: ssh: root@127.0.0.1:${sshd.port} refused our SSH key (offered: ${wrongKey}).`);
     expect(fs.readFileSync(path.join(home, '.ssh', 'known_hosts'), 'utf8')).toContain(`[127.0.0.1]:${sshd.port} ssh-ed25519 `);
 
     // The right key: progress steps as they happen, then the agents in the Agents table.
     await page.fill('#remote-identity', sshd.clientKey);
     await page.locator('#remote-identity').press('Enter');
-    await expect.poll(() => page.locator('#remote-status').textContent(), { timeout: 90_000 }).toMatch(/^Started 2 agent\(s\) on \S+: all registered with kq\.$/);
+    await expect.poll(() => page.locator('#remote-status').textContent(), { timeout: 90_000 }).not.toMatch(/^Launching/);
+    // On failure, kqctl's diagnosis is the message.
+    expect(`${await page.locator('#remote-status').textContent()}\n${await diagnosis.textContent()}`).toMatch(/^Started 2 agent\(s\) on \S+: all registered with kq\.\n/);
     const steps = await page.locator('#remote-progress li').allTextContents();
     expect(steps.slice(0, 3)).toEqual([`checking that kq answers (request port ${kq.info.requestPort})`,
       `connecting to root@127.0.0.1:${sshd.port} over SSH`, expect.stringMatching(/^logged in to root@127\.0\.0\.1:\d+ \(host key ssh-ed25519 SHA256:/)]);

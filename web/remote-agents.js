@@ -83,12 +83,15 @@ export class RemoteAgentsDialog {
   }
 
   async launch() {
-    if (this.polling) return;
+    if (this.polling) return this.fail('a launch is running: wait for it to end');
     this.error.hidden = true;
+    // The last launch's outcome goes at once: what shows from now on is this one's.
+    this.show({ id: null, state: 'running', numAgents: this.body().numAgents, host: this.body().host, progress: [], messages: '' });
     let launch;
     try {
       launch = await api('/api/remote-agents', { method: 'POST', body: this.body() });
     } catch (err) {
+      this.status.textContent = ''; // nothing was started
       return this.fail(err.message);
     }
     this.launchButton.disabled = true;
