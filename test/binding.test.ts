@@ -3,7 +3,9 @@
  * under the same id, or registrations replayed after a kq restart cannot make kq believe a task ended,
  * fail it, or strike a host. Real kq, real agents; forged messages come from raw ZeroMQ sockets.
  */
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { PROTOCOL_VERSION } from '../src/protocol/version.js';
@@ -203,6 +205,38 @@ describe('task messages bound to the registration', () => {
       expect(await failedAttempts(kq, id)).toBe(0);
     } finally {
       for (const s of [dealer, push, sub]) s.close();
+    }
+  });
+
+  it('a stranger calling itself a local agent cannot make kq signal a process group, nor kill a real local agent', async () => {
+    const kq = await start({ numAgents: 1 });
+    const zmq = await import('zeromq');
+    const [local] = (await kq.agents()).filter((a) => a.local);
+    // An innocent process group the stranger will name as its render.
+    const victim = spawn('sleep', ['300'], { detached: true, stdio: 'ignore' });
+    const agentId = 'evil-local';
+    const dealer = new zmq.Dealer({ linger: 0, receiveTimeout: 20_000 });
+    const push = new zmq.Push({ linger: 1000 });
+    dealer.connect(`tcp://127.0.0.1:${kq.info.requestPort}`);
+    push.connect(`tcp://127.0.0.1:${kq.info.updatePort}`);
+    try {
+      await dealer.send(JSON.stringify({ v: PROTOCOL_VERSION, rid: 'r1', type: 'register', agentId, host: os.hostname(), pid: local.pid, local: true, running: null, lastOutcome: null }));
+      const session: string = JSON.parse((await dealer.receive())[0]!.toString()).data.session;
+      // Keep the real agent busy so the stranger gets the next task.
+      const id = await kq.submit('--frames', '1-2', '--', 'sleep', '20');
+      await push.send(JSON.stringify({ v: PROTOCOL_VERSION, type: 'heartbeat', agentId, session, running: null, lastOutcome: null }));
+      const assign = JSON.parse((await dealer.receive())[0]!.toString());
+      await push.send(JSON.stringify({ v: PROTOCOL_VERSION, type: 'started', agentId, session, taskId: assign.task.taskId, attempt: assign.task.attempt, pid: victim.pid }));
+      // Then silence: kq declares it lost, and must neither kill the named group nor the agent whose pid it claimed.
+      await waitFor('the stranger lost', async () => (await kq.agents()).some((a) => a.id === agentId && a.state === 'lost'), 30_000);
+      await sleep(1000);
+      expect(isRunning(victim.pid!), 'the innocent process group').toBe(true);
+      expect(isRunning(local.pid), 'the real local agent').toBe(true);
+      await kq.ctl('stop', String(id));
+    } finally {
+      dealer.close();
+      push.close();
+      try { process.kill(-victim.pid!, 'SIGKILL'); } catch { /* gone */ }
     }
   });
 });

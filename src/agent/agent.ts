@@ -25,6 +25,8 @@ export interface AgentOptions {
   agentId: string;
   hostName: string;
   local: boolean;
+  /** The secret kq gave its local agents (see register's localProof). */
+  localProof?: string;
   minimalEnv: boolean;
   killGraceMs: number;
   registerTimeoutMs: number;
@@ -148,7 +150,7 @@ export class Agent {
       const sentOutcome = this.lastOutcome;
       const answer = await this.request({
         v: PROTOCOL_VERSION, rid: crypto.randomUUID(), type: 'register', agentId: this.o.agentId,
-        host: this.o.hostName, pid: process.pid, local: this.o.local, running, lastOutcome: sentOutcome,
+        host: this.o.hostName, pid: process.pid, local: this.o.local, ...(this.o.localProof ? { localProof: this.o.localProof } : {}), running, lastOutcome: sentOutcome,
         slurm: this.o.slurm ?? null, session: this.session,
       });
       if (answer && 'refused' in answer) {

@@ -6,6 +6,7 @@ import { ZMQ_PORTS } from '../common/paths.js';
 import { Agent } from './agent.js';
 import { curveClient, type CurveClient } from '../common/curve-client.js';
 import { slurmPlacement } from './slurm-placement.js';
+import { LOCAL_AGENT_PROOF_ENV } from '../protocol/constants.js';
 
 function boolArg(value: string): boolean {
   if (/^(true|1|yes)$/i.test(value)) return true;
@@ -32,6 +33,9 @@ const program = usageExitCodes(new Command('kq-agent'))
   .parse();
 
 const opts = program.opts();
+// Read once and removed at once: renders inherit this process's environment and must not learn it.
+const localProof = process.env[LOCAL_AGENT_PROOF_ENV];
+delete process.env[LOCAL_AGENT_PROOF_ENV];
 let curve: CurveClient | null;
 try {
   curve = curveClient(opts.serverKey, opts.keyFile);
@@ -48,6 +52,7 @@ const agent = new Agent({
   agentId: opts.agentId ?? `${os.hostname()}:${process.pid}`,
   hostName,
   local: opts.local,
+  localProof,
   minimalEnv: opts.minimalEnv,
   killGraceMs: opts.killGrace,
   registerTimeoutMs: opts.registerTimeout,

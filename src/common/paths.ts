@@ -19,6 +19,8 @@ export const dataFiles = (root: string) => ({
   jobLog: (jobId: number) => path.join(root, 'logs', `job-${jobId}.log`),
   agentLog: (n: number) => path.join(root, 'logs', `local_agent_${n}.log`),
   httpToken: path.join(root, 'http-token'),
+  /** The secret kq's local agents prove themselves with; kept so agents adopted after a kq restart still prove it. */
+  localAgentProof: path.join(root, 'local-agent-proof'),
 });
 
 /** What kq writes to kq.json so kqctl finds it without flags. */

@@ -7,6 +7,8 @@ import fs from 'node:fs';
  * (Windows has no groups: there the process itself.)
  */
 export function killGroup(pid: number, signal: NodeJS.Signals): boolean {
+  // -1 is every process we may signal, -0 our own group: never a render's group, whoever named it.
+  if (!Number.isInteger(pid) || pid <= 1 || pid === process.pid) return false;
   try {
     process.kill(process.platform === 'win32' ? pid : -pid, signal);
     return true;

@@ -11,6 +11,7 @@ import { pino, type Logger } from 'pino';
 import * as zmq from 'zeromq';
 import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION, RequestSchema, Topics, UpdateSchema, decode, encode, type ErrorCode } from '../protocol/index.js';
 import { dataFiles, type DaemonInfo } from '../common/paths.js';
+import { LOCAL_AGENT_PROOF_ENV } from '../protocol/constants.js';
 import { isLoopback } from '../common/endpoint.js';
 import { killGroup } from '../common/processes.js';
 import { Store } from './store.js';
@@ -58,6 +59,8 @@ export class Daemon {
   private lostTimer: NodeJS.Timeout | null = null;
   private keepFinishedTimer: NodeJS.Timeout | null = null;
   private curve: { serverPublicKey: string } | null = null;
+  /** Given to the local agents kq starts (environment, never a command line): proves their `local: true`. */
+  private localAgentProof = '';
   private zap: ZapHandler | null = null;
   private allowlist: Allowlist | null = null;
   private stopWatchingKeys: (() => void) | null = null;
@@ -90,6 +93,7 @@ export class Daemon {
       this.disk.log = this.log.child({ component: 'disk' });
       this.store = new Store(this.files.db, { blocklistAfter: this.o.blocklistAfter }, this.files.jobLog);
       this.logs = new JobLogs(this.files.jobLog, { maxTaskBytes: this.o.maxTaskLogBytes, maxOpen: 64, space: this.disk });
+      this.localAgentProof = privateSecret(this.files.localAgentProof);
       this.wire();
       this.sockets = await bindSockets({ ...this.o, curveSecretKey: await this.startCurve() });
       this.publisher.pubQueue = this.sockets.pubQueue;
@@ -180,6 +184,7 @@ export class Daemon {
     this.requests = new RequestHandler({
       store, logs, log, epoch, publisher: this.publisher, scheduler: this.scheduler, heartbeatMs: this.o.heartbeatMs,
       agentTimeoutMs: this.o.agentTimeoutMs, security: () => ({ curve: this.curve !== null, insecure: this.insecure }),
+      provesLocal: (proof) => proof !== undefined && sameSecret(proof, this.localAgentProof),
       disk: () => this.disk.status(),
       status: () => ({ slurmAutoscale: this.autoscaler?.status ?? null }),
     });
@@ -338,6 +343,7 @@ export class Daemon {
         // Key material stays in files: the command line (visible in ps) carries only paths and the public key.
         ...(this.curve ? ['--server-key', this.curve.serverPublicKey, '--key-file', keyFiles(this.o.dataRoot).clientSecret(LOCAL_CLIENT)] : []),
         ...(this.o.agentArgs ?? []), this.info.host],
+      env: { [LOCAL_AGENT_PROOF_ENV]: this.localAgentProof },
       onExit: (pid, why) => this.scheduler.localAgentExited(`${host}:${pid}`, why),
     });
     this.agents.start();
@@ -463,3 +469,21 @@ function ridOf(frame: Buffer | undefined): string | null {
   }
 }
 
+function sameSecret(a: string, b: string): boolean {
+  const ha = crypto.createHash('sha256').update(a).digest();
+  const hb = crypto.createHash('sha256').update(b).digest();
+  return crypto.timingSafeEqual(ha, hb);
+}
+
+/** The secret stored in `file` (ours, 0600), else a new one written there. */
+function privateSecret(file: string): string {
+  try {
+    const st = fs.lstatSync(file);
+    const text = fs.readFileSync(file, 'utf8').trim();
+    if (st.isFile() && st.uid === process.getuid?.() && (st.mode & 0o077) === 0 && /^[0-9a-f]{48}$/.test(text)) return text;
+  } catch { /* none yet */ }
+  fs.rmSync(file, { force: true });
+  const secret = crypto.randomBytes(24).toString('hex');
+  fs.writeFileSync(file, secret + '\n', { mode: 0o600, flag: 'wx' });
+  return secret;
+}

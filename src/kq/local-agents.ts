@@ -21,6 +21,8 @@ export interface LocalAgentsOptions {
   onExit: (pid: number, why: string) => void;
   log: Logger;
   stopGraceMs: number;
+  /** Added to the agents' environment (kq's own, minus what only kq may know). */
+  env?: Record<string, string>;
 }
 
 interface Slot {
@@ -84,7 +86,7 @@ export class LocalAgents {
     const out = fs.openSync(this.o.logFile(slot.n), 'a');
     let child: ChildProcess;
     try {
-      child = spawn(cmd!, args, { detached: true, stdio: ['ignore', out, out], env: agentEnvironment() });
+      child = spawn(cmd!, args, { detached: true, stdio: ['ignore', out, out], env: agentEnvironment(this.o.env) });
     } finally {
       fs.closeSync(out);
     }
@@ -169,8 +171,8 @@ function isIdentity(x: unknown): x is ProcessIdentity {
 }
 
 /** kq's environment minus what only kq may know: renders inherit it, and a render's log is not private. */
-function agentEnvironment(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
+function agentEnvironment(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env = { ...process.env, ...extra };
   delete env.KQ_HTTP_TOKEN;
   return env;
 }

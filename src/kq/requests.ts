@@ -30,6 +30,8 @@ export interface RequestDeps {
   agentTimeoutMs: number;
   /** What `ping` reports about kq's links. */
   security(): { curve: boolean; insecure: boolean };
+  /** Is this the secret kq gave its own local agents? Only then is a registration's `local` believed (kq signals local renders). */
+  provesLocal(proof: string | undefined): boolean;
   /** What `ping` reports about the data root's disk (full: no new work until there is room). */
   disk?(): DiskStatus;
   /** More for `ping` to report (the Slurm autoscaler's status). */
@@ -90,7 +92,9 @@ export class RequestHandler {
         // Only the agent that held the id (it names its session) may keep its task and report its last outcome.
         if (check.proven && req.lastOutcome) scheduler.applyOutcome(req.agentId, req.lastOutcome);
         const session = crypto.randomBytes(16).toString('hex');
-        const r = store.registerAgent({ id: req.agentId, host: req.host, pid: req.pid, local: req.local, running: check.proven ? req.running : null,
+        const local = req.local && this.d.provesLocal(req.localProof);
+        if (req.local && !local) this.d.log.warn({ agent: req.agentId, host: req.host }, 'an agent says it is local without the proof kq gave its local agents: taken as remote');
+        const r = store.registerAgent({ id: req.agentId, host: req.host, pid: req.pid, local, running: check.proven ? req.running : null,
           epoch: this.d.epoch, session, route: routingId, slurm: req.slurm });
         scheduler.registered(req.agentId);
         this.d.log.info({ agent: req.agentId, host: req.host, keep: r.keepRunning }, 'agent registered');

@@ -2,6 +2,9 @@
  * Protocol values that carry no schema: importing them does not load zod, which keeps kqctl's start-up
  * short (kqctl trusts kq's replies and reads them without validating every field).
  */
+/** The environment variable through which kq gives its local agents their proof (see register's localProof). */
+export const LOCAL_AGENT_PROOF_ENV = 'KQ_LOCAL_AGENT_PROOF';
+
 /** The longest task timeout: a Node timer longer than 2^31-1 ms (24.8 days) fires after 1 ms. */
 export const MAX_TIMEOUT_MS = 2_147_483_647;
 

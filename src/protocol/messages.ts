@@ -148,6 +148,8 @@ export const RequestSchema = z.discriminatedUnion('type', [
   z.object({ v, rid: z.string().max(64), type: z.literal('register'), agentId, host: z.string().min(1).max(255), pid: id, local: z.boolean(), running: RunningTaskSchema.nullable(),
     /** The agent's last finished report, resent because kq may have died before it was stored. */
     lastOutcome: TaskOutcomeSchema.nullable().default(null),
+    /** With `local`: the secret kq gave the agents it started (in their environment). Without it, `local` is not believed. */
+    localProof: z.string().max(128).optional(),
     /**
      * The session of the agent's previous registration, if it had one: the proof that lets it keep its
      * running task, report its last outcome, and take its id back while that registration is still live.
