@@ -36,7 +36,7 @@ beforeEach(() => {
     store, logs, progress, log, epoch: 'e1', publisher, agentTimeoutMs: 10_000, blocklistAfter: 3,
     isRunning: () => true, killLocalAgent: () => undefined, ownsLocalAgent: () => false,
   });
-  handler = new RequestHandler({ store, logs, log, epoch: 'e1', publisher, scheduler, heartbeatMs: 2000, security: () => ({ curve: false, insecure: false }) });
+  handler = new RequestHandler({ store, logs, log, epoch: 'e1', publisher, scheduler, heartbeatMs: 2000, security: () => ({ curve: false, insecure: false }), provesLocal: () => false });
 });
 
 afterEach(() => {
@@ -69,5 +69,22 @@ describe('request handler on an in-memory store', () => {
     expect(() => handler.local({ type: 'submit', job: { argv: [] } })).toThrow(/argv/);
     expect(() => handler.local({ type: 'submit', job: { argv: ['true'], frames: '5-1' } })).toThrow(RequestError);
     expect(() => handler.local({ type: 'register', agentId: 'a', host: 'h', pid: 1, local: false, running: null } as never)).toThrow(/request socket/);
+  });
+
+  it('forgets agents that left a day ago, and beyond the 500 most recent: `agents` stays one answer', () => {
+    const now = Date.now();
+    for (let i = 0; i < 700; i++) {
+      store.registerAgent({ id: `gone-${i}`, host: 'h', pid: 100 + i, local: false, running: null, epoch: 'e1', session: `s${i}`, route: `r${i}` });
+      store.agentGone(`gone-${i}`, 'bye');
+    }
+    store.registerAgent({ id: 'live', host: 'h', pid: 99, local: false, running: null, epoch: 'e1', session: 's', route: 'r' });
+    expect(store.listAgents()).toHaveLength(701);
+    expect(store.forgetGoneAgents(now - 86_400_000, 500)).toBe(200);
+    const left = store.listAgents();
+    expect(left).toHaveLength(501);
+    expect(left.some((a) => a.id === 'live')).toBe(true);
+    // Everything that left before the cut-off goes; the live agent stays.
+    expect(store.forgetGoneAgents(Date.now() + 1, 500)).toBe(500);
+    expect(store.listAgents().map((a) => a.id)).toEqual(['live']);
   });
 });

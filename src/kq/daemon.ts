@@ -37,6 +37,11 @@ import { startAutoscaler } from './slurm-autoscale.js';
 import type { Autoscaler } from '../slurm/autoscaler.js';
 import { TeeToTerminal } from './pretty-log.js';
 
+/** Agents that left are listed for a day (at most the last 500 of them), then forgotten. */
+const GONE_AGENT_MEMORY_MS = 24 * 3600_000;
+const GONE_AGENTS_KEPT = 500;
+const FORGET_AGENTS_EVERY_MS = 60_000;
+
 export type Lifecycle = 'starting' | 'running' | 'stopping' | 'stopped';
 
 /** A timer this late means kq's event loop was blocked (normal jitter is a few ms). */
@@ -236,8 +241,18 @@ export class Daemon {
   private startSilenceCheck(): void {
     const everyMs = Math.max(100, Math.min(1000, this.o.agentTimeoutMs / 4));
     let last = Date.now();
+    let forgotAt = 0;
     this.lostTimer = setInterval(() => {
       const now = Date.now();
+      if (now - forgotAt > FORGET_AGENTS_EVERY_MS) {
+        forgotAt = now;
+        try {
+          const n = this.store.forgetGoneAgents(now - GONE_AGENT_MEMORY_MS, GONE_AGENTS_KEPT);
+          if (n > 0) this.log.info({ forgotten: n }, 'forgot agents that left long ago');
+        } catch (err) {
+          if (!this.disk.failed(err, 'job table (kq.db)')) this.log.error({ err: (err as Error).stack }, 'forgetting old agents failed');
+        }
+      }
       if (now - last > everyMs + LATE_TIMER_MS) this.scheduler.deafTime.add(last + everyMs, now);
       last = now;
       try {

@@ -867,6 +867,16 @@ export class Store {
     return (this.stmt.agents.all() as AgentRow[]).map((r) => this.agentInfo(r));
   }
 
+  /**
+   * Agents that left (offline or lost, running nothing) are forgotten after `before` (epoch ms), and beyond
+   * the `keep` most recently seen: every local agent replaced, every kq restart and every Slurm agent adds a
+   * row, and `kqctl agents` must stay one answer. Returns how many were forgotten.
+   */
+  forgetGoneAgents(before: number, keep: number): number {
+    return this.tx(() => this.cached(`DELETE FROM agents WHERE state IN ('offline', 'lost') AND task_id IS NULL AND (last_seen < ? OR id NOT IN (
+      SELECT id FROM agents WHERE state IN ('offline', 'lost') ORDER BY last_seen DESC LIMIT ?))`).run(before, keep).changes);
+  }
+
   // ---------- internals ----------
 
   private readonly statements = new Map<string, Database.Statement>();
