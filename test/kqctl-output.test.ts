@@ -23,6 +23,13 @@ beforeAll(async () => {
 afterAll(async () => { await cleanupAll([kq]); });
 
 describe('kqctl human output escapes control characters', () => {
+  it('a remote or Slurm agent log quoted in a diagnosis cannot drive the terminal', async () => {
+    const { readableLog } = await import('../src/ssh/remote-agents.js');
+    const shown = readableLog('plain\n\x1b]52;c;cGF3bmVk\x07 title\n{"level":50,"time":0,"msg":"bad \\u001b[2J clear"}\n');
+    expect(shown).not.toMatch(/[\x00-\x09\x0b-\x1f\x7f]/);
+    expect(shown.split('\n')).toEqual(['plain', '\\x1b]52;c;cGF3bmVk\\x07 title', '00:00:00 ERROR bad \\x1b[2J clear']);
+  });
+
   it('list: one row per job, name escaped visibly; --json exact', async () => {
     const r = await kq.ctl('list');
     expect(r.exitCode).toBe(0);

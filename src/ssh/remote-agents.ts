@@ -9,6 +9,7 @@ import { installRoot } from '../common/install-root.js';
 import type { SshConnection } from './connect.js';
 import { uploadFiles, uploadPrivate } from './sftp.js';
 import { loginShellCommand } from './shell-quote.js';
+import { printable } from '../common/printable.js';
 
 export const SCRIPT_NAMES = { start: 'StartAgents.sh', stop: 'StopAgents.sh' } as const;
 
@@ -193,8 +194,15 @@ export async function diagnoseAgents(conn: SshConnection, agents: StartedAgent[]
   return out;
 }
 
-/** pino JSON lines as `12:34:56 WARN message`; other lines as they are. */
+/**
+ * pino JSON lines as `12:34:56 WARN message`; other lines as they are. Control characters are shown as
+ * escapes: a remote machine's log must not drive the terminal of whoever reads the diagnosis.
+ */
 export function readableLog(text: string): string {
+  return rawReadableLog(text).split('\n').map(printable).join('\n');
+}
+
+function rawReadableLog(text: string): string {
   const levels: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' };
   return text.split('\n').filter((l) => l.trim() !== '').map((line) => {
     try {
