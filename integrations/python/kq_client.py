@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - Python 2 is not supported
     raise
 
 __all__ = [
-    "KqClient", "KqError", "KqUnreachable", "KqJobFailed", "default_data_root", "parse_duration",
+    "KqClient", "KqError", "KqUnreachable", "KqNoReply", "KqJobFailed", "default_data_root", "parse_duration",
     "TERMINAL_STATES", "DEFAULT_HTTP_PORT",
 ]
 
@@ -38,6 +38,7 @@ TERMINAL_STATES = ("Completed", "Failed", "Cancelled")
 EXIT_JOB_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_NO_REPLY = 7
 
 
 class KqError(Exception):
@@ -55,6 +56,14 @@ class KqUnreachable(KqError):
 
     def __init__(self, message):
         KqError.__init__(self, message, EXIT_UNREACHABLE, "unreachable")
+
+
+class KqNoReply(KqError):
+    """A request that changes something reached kq, and no answer came in time: it may have been applied.
+    Not a KqUnreachable on purpose: check (list()) before retrying, or a retried submit duplicates the job."""
+
+    def __init__(self, message):
+        KqError.__init__(self, message, EXIT_NO_REPLY, "no-reply")
 
 
 class KqJobFailed(KqError):
@@ -280,11 +289,17 @@ class KqClient(object):
                 resp.close()
         except _error.HTTPError as err:
             raise self._refused(err)
-        except (_error.URLError, socket.timeout, ConnectionError, OSError) as err:
-            reason = getattr(err, "reason", err)
+        except _error.URLError as err:  # urllib wraps what fails before the request is sent (connect, send)
             raise KqUnreachable(
                 "cannot reach kq at %s (%s; address from %s): is kq running? start it with `kq`, "
-                "or check KQ_HOST/KQ_HTTP_PORT/KQ_DATA_ROOT" % (self.url, _describe(reason), self.source))
+                "or check KQ_HOST/KQ_HTTP_PORT/KQ_DATA_ROOT" % (self.url, _describe(err.reason), self.source))
+        except (socket.timeout, ConnectionError, OSError) as err:
+            # The request went out; its answer did not come (in time): kq may have applied it.
+            waited = "kq at %s got the request (%s %s) but did not answer (%s; address from %s)" % (
+                self.url, method, path, _describe(err), self.source)
+            if method != "GET":
+                raise KqNoReply(waited + ": it may have been applied; check list() before retrying")
+            raise KqUnreachable(waited + ": give it longer with timeout=")
 
     def _refused(self, err):
         try:

@@ -11,6 +11,9 @@ import { CliError, EXIT } from './exit-codes.js';
 
 type Body<T extends RequestInput['type']> = Omit<Extract<RequestInput, { type: T }>, 'v' | 'rid' | 'type'>;
 
+/** Requests that only read: asking again is harmless, so no answer is exit 3 whether or not kq got them. */
+const READ_ONLY = new Set<RequestInput['type']>(['ping', 'list', 'show', 'log', 'agents']);
+
 export class KqClient {
   private dealer: zmq.Dealer | null = null;
   private sub: zmq.Subscriber | null = null;
@@ -24,7 +27,9 @@ export class KqClient {
   async request<T, K extends RequestInput['type'] = RequestInput['type']>(type: K, body: Body<K>): Promise<T> {
     if (this.address.curveError) throw new CliError(EXIT.usage, this.address.curveError);
     if (!this.dealer) {
-      this.dealer = new zmq.Dealer({ linger: 0, receiveTimeout: this.timeoutMs, sendTimeout: this.timeoutMs, maxMessageSize: MAX_MESSAGE_BYTES, ...curveSocketOptions(this.address.curve) });
+      // immediate: a request is queued only on a connection kq completed (handshake, keys admitted), so a send
+      // that times out surely never reached kq, and one that went out may have been applied.
+      this.dealer = new zmq.Dealer({ linger: 0, immediate: true, sendTimeout: this.timeoutMs, maxMessageSize: MAX_MESSAGE_BYTES, ...curveSocketOptions(this.address.curve) });
       this.dealer.connect(this.endpoint);
     }
     const rid = crypto.randomUUID();
@@ -34,8 +39,16 @@ export class KqClient {
       throw new CliError(EXIT.usage, `this ${type} is ${(message.length / 1024 / 1024).toFixed(1)} MiB, over kq's ${MAX_MESSAGE_BYTES / 1024 / 1024} MiB message limit` +
         (type === 'submit' ? ': split the items (or the command) into several jobs' : ''));
     }
+    const started = Date.now();
     try {
       await this.dealer.send(message);
+    } catch (err) {
+      if ((err as { code?: string }).code === 'EAGAIN') throw this.unreachable();
+      throw err;
+    }
+    // The deadline covers both: waiting for a connection, then for the answer.
+    this.dealer.receiveTimeout = Math.max(1, this.timeoutMs - (Date.now() - started));
+    try {
       for (;;) {
         const [frame] = await this.dealer.receive();
         const reply = JSON.parse(frame!.toString()) as Reply;
@@ -45,13 +58,20 @@ export class KqClient {
       }
     } catch (err) {
       if (err instanceof CliError) throw err;
-      if ((err as { code?: string }).code === 'EAGAIN') throw this.unreachable();
+      if ((err as { code?: string }).code === 'EAGAIN') throw this.noReply(type);
       throw err;
     }
   }
 
+  /** The request went out on a live connection, and no answer came within the deadline. */
+  private noReply(type: RequestInput['type']): CliError {
+    const waited = `kq at ${this.endpoint} got the ${type} request but did not answer within ${this.timeoutMs / 1000}s (busy? give it longer with --connect-timeout)`;
+    if (READ_ONLY.has(type)) return new CliError(EXIT.unreachable, waited);
+    return new CliError(EXIT.noReply, `${waited}: it may have been applied; check with \`kqctl list\` before retrying`);
+  }
+
   unreachable(): CliError {
-    return new CliError(EXIT.unreachable, `cannot reach kq at ${this.endpoint} (no reply in ${this.timeoutMs / 1000}s; address from ${this.address.source}): ` +
+    return new CliError(EXIT.unreachable, `cannot reach kq at ${this.endpoint} (nothing answered in ${this.timeoutMs / 1000}s, nothing was sent; address from ${this.address.source}): ` +
       'is kq running? start it with `kq`, or check KQ_HOST/KQ_REQUEST_PORT/--data-root' +
       (this.address.curve ? '; and is this key allowed by kq (kqctl keys list on kq\'s machine)?' : ''));
   }

@@ -13,6 +13,11 @@ export const EXIT = {
   notRegistered: 5,
   /** Anything else that went wrong: an internal error in kq or kqctl, or output that could not be written. */
   unexpected: 6,
+  /**
+   * A request that changes something (submit, stop, restart, …) reached kq but no answer came in time: it may
+   * have been applied. Check (`kqctl list`) before retrying; exit 3 means kq surely did not get it.
+   */
+  noReply: 7,
 } as const;
 
 export class CliError extends Error {

@@ -26,7 +26,8 @@ Exit codes: 0 ok, 1 a job failed or was cancelled (submit --wait, wait), 2 bad u
 (invalid frame range, unknown job id, empty command, rm of an unfinished job without --stop), 3 kq unreachable, 4 remote: SSH failed or was refused
 (host key, login) or a remote script failed; slurm: Slurm refused, 5 remote/slurm start: the agents did not
 register with kq in time, 6 anything unexpected (an internal error in kq or kqctl, output that could not be
-written): the message says what.
+written): the message says what, 7 a submit/stop/restart/… reached kq but no answer came in time: it may have
+been applied, check \`kqctl list\` before retrying (on 3 nothing was sent: retrying is safe).
 kqctl finds kq through <data root>/kq.json (KQ_DATA_ROOT, default ~/.local/share/kq), or KQ_HOST/KQ_REQUEST_PORT.`);
 
 for (const add of [submit, list, show, log, jobsAction, queue, watch, wait, agents, remote, slurm]) add(program, (c) => usageExitCodes(connectionOptions(c)));
