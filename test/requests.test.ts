@@ -11,7 +11,7 @@ import type { Broadcast, JobDetail, JobSummary } from '../src/protocol/index.js'
 import { JobLogs } from '../src/kq/job-logs.js';
 import { ProgressTracker } from '../src/kq/progress.js';
 import { Publisher } from '../src/kq/publisher.js';
-import { RequestHandler } from '../src/kq/requests.js';
+import { RequestHandler, WithNotice, fitList } from '../src/kq/requests.js';
 import { Scheduler } from '../src/kq/scheduler.js';
 import { Store } from '../src/kq/store.js';
 import { RequestError } from '../src/kq/submit.js';
@@ -86,5 +86,28 @@ describe('request handler on an in-memory store', () => {
     // Everything that left before the cut-off goes; the live agent stays.
     expect(store.forgetGoneAgents(Date.now() + 1, 500)).toBe(500);
     expect(store.listAgents().map((a) => a.id)).toEqual(['live']);
+  });
+
+  it('a list too big for one answer keeps every live job and the newest ended ones, and says how many it left out', () => {
+    // 14,000 ended jobs and 10 waiting ones: about 4.5 MiB as JSON, past what one answer may carry.
+    const job = (id: number, state: JobSummary['state']) => ({
+      id, name: `shot_${id}_lighting_v003`, state, paused: false, after: [], progress: 0, framesDone: 0, framesTotal: 100,
+      submittedAt: new Date(0).toISOString(), completedAt: null, logFile: `/home/artist/.local/share/kq/logs/job-${id}.log`,
+      tasks: { waiting: 0, running: 0, completed: 100, failed: 0, cancelled: 0 },
+    }) as unknown as JobSummary;
+    const jobs = [...Array.from({ length: 14_000 }, (_, i) => job(i + 1, 'Completed')), ...Array.from({ length: 10 }, (_, i) => job(14_001 + i, 'Waiting'))];
+    expect(JSON.stringify(jobs).length).toBeGreaterThan(3 * 1024 * 1024);
+    const answer = fitList(jobs);
+    expect(answer).toBeInstanceOf(WithNotice);
+    const { data, notice } = answer as WithNotice;
+    const ids = (data as JobSummary[]).map((j) => j.id);
+    expect(JSON.stringify(data).length).toBeLessThanOrEqual(3 * 1024 * 1024);
+    for (let id = 14_001; id <= 14_010; id++) expect(ids).toContain(id);
+    expect(ids).toContain(14_000);
+    expect(ids).not.toContain(1);
+    expect(ids).toEqual([...ids].sort((a, b) => a - b));
+    expect(notice).toMatch(new RegExp(`^${jobs.length - ids.length} of ${jobs.length} jobs not listed`));
+    // A list that fits is answered as it is.
+    expect(fitList(jobs.slice(0, 100))).toEqual(jobs.slice(0, 100));
   });
 });

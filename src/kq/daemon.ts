@@ -30,7 +30,7 @@ import { startMonitor, type Monitor } from './http/server.js';
 import { Publisher } from './publisher.js';
 import { Scheduler } from './scheduler.js';
 import { UpdateHandler } from './updates.js';
-import { RequestHandler, type LocalRequest } from './requests.js';
+import { RequestHandler, WithNotice, type LocalRequest } from './requests.js';
 import { DiskSpace } from './disk.js';
 import { LogFile } from './log-file.js';
 import { startAutoscaler } from './slurm-autoscale.js';
@@ -417,7 +417,7 @@ export class Daemon {
     const req = decoded.value;
     try {
       const data = this.requests.handle(req, routingId.toString('hex'));
-      await this.reply(routingId, req.rid, { ok: true, data });
+      await this.reply(routingId, req.rid, data instanceof WithNotice ? { ok: true, data: data.data, notice: data.notice } : { ok: true, data });
     } catch (err) {
       const code: ErrorCode = err instanceof RequestError ? err.code : 'internal';
       let error = (err as Error).message;
@@ -431,7 +431,7 @@ export class Daemon {
     this.requests.afterReply(req);
   }
 
-  private reply(routingId: Buffer, rid: string, body: { ok: true; data: unknown } | { ok: false; code: ErrorCode; error: string }) {
+  private reply(routingId: Buffer, rid: string, body: { ok: true; data: unknown; notice?: string } | { ok: false; code: ErrorCode; error: string }) {
     let frame = encode({ v: PROTOCOL_VERSION, rid, type: 'reply', ...body });
     if (frame.length > MAX_MESSAGE_BYTES) {
       // libzmq would drop it without a word and cut the peer off: answer with what went wrong instead.

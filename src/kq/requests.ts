@@ -38,6 +38,14 @@ export interface RequestDeps {
   status?(): Record<string, unknown>;
 }
 
+/** An answer that comes with a line for the person who asked (kqctl prints it on stderr). */
+export class WithNotice {
+  constructor(readonly data: unknown, readonly notice: string) {}
+}
+
+/** Characters of JSON a `list` answer may take: past it, the oldest ended jobs are left out (and the answer says so). */
+const LIST_REPLY_BUDGET = 3 * 1024 * 1024;
+
 /** Characters of JSON a `log` answer may take (the message limit is 4 MiB; `log -f` asks again for the rest). */
 const LOG_REPLY_BUDGET = 3 * 1024 * 1024;
 
@@ -70,7 +78,7 @@ export class RequestHandler {
     if (parsed.data.type === 'register') throw new RequestError('bad-request', 'agents register over the request socket');
     const data = this.handle(parsed.data, '');
     this.afterReply(parsed.data);
-    return data;
+    return data instanceof WithNotice ? data.data : data;
   }
 
   /**
@@ -117,7 +125,7 @@ export class RequestHandler {
         return job;
       }
       case 'list':
-        return store.listJobs(req.states, req.jobIds);
+        return fitList(store.listJobs(req.states, req.jobIds));
       case 'show':
         return this.existingJob(req.jobId) && store.showJob(req.jobId);
       case 'log': {
@@ -234,4 +242,28 @@ function sizeText(job: { framesTotal: number; tasks: Record<string, number> }): 
   if (job.framesTotal > 0) return `${job.framesTotal} frames`;
   const n = Object.values(job.tasks).reduce((a, b) => a + b, 0);
   return `${n} ${n === 1 ? 'task' : 'tasks'} (no frames)`;
+}
+
+/**
+ * All jobs not yet ended, and as many ended ones, newest first, as fit one answer: a table of tens of
+ * thousands of jobs would pass the message limit and leave `list` answering nothing at all.
+ */
+export function fitList(jobs: JobSummary[]): JobSummary[] | WithNotice {
+  let size = 0;
+  const sizes = jobs.map((j) => JSON.stringify(j).length + 1);
+  for (const n of sizes) size += n;
+  if (size <= LIST_REPLY_BUDGET) return jobs;
+  const keep = new Set<number>();
+  let used = 0;
+  jobs.forEach((j, i) => {
+    if (!isTerminalState(j.state)) { keep.add(i); used += sizes[i]!; }
+  });
+  for (let i = jobs.length - 1; i >= 0; i--) {
+    if (keep.has(i) || used + sizes[i]! > LIST_REPLY_BUDGET) continue;
+    keep.add(i);
+    used += sizes[i]!;
+  }
+  const shown = jobs.filter((_, i) => keep.has(i));
+  return new WithNotice(shown, `${jobs.length - shown.length} of ${jobs.length} jobs not listed (the oldest ended ones, too many for one answer): ` +
+    'remove ended jobs with `kqctl clean` (or kq --keep-finished), or ask for some with --state');
 }

@@ -5,6 +5,7 @@ import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION } from '../protocol/version.js';
 import { encode } from '../protocol/codec.js';
 import type { Broadcast, Reply, RequestInput } from '../protocol/messages.js';
 import { tcpEndpoint } from '../common/endpoint.js';
+import { printable } from '../common/printable.js';
 import { curveSocketOptions } from '../common/curve-client.js';
 import type { KqAddress } from './address.js';
 import { CliError, EXIT } from './exit-codes.js';
@@ -53,7 +54,10 @@ export class KqClient {
         const [frame] = await this.dealer.receive();
         const reply = JSON.parse(frame!.toString()) as Reply;
         if (reply.rid !== rid) continue; // a late answer to an earlier request
-        if (reply.ok) return reply.data as T;
+        if (reply.ok) {
+          if (reply.notice) process.stderr.write(`kqctl: ${printable(reply.notice)}\n`);
+          return reply.data as T;
+        }
         throw new CliError(reply.code === 'internal' ? EXIT.unexpected : EXIT.usage, reply.error);
       }
     } catch (err) {

@@ -182,7 +182,7 @@ export type RequestType = Request['type'];
 export type ErrorCode = 'bad-request' | 'not-found' | 'internal';
 
 export type Reply =
-  | { v: typeof PROTOCOL_VERSION; rid: string; type: 'reply'; ok: true; data: unknown }
+  | { v: typeof PROTOCOL_VERSION; rid: string; type: 'reply'; ok: true; data: unknown; /** A line for the person who asked. */ notice?: string }
   | { v: typeof PROTOCOL_VERSION; rid: string; type: 'reply'; ok: false; code: ErrorCode; error: string };
 
 export interface LogChunk { text: string; from: number; next: number; size: number; state: JobState }
