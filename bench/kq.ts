@@ -18,8 +18,13 @@ import { now } from './stats.js';
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const BIN = {
   kq: path.join(ROOT, 'bin', 'kq.js'),
-  kqctl: path.join(ROOT, 'bin', 'kqctl.js'),
+  kqctl: path.join(ROOT, 'bin', 'kqctl.cjs'),
 };
+/** kqctl's entry in a kq checkout (bin/kqctl.cjs; bin/kqctl.js before it had a code cache). */
+export function kqctlBin(root: string): string {
+  const cjs = path.join(root, 'bin', 'kqctl.cjs');
+  return fs.existsSync(cjs) ? cjs : path.join(root, 'bin', 'kqctl.js');
+}
 const PRELOAD = path.join(ROOT, 'dist', 'bench', 'cpu-profile-preload.js');
 const TERMINAL = new Set(['Completed', 'Failed', 'Cancelled']);
 
@@ -173,7 +178,7 @@ export class KqUnderTest {
 
   /** Run kqctl against this kq; returns wall ms (spawn to exit), exit code and stdout. */
   ctl(args: string[], timeoutMs = 120_000): Promise<{ ms: number; code: number | null; stdout: string; stderr: string }> {
-    return runTimed(process.execPath, [BIN.kqctl, '--data-root', this.dataRoot, ...args], { timeoutMs });
+    return runTimed(process.execPath, [this.options.root ? kqctlBin(this.options.root) : BIN.kqctl, '--data-root', this.dataRoot, ...args], { timeoutMs });
   }
 
   async stop(): Promise<void> {

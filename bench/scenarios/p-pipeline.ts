@@ -4,7 +4,7 @@
  * shell loop (`tsp true $i`, then wait for the last), `xargs -P2` and `parallel -j2`.
  */
 import fs from 'node:fs';
-import { KqUnderTest, runTimed, tempDir, BIN } from '../kq.js';
+import { KqUnderTest, runTimed, tempDir, BIN, kqctlBin } from '../kq.js';
 import { runParallel, runTsp, runXargs, shq } from '../peers.js';
 import { cpuMs } from '../proc.js';
 import { floor, interleave, minRatio, ratio, row, type Context, type Row, type ScenarioResult } from '../scenario.js';
@@ -17,7 +17,7 @@ export async function scenarioP(ctx: Context): Promise<ScenarioResult> {
   const n = ctx.quick ? 200 : 1000;
   const cwd = tempDir('kq-bench-p-');
   const kq = await KqUnderTest.start({ numAgents: 2, root: ctx.kqRoot });
-  const kqctl = ctx.kqRoot ? `${ctx.kqRoot}/bin/kqctl.js` : BIN.kqctl;
+  const kqctl = ctx.kqRoot ? kqctlBin(ctx.kqRoot) : BIN.kqctl;
   const cpu = { daemon: [] as number[], agents: [] as number[] };
   try {
     await kq.waitJobs([(await kq.submit({ argv: ['true'], frames: '1-20', cwd })).id], 60_000); // warm-up

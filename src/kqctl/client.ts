@@ -1,5 +1,4 @@
 /** kqctl's connection to kq: one request → one reply, within a deadline; and broadcast subscriptions. */
-import crypto from 'node:crypto';
 import * as zmq from 'zeromq';
 import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION } from '../protocol/version.js';
 import { encode } from '../protocol/codec.js';
@@ -17,6 +16,7 @@ const READ_ONLY = new Set<RequestInput['type']>(['ping', 'list', 'show', 'log', 
 
 export class KqClient {
   private dealer: zmq.Dealer | null = null;
+  private requests = 0;
   private sub: zmq.Subscriber | null = null;
 
   constructor(readonly address: KqAddress, private readonly timeoutMs: number) {}
@@ -33,7 +33,8 @@ export class KqClient {
       this.dealer = new zmq.Dealer({ linger: 0, immediate: true, sendTimeout: this.timeoutMs, maxMessageSize: MAX_MESSAGE_BYTES, ...curveSocketOptions(this.address.curve) });
       this.dealer.connect(this.endpoint);
     }
-    const rid = crypto.randomUUID();
+    // Unique per request of this process: it only pairs a reply with its request (no crypto module to load).
+    const rid = `${process.pid}.${++this.requests}.${Date.now().toString(36)}`;
     const message = encode({ v: PROTOCOL_VERSION, rid, type, ...body });
     // kq's socket would drop a bigger message without a word (and cut us off): say so instead of timing out.
     if (message.length > MAX_MESSAGE_BYTES) {

@@ -14,7 +14,7 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export const BIN = {
   kq: path.join(ROOT, 'bin', 'kq.js'),
   agent: path.join(ROOT, 'bin', 'kq-agent.js'),
-  kqctl: path.join(ROOT, 'bin', 'kqctl.js'),
+  kqctl: path.join(ROOT, 'bin', 'kqctl.cjs'),
 };
 
 export interface RunResult { exitCode: number; stdout: string; stderr: string }

@@ -9,9 +9,12 @@ import { Option, type Command } from 'commander';
 import { durationArg, intArg, portArg, usageExitCodes } from '../../common/cli.js';
 import { withClient } from '../connect.js';
 import { kqAddress } from './remote/kq-location.js';
-import { sshOptions } from './remote/options.js';
-import { startCommand } from './remote/start.js';
-import { stopCommand } from './remote/stop.js';
+import { sshOptions, type StartFlags, type StopFlags } from './remote/options.js';
+import type { KqClient } from '../client.js';
+
+// The SSH side loads only when a remote command runs: every other kqctl command starts faster without it.
+const startCommand = async (client: KqClient, flags: StartFlags) => (await import('./remote/start.js')).startCommand(client, flags);
+const stopCommand = async (client: KqClient, flags: StopFlags) => (await import('./remote/stop.js')).stopCommand(client, flags);
 
 export function register(program: Command, _connection: (c: Command) => Command): void {
   // Not `_connection`: its --host and --data-root mean kq's, and here they mean the remote machine's.

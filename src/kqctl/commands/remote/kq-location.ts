@@ -2,7 +2,6 @@
  * Where kq is, seen from here (for kqctl) and from the remote machine (for its agents): kq.json, the
  * address agents dial, and whether a loopback-bound kq is reachable from the SSH host at all.
  */
-import dns from 'node:dns/promises';
 import fs from 'node:fs';
 import os from 'node:os';
 import { isLoopback } from '../../../common/endpoint.js';
@@ -45,7 +44,9 @@ export async function agentsDialAddress(flags: { kqHost?: string }, info: Daemon
 async function isLocalMachine(host: string): Promise<boolean> {
   if (isLoopback(host)) return true;
   try {
-    const addresses = await dns.lookup(host, { all: true });
+    // Loaded here, not at the top: kqctl's other commands start faster without the resolver.
+    const { lookup } = await import('node:dns/promises');
+    const addresses = await lookup(host, { all: true });
     return addresses.length > 0 && addresses.every((a) => isLoopback(a.address));
   } catch {
     return false; // the SSH connection will say it cannot resolve it
