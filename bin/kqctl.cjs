@@ -50,7 +50,9 @@ const source = fs.readFileSync(bundle, 'utf8');
 const stat = fs.statSync(bundle);
 const key = `kqctl-cache/1 ${process.version} ${process.arch} ${process.versions.v8} ${stat.size} ${stat.mtimeMs}`;
 const cachedData = readCache(key);
-const script = new vm.Script(Module.wrap(source), { filename: bundle, cachedData });
+// import() inside the bundle resolves as in a module of the main context (Node ≥ 20.16 / 21.7 only: the
+// bundle itself uses require for Node's modules).
+const script = new vm.Script(Module.wrap(source), { filename: bundle, cachedData, importModuleDynamically: vm.constants?.USE_MAIN_CONTEXT_DEFAULT_LOADER });
 if (cachedData === undefined || script.cachedDataRejected) {
   // After the command ran: the cache then holds the functions it compiled on the way, not only the top level.
   process.once('exit', () => writeCache(key, script));

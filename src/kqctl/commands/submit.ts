@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import path from 'node:path';
 import type { Command } from 'commander';
 import type { JobSubmit, JobSummary } from '../../protocol/index.js';
 import { InvalidArgumentError } from 'commander';
@@ -88,7 +89,7 @@ export function register(program: Command, connection: (c: Command) => Command):
       const items = flags.each ? await readItems(flags.null) : undefined;
       const job: JobSubmit = {
         name: flags.name, argv: command, frames: flags.frames, items, chunk: flags.chunk, priority: flags.priority,
-        cwd: flags.cwd ? (await import('node:path')).resolve(flags.cwd) : process.cwd(), env, maxAttempts: flags.retries + 1,
+        cwd: flags.cwd ? path.resolve(flags.cwd) : process.cwd(), env, maxAttempts: flags.retries + 1,
         timeoutMs: flags.timeout, shell: flags.shell, output: flags.output,
         ...(flags.after.length > 0 ? { after: jobIds(flags.after.flatMap((a) => a.split(',')).map((a) => a.trim())) } : {}),
       };

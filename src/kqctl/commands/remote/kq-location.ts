@@ -3,6 +3,7 @@
  * address agents dial, and whether a loopback-bound kq is reachable from the SSH host at all.
  */
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import { isLoopback } from '../../../common/endpoint.js';
 import { dataFiles, defaultDataRoot, type DaemonInfo } from '../../../common/paths.js';
@@ -44,9 +45,10 @@ export async function agentsDialAddress(flags: { kqHost?: string }, info: Daemon
 async function isLocalMachine(host: string): Promise<boolean> {
   if (isLoopback(host)) return true;
   try {
-    // Loaded here, not at the top: kqctl's other commands start faster without the resolver.
-    const { lookup } = await import('node:dns/promises');
-    const addresses = await lookup(host, { all: true });
+    // Loaded here, not at the top: kqctl's other commands start faster without the resolver. require, not
+    // import(): kqctl's bundle runs from a vm.Script (bin/kqctl.cjs), which has no dynamic import of its own.
+    const dns = createRequire(import.meta.url)('node:dns') as typeof import('node:dns');
+    const addresses = await dns.promises.lookup(host, { all: true });
     return addresses.length > 0 && addresses.every((a) => isLoopback(a.address));
   } catch {
     return false; // the SSH connection will say it cannot resolve it
