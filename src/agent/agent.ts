@@ -1,5 +1,6 @@
 /**
- * kq-agent: registers with kq, takes one task at a time, streams its log, obeys stop, heartbeats.
+ * kq-agent: registers with kq, runs one task at a time (holding at most one more, prefetched, to start the
+ * moment the current one ends), streams its log, obeys stop, heartbeats.
  * If kq goes away it keeps retrying; when kq comes back it registers again, reporting the task it still runs.
  */
 import crypto from 'node:crypto';
@@ -34,6 +35,8 @@ export interface AgentOptions {
   curve: CurveClient | null;
   /** Where Slurm placed this agent (kq-agent --slurm), reported when it registers. */
   slurm?: SlurmPlacement | null;
+  /** Take one assignment while running another and start it when that one ends (default true). */
+  prefetch?: boolean;
 }
 
 export type AgentLifecycle = 'starting' | 'registering' | 'running' | 'stopping' | 'stopped';
@@ -61,6 +64,8 @@ export class Agent {
   private heartbeatMs = 2000;
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private current: TaskRun | null = null;
+  /** The prefetched task: started the moment `current` ends, unless kq withdraws it first (stop-task). */
+  private queued: TaskAssignment | null = null;
   private readonly abandoned = new Set<TaskRun>();
   /** Kills this agent's render groups if the agent dies without ending them itself. */
   private readonly guard: RenderGuard;
@@ -147,11 +152,12 @@ export class Agent {
     let lastRefusal = '';
     while (this.state === 'registering') {
       const running = this.current ? { taskId: this.current.task.taskId, attempt: this.current.task.attempt } : null;
+      const queued = this.queuedRef();
       const sentOutcome = this.lastOutcome;
       const answer = await this.request({
         v: PROTOCOL_VERSION, rid: crypto.randomUUID(), type: 'register', agentId: this.o.agentId,
         host: this.o.hostName, pid: process.pid, local: this.o.local, ...(this.o.localProof ? { localProof: this.o.localProof } : {}), running, lastOutcome: sentOutcome,
-        slurm: this.o.slurm ?? null, session: this.session,
+        slurm: this.o.slurm ?? null, session: this.session, queued, prefetch: this.o.prefetch !== false,
       });
       if (answer && 'refused' in answer) {
         // Said once per reason; retried calmly (the id may be freed when the other agent goes silent).
@@ -172,6 +178,8 @@ export class Agent {
         // Only the run this registration reported can be stale; a task assigned since is current by definition.
         const reported = this.current && running && this.current.task.taskId === running.taskId && this.current.task.attempt === running.attempt;
         if (reported && !reply.keepRunning) this.abandonCurrent('kq requeued this task while the agent was away');
+        // The prefetched task this registration reported stays only if kq kept it (a newer one arrived since is current).
+        if (queued && this.queued?.taskId === queued.taskId && this.queued.attempt === queued.attempt && reply.keepQueued !== true) this.queued = null;
         this.state = 'running';
         this.heartbeat(); // confirms this registration: kq dispatches only to a confirmed one
         this.log.info({ kq: tcpEndpoint(this.o.kqHost, this.o.requestPort), keepRunning: reply.keepRunning }, 'registered with kq');
@@ -251,6 +259,11 @@ export class Agent {
   private onBroadcast(msg: Broadcast): void {
     switch (msg.type) {
       case 'stop-task':
+        // Withdrawn before it started: dropped, never run.
+        if (this.queued && this.queued.taskId === msg.taskId && this.queued.attempt === msg.attempt) {
+          this.log.info({ task: msg.taskId, reason: msg.reason }, 'prefetched task withdrawn');
+          this.queued = null;
+        }
         if (this.current && this.current.task.taskId === msg.taskId && this.current.task.attempt === msg.attempt) this.current.stop(`stopped: ${msg.reason}`);
         return;
       case 'reregister':
@@ -279,6 +292,7 @@ export class Agent {
 
   /** Kill the current render without reporting it: kq no longer counts it as ours. The agent is free at once. */
   private abandonCurrent(reason: string): void {
+    this.queued = null; // kq requeues it with the current one (or has already)
     const run = this.current;
     if (!run) return;
     this.abandoned.add(run);
@@ -290,12 +304,22 @@ export class Agent {
 
   private onAssign(task: TaskAssignment): void {
     if (this.state === 'stopping' || this.state === 'stopped') return;
-    this.lastOutcome = null; // kq only assigns to an agent whose last task it has recorded
+    if (this.current && this.o.prefetch !== false) {
+      // kq prefetches only into a free slot; one still held here was withdrawn (the withdrawal is on its way).
+      if (this.queued) this.log.info({ task: this.queued.taskId, by: task.taskId }, 'prefetched task replaced (kq withdrew it)');
+      this.queued = task;
+      return;
+    }
     if (this.current) {
       this.log.warn({ task: task.taskId, busyWith: this.current.task.taskId }, 'assignment while busy; refusing it');
       void this.send({ type: 'refused', taskId: task.taskId, attempt: task.attempt, running: { taskId: this.current.task.taskId, attempt: this.current.task.attempt } });
       return;
     }
+    this.lastOutcome = null; // kq only assigns to an idle agent whose last task it has recorded
+    this.startRun(task);
+  }
+
+  private startRun(task: TaskAssignment): void {
     const ref = { taskId: task.taskId, attempt: task.attempt };
     const run = new TaskRun(task, {
       env: {
@@ -325,6 +349,10 @@ export class Agent {
       // Bounded as the protocol allows (a reason quoting a huge command line must not make every later message invalid).
       this.lastOutcome = { taskId, attempt, ...result, durationMs: Math.max(0, result.durationMs), reason: result.reason === null ? null : clip(result.reason, 2000) };
       void this.send({ type: 'finished', ...this.lastOutcome });
+      // The prefetched task starts now, its `started` after this `finished` (one ordered socket).
+      const next = this.queued;
+      this.queued = null;
+      if (next && this.state !== 'stopping' && this.state !== 'stopped') this.startRun(next);
     });
   }
 
@@ -348,7 +376,11 @@ export class Agent {
 
   private heartbeat(): void {
     const running = this.current ? { taskId: this.current.task.taskId, attempt: this.current.task.attempt } : null;
-    void this.send({ type: 'heartbeat', running, lastOutcome: this.lastOutcome });
+    void this.send({ type: 'heartbeat', running, queued: this.queuedRef(), lastOutcome: this.lastOutcome });
+  }
+
+  private queuedRef(): { taskId: number; attempt: number } | null {
+    return this.queued ? { taskId: this.queued.taskId, attempt: this.queued.attempt } : null;
   }
 
   /** Send an update for this registration (none before the first one: kq would not take it). */

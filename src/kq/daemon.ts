@@ -96,7 +96,7 @@ export class Daemon {
       const dest = process.stdout.isTTY ? new TeeToTerminal(this.logFile, process.stdout) : this.logFile;
       this.log = pino({ base: { pid: process.pid }, level: this.o.logLevel }, dest);
       this.disk.log = this.log.child({ component: 'disk' });
-      this.store = new Store(this.files.db, { blocklistAfter: this.o.blocklistAfter }, this.files.jobLog);
+      this.store = new Store(this.files.db, { blocklistAfter: this.o.blocklistAfter, prefetch: this.o.prefetch !== false }, this.files.jobLog);
       this.logs = new JobLogs(this.files.jobLog, { maxTaskBytes: this.o.maxTaskLogBytes, maxOpen: 64, space: this.disk });
       this.localAgentProof = privateSecret(this.files.localAgentProof);
       this.wire();

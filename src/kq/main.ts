@@ -35,6 +35,7 @@ const program = usageExitCodes(new Command('kq'))
   .addOption(durationOption('--heartbeat <duration>', 'how often agents send heartbeats', DAEMON_DEFAULTS.heartbeatMs))
   .addOption(durationOption('--agent-timeout <duration>', 'an agent silent this long is lost and its task requeued', DAEMON_DEFAULTS.agentTimeoutMs))
   .addOption(durationOption('--kill-grace <duration>', 'when a task ends (stop, timeout, exit leaving processes behind), time its render process group gets between SIGTERM and SIGKILL', DAEMON_DEFAULTS.killGraceMs))
+  .option('--no-prefetch', 'hand an agent its next task only once it is idle (default: a busy agent holds one more, started the moment its current task ends)')
   .option('--blocklist-after <n>', "failures of one job on one host before the host is blocklisted for that job", intArg(1, 1000), DAEMON_DEFAULTS.blocklistAfter)
   .option('--max-task-log <bytes>', 'log bytes kept per task attempt; the rest is cut with a marker', intArg(1024, 2 ** 40), DAEMON_DEFAULTS.maxTaskLogBytes)
   .option('--secure', 'require CURVE (encrypted, authenticated links) on loopback too', false)
@@ -86,6 +87,7 @@ async function runDaemon(opts: ReturnType<typeof program.opts>): Promise<void> {
     agentTimeoutMs: opts.agentTimeout,
     killGraceMs: opts.killGrace,
     blocklistAfter: opts.blocklistAfter,
+    prefetch: opts.prefetch !== false,
     maxTaskLogBytes: opts.maxTaskLog,
     logLevel: opts.logLevel,
     secure: opts.secure,

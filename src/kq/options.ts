@@ -13,6 +13,8 @@ export interface DaemonOptions {
   agentTimeoutMs: number;
   killGraceMs: number;
   blocklistAfter: number;
+  /** Hand a busy agent the task it starts next, ahead (false: --no-prefetch). */
+  prefetch?: boolean;
   maxTaskLogBytes: number;
   logLevel: string;
   /** CURVE on loopback too (it is always on beyond loopback unless `insecure`). */

@@ -103,12 +103,12 @@ export class RequestHandler {
         const local = req.local && this.d.provesLocal(req.localProof);
         if (req.local && !local) this.d.log.warn({ agent: req.agentId, host: req.host }, 'an agent says it is local without the proof kq gave its local agents: taken as remote');
         const r = store.registerAgent({ id: req.agentId, host: req.host, pid: req.pid, local, running: check.proven ? req.running : null,
-          epoch: this.d.epoch, session, route: routingId, slurm: req.slurm });
+          queued: check.proven ? req.queued : null, prefetch: req.prefetch, epoch: this.d.epoch, session, route: routingId, slurm: req.slurm });
         scheduler.registered(req.agentId);
         this.d.log.info({ agent: req.agentId, host: req.host, keep: r.keepRunning }, 'agent registered');
         // Announce only: work is dispatched after the reply, so the agent never sees an assignment first.
         for (const jobId of new Set(r.requeuedJobs)) publisher.announceJob(jobId);
-        return { heartbeatMs: this.d.heartbeatMs, keepRunning: r.keepRunning, session } satisfies RegisterReply;
+        return { heartbeatMs: this.d.heartbeatMs, keepRunning: r.keepRunning, keepQueued: r.keepQueued, session } satisfies RegisterReply;
       }
       case 'submit': {
         for (const parent of req.job.after ?? []) {
@@ -117,6 +117,8 @@ export class RequestHandler {
         const prepared = prepareJob(req.job);
         checkDeliverable(prepared);
         const { tasksUnqueued, ...job } = store.submitJob(prepared);
+        // A prefetched task of lower priority would start before this job's: take it back (dispatch follows the submit).
+        if (job.state !== 'Blocked') scheduler.withdrawPrefetched({ below: job.priority }, 'a job of higher priority was submitted');
         if (tasksUnqueued > 0) scheduler.queuer.add(job.id);
         publisher.appendLog(job.id, `[kq] job ${job.id} "${printable(job.name)}" submitted at ${job.submittedAt}: ${sizeText(job)}\n`);
         if (job.after.length > 0) publisher.appendLog(job.id, `[kq] job ${job.id} runs after job(s) ${job.after.join(', ')} have Completed\n`);
@@ -165,12 +167,15 @@ export class RequestHandler {
         const at = new Date().toISOString();
         if (!req.jobIds) {
           store.setQueuePaused(paused);
+          // Paused means nothing new starts: a task an agent holds prefetched has not started, so it is taken back.
+          if (paused) scheduler.withdrawPrefetched({}, 'queue paused');
           this.d.log.info({ paused }, paused ? 'queue paused' : 'queue resumed');
           publisher.publish(Topics.queue, { v: PROTOCOL_VERSION, type: 'queue', paused });
           return { queuePaused: paused, jobs: [] } satisfies PauseReply;
         }
         req.jobIds.forEach((id) => this.existingJob(id));
         store.pauseJobs(req.jobIds, paused);
+        if (paused) scheduler.withdrawPrefetched({ jobIds: req.jobIds }, 'job paused');
         for (const id of req.jobIds) {
           publisher.appendLog(id, `[kq] job ${id} ${paused ? 'paused: no new tasks start (running ones go on)' : 'resumed'} at ${at}\n`);
           publisher.announceJob(id);
@@ -180,6 +185,9 @@ export class RequestHandler {
       case 'priority': {
         req.jobIds.forEach((id) => this.existingJob(id));
         store.setPriority(req.jobIds, req.priority);
+        // What each agent starts next is chosen again by the new priorities.
+        scheduler.withdrawPrefetched({}, 'priorities changed');
+        scheduler.dispatch();
         for (const id of req.jobIds) {
           publisher.appendLog(id, `[kq] job ${id} priority set to ${req.priority}\n`);
           publisher.announceJob(id);

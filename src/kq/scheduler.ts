@@ -64,31 +64,51 @@ export class Scheduler {
     if (!this.d.isRunning() || !this.routerQueue || this.d.store.holdsDispatch() || this.d.store.queuePaused()) return;
     // Nothing waiting: no idle agent need ask (on a big farm that was a claim per idle agent per dispatch).
     if (!this.d.store.hasReadyTask()) return;
-    for (const agent of this.d.store.idleAgents(this.d.epoch)) {
-      const claimed = this.d.store.claimTask(agent.id);
-      if (!claimed) {
+    // Idle agents first; then, with prefetch, busy agents (and those just made busy) get the task they start next.
+    for (let pass = 0, claims = 1; pass < 2 && claims > 0; pass++) {
+      claims = 0;
+      for (const agent of this.d.store.dispatchableAgents(this.d.epoch)) {
+        if (this.assignTo(agent.id)) claims++;
         // The queue ran dry (rather than holding only work this agent's host may not run): the rest need not ask.
-        if (!this.d.store.hasReadyTask()) break;
-        continue;
+        else if (!this.d.store.hasReadyTask()) return;
       }
-      const { session, route, ...task } = claimed;
-      const msg: Assign = { v: PROTOCOL_VERSION, type: 'assign', session, task };
-      const frame = encode(msg);
-      if (frame.length > MAX_MESSAGE_BYTES) {
-        // libzmq would drop it silently and the task would stay Running for good (jobs from before the submit check).
-        const jobId = this.d.store.failUndeliverable({ agentId: agent.id, taskId: task.taskId, attempt: task.attempt }, `assignment of ${frame.length} bytes is over the ${MAX_MESSAGE_BYTES}-byte message limit`);
-        this.d.publisher.appendLog(jobId, `[kq] task ${this.d.store.taskNumber(task.taskId)} failed: its assignment (${frame.length} bytes) is too large to send to an agent; resubmit with a smaller --chunk\n`);
-        this.afterChange([jobId]);
-        continue;
-      }
-      // To the connection that registered (a kq-made routing id), never to whoever claims the agent's id.
-      this.routerQueue.send([Buffer.from(route, 'hex'), frame]).catch((err: Error) => {
-        this.d.log.warn({ agent: agent.id, task: task.taskId, err: err.message }, 'assignment not delivered; requeued');
-        this.d.store.unassign({ agentId: agent.id, taskId: task.taskId, attempt: task.attempt });
-        this.afterChange([task.jobId]);
-      });
-      this.d.publisher.announceJob(task.jobId);
     }
+  }
+
+  /** Claim a task for this agent and send it; false if there was none for it. */
+  private assignTo(agentId: string): boolean {
+    const claimed = this.d.store.claimTask(agentId);
+    if (!claimed) return false;
+    const { session, route, ...task } = claimed;
+    const ref = { agentId, taskId: task.taskId, attempt: task.attempt };
+    const frame = encode({ v: PROTOCOL_VERSION, type: 'assign', session, task } satisfies Assign);
+    if (frame.length > MAX_MESSAGE_BYTES) {
+      // libzmq would drop it silently and the task would stay Running for good (jobs from before the submit check).
+      const jobId = this.d.store.failUndeliverable(ref, `assignment of ${frame.length} bytes is over the ${MAX_MESSAGE_BYTES}-byte message limit`);
+      this.d.publisher.appendLog(jobId, `[kq] task ${this.d.store.taskNumber(task.taskId)} failed: its assignment (${frame.length} bytes) is too large to send to an agent; resubmit with a smaller --chunk\n`);
+      this.afterChange([jobId]);
+      return true;
+    }
+    // To the connection that registered (a kq-made routing id), never to whoever claims the agent's id.
+    this.routerQueue!.send([Buffer.from(route, 'hex'), frame]).catch((err: Error) => {
+      this.d.log.warn({ agent: agentId, task: task.taskId, err: err.message }, 'assignment not delivered; requeued');
+      this.d.store.unassign(ref);
+      this.afterChange([task.jobId]);
+    });
+    this.d.publisher.announceJob(task.jobId);
+    return true;
+  }
+
+  /**
+   * Take prefetched tasks back from agents before they start them (a job or the queue paused, priorities
+   * changed): they wait again, nothing counted, and the agents drop them (a lost withdrawal is re-sent
+   * when a heartbeat still reports the task). Call dispatch afterwards: what runs next is chosen again.
+   */
+  withdrawPrefetched(which: { jobIds?: number[]; below?: number }, why: string): number[] {
+    const refs = this.d.store.withdrawPrefetched(which);
+    this.stopRenders(refs, why);
+    for (const r of refs) this.d.publisher.announceJob(r.jobId);
+    return refs.map((r) => r.jobId);
   }
 
   /** Jobs released or cancelled by the --after rules in the last transitions: their logs and subscribers hear of it. */

@@ -115,6 +115,9 @@ const ADDED_COLUMNS: Array<[string, string, string]> = [
   ['agents', 'route', 'TEXT'],
   ['tasks', 'signal', 'TEXT'], // the signal that ended the last failed run
   ['tasks', 'stderr_tail', 'TEXT'], // JSON array: the last stderr lines of the last failed run
+  // prefetch: the task the agent holds to start when its current one ends (Running in the store, pid NULL until started)
+  ['agents', 'next_task_id', 'INTEGER'],
+  ['agents', 'prefetch', 'INTEGER NOT NULL DEFAULT 0'], // 1: the agent said it takes a second assignment while busy
 ];
 
 /** Indexes over added columns: created once those columns exist. */

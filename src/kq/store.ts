@@ -47,6 +47,8 @@ export interface FinishResult {
 export interface StoreOptions {
   /** Failures of one job on one host before that host is blocklisted for the job. */
   blocklistAfter: number;
+  /** false: never hand a busy agent its next task ahead (kq --no-prefetch). */
+  prefetch?: boolean;
 }
 
 interface JobRow {
@@ -87,6 +89,7 @@ export interface TaskRow {
 interface AgentRow {
   id: string; host: string; pid: number; local: number; state: AgentInfo['state']; task_id: number | null;
   epoch: string; registered_at: string; last_seen: number; session: string | null; confirmed: number; route: string | null; slurm: string | null;
+  next_task_id: number | null; prefetch: number;
 }
 
 
@@ -269,7 +272,9 @@ export class Store {
     const toKill: TaskRef[] = [];
     for (const jobId of jobIds) {
       for (const t of this.stmt.runningOfJob.all(jobId) as TaskRow[]) {
-        toKill.push({ agentId: t.agent_id!, taskId: t.id, attempt: t.attempts });
+        // A prefetched task is withdrawn before any render is stopped: the agent must not start it when that render ends.
+        if (this.clearNext(t)) toKill.unshift({ agentId: t.agent_id!, taskId: t.id, attempt: t.attempts });
+        else toKill.push({ agentId: t.agent_id!, taskId: t.id, attempt: t.attempts });
         this.stmt.cancelTask.run({ id: t.id, at: now() });
       }
       this.cached(`UPDATE jobs SET n_cancelled = n_cancelled + n_waiting + n_running, n_waiting = 0, n_running = 0 WHERE id = ?`).run(jobId);
@@ -291,7 +296,8 @@ export class Store {
     for (const jobId of jobIds) {
       if (!failedOnly) {
         for (const t of this.stmt.runningOfJob.all(jobId) as TaskRow[]) {
-          toKill.push({ agentId: t.agent_id!, taskId: t.id, attempt: t.attempts });
+          if (this.clearNext(t)) toKill.unshift({ agentId: t.agent_id!, taskId: t.id, attempt: t.attempts });
+          else toKill.push({ agentId: t.agent_id!, taskId: t.id, attempt: t.attempts });
           this.stmt.restartTask.run({ id: t.id });
         }
       }
@@ -496,15 +502,59 @@ export class Store {
     this.cached(`UPDATE tasks SET held = ? WHERE job_id = ? AND held != ?`).run(held, jobId, held);
   }
 
+  // ---------- prefetch ----------
+
+  /**
+   * Take prefetched (not started) tasks back from their agents: those of these jobs, or all of them. They
+   * go back to Waiting with nothing counted; the agents must be told to drop them (the returned refs).
+   * Used when a job or the queue is paused or priorities change: what starts next is decided again.
+   */
+  readonly withdrawPrefetched = (which: { jobIds?: number[]; below?: number } = {}): Array<TaskRef & { jobId: number }> => this.tx(() => {
+    const refs: Array<TaskRef & { jobId: number }> = [];
+    const jobs = which.jobIds ? new Set(which.jobIds) : null;
+    for (const agent of this.cached(`SELECT * FROM agents WHERE next_task_id IS NOT NULL`).all() as AgentRow[]) {
+      const task = this.stmt.task.get(agent.next_task_id) as TaskRow | undefined;
+      if (task && jobs && !jobs.has(task.job_id)) continue;
+      if (task && which.below !== undefined && task.priority >= which.below) continue;
+      this.stmt.setNext.run(null, agent.id);
+      if (!task || task.state !== 'running' || task.agent_id !== agent.id) continue;
+      this.requeue(task, `withdrawn from agent ${agent.id} before it started`);
+      refs.push({ agentId: agent.id, taskId: task.id, attempt: task.attempts, jobId: task.job_id });
+    }
+    return refs;
+  });
+
+  /** If this running task is some agent's prefetched one, the agent no longer holds it; true if it was. */
+  private clearNext(task: TaskRow): boolean {
+    if (task.agent_id === null) return false;
+    return this.cached(`UPDATE agents SET next_task_id = NULL WHERE id = ? AND next_task_id = ?`).run(task.agent_id, task.id).changes > 0;
+  }
+
+  /** The agent's current task is over: its prefetched task (still its own) becomes current, else it is idle. */
+  private freeAgent(agentId: string): void {
+    const agent = this.stmt.agent.get(agentId) as AgentRow | undefined;
+    const next = agent?.next_task_id == null ? undefined : this.stmt.task.get(agent.next_task_id) as TaskRow | undefined;
+    if (next && next.state === 'running' && next.agent_id === agentId) this.stmt.promoteNext.run(agentId);
+    else this.stmt.setAgent.run({ id: agentId, state: 'idle', taskId: null });
+  }
+
   // ---------- dispatch ----------
 
   /** Give the highest-priority waiting task this agent's host may run to the agent (with its session), or null. */
   readonly claimTask = (agentId: string): (TaskAssignment & { session: string; route: string }) | null => this.tx(() => {
     const agent = this.stmt.agent.get(agentId) as AgentRow | undefined;
-    if (!agent || agent.state !== 'idle' || agent.confirmed !== 1 || agent.session === null || agent.route === null) return null;
+    if (!agent || agent.confirmed !== 1 || agent.session === null || agent.route === null) return null;
+    // A busy agent that prefetches takes one more, to start the moment its current task ends.
+    const prefetch = this.options.prefetch !== false && agent.state === 'busy' && agent.prefetch === 1 && agent.task_id !== null && agent.next_task_id === null;
+    if (agent.state !== 'idle' && !prefetch) return null;
     const task = this.stmt.claim.get({ agentId, host: agent.host, at: now(), epoch: this.epoch }) as TaskRow | undefined;
     if (!task) return null;
-    this.stmt.setAgent.run({ id: agentId, state: 'busy', taskId: task.id });
+    if (prefetch) {
+      this.stmt.setNext.run(task.id, agentId);
+      this.stmt.setTaskReason.run(`queued on agent ${agentId}: starts when its current task ends`, task.id);
+    } else {
+      this.stmt.setAgent.run({ id: agentId, state: 'busy', taskId: task.id });
+    }
     this.countMove(task.job_id, 'waiting', 'running', 0);
     const job = this.jobRow(task.job_id)!;
     const frames = JSON.parse(task.frames) as number[];
@@ -523,7 +573,7 @@ export class Store {
     const task = this.stmt.runningOf.get(ref) as TaskRow;
     this.stmt.endTask.run({ id: task.id, state: 'failed', exitCode: null, reason, at: now(), failed: 0, signal: null, stderrTail: null });
     this.countMove(task.job_id, 'running', 'failed', 0);
-    this.stmt.setAgent.run({ id: ref.agentId, state: 'idle', taskId: null });
+    if (!this.clearNext(task)) this.stmt.setAgent.run({ id: ref.agentId, state: 'idle', taskId: null });
     return task.job_id;
   });
 
@@ -534,8 +584,11 @@ export class Store {
   readonly refuseTask = (ref: TaskRef): number | null => this.tx(() => {
     const task = this.stmt.runningOf.get(ref) as TaskRow | undefined;
     if (!task) return null;
+    const wasNext = this.clearNext(task);
     this.requeue(task, 'the agent was busy with another task');
-    this.stmt.setAgent.run({ id: ref.agentId, state: 'busy', taskId: null });
+    // A refused prefetch leaves the agent's current task as it is; prefetching to it stops until that ends.
+    if (wasNext) this.cached(`UPDATE agents SET prefetch = 0 WHERE id = ?`).run(ref.agentId);
+    else this.stmt.setAgent.run({ id: ref.agentId, state: 'busy', taskId: null });
     return task.job_id;
   });
 
@@ -543,13 +596,15 @@ export class Store {
   readonly unassign = (ref: TaskRef): void => this.tx(() => {
     const task = this.stmt.runningOf.get(ref) as TaskRow | undefined;
     if (task) this.requeue(task, 'agent unreachable');
-    this.stmt.setAgent.run({ id: ref.agentId, state: 'offline', taskId: null });
+    // Its connection is gone: whatever else it held (a current or prefetched task) goes back too.
+    this.dropAgent(ref.agentId, 'offline', 'agent unreachable');
   });
 
   readonly markStarted = (ref: TaskRef, pid: number): TaskRow | null => this.tx(() => {
     const task = this.stmt.runningOf.get(ref) as TaskRow | undefined;
     if (!task) return null;
-    this.stmt.setTaskPid.run(pid, task.id);
+    // A prefetched task starts later than it was assigned: its start time and reason say so now.
+    this.stmt.setTaskPid.run({ pid, id: task.id, at: now() });
     return task;
   });
 
@@ -593,12 +648,10 @@ export class Store {
       const stale = this.stmt.task.get(ref.taskId) as TaskRow | undefined;
       // The task was stopped or requeued meanwhile: the agent is free, unless it runs another attempt of it.
       const runsItStill = stale?.state === 'running' && stale.agent_id === ref.agentId;
-      if (agent?.state === 'busy' && agent.task_id === ref.taskId && !runsItStill) this.stmt.setAgent.run({ id: ref.agentId, state: 'idle', taskId: null });
+      if (agent?.state === 'busy' && agent.task_id === ref.taskId && !runsItStill) this.freeAgent(ref.agentId);
       return { jobId: stale?.job_id ?? -1, outcome: 'ignored', blocklisted: null, failedEverywhere: 0 };
     }
-    if (agent && agent.task_id === ref.taskId && agent.state === 'busy') {
-      this.stmt.setAgent.run({ id: ref.agentId, state: 'idle', taskId: null });
-    }
+    if (agent && agent.task_id === ref.taskId && agent.state === 'busy') this.freeAgent(ref.agentId);
     const at = now();
     if (exitCode === 0 && reason === null) {
       this.stmt.endTask.run({ id: task.id, state: 'completed', exitCode, reason, at, failed: 0, signal: null, stderrTail: null });
@@ -669,12 +722,15 @@ export class Store {
    * thought this agent had is requeued.
    */
   readonly registerAgent = (a: { id: string; host: string; pid: number; local: boolean; running: RunningTask | null; epoch: string; session: string;
-    route: string; slurm?: SlurmPlacement | null }):
-    { keepRunning: boolean; requeuedJobs: number[] } => this.tx(() => {
+    route: string; slurm?: SlurmPlacement | null; queued?: RunningTask | null; prefetch?: boolean }):
+    { keepRunning: boolean; keepQueued: boolean; requeuedJobs: number[] } => this.tx(() => {
     const keep = a.running !== null && this.isCurrent({ agentId: a.id, ...a.running });
+    // A prefetched task is kept only behind a kept current one (the agent starts it when that ends).
+    const keepQueued = keep && !!a.queued && a.queued.taskId !== a.running!.taskId && this.isCurrent({ agentId: a.id, ...a.queued });
     const requeuedJobs: number[] = [];
     for (const t of this.stmt.runningByAgent.all(a.id) as TaskRow[]) {
       if (keep && t.id === a.running!.taskId) continue;
+      if (keepQueued && t.id === a.queued!.taskId) continue;
       this.requeue(t, 'agent re-registered without it');
       requeuedJobs.push(t.job_id);
     }
@@ -683,8 +739,9 @@ export class Store {
       id: a.id, host: a.host, pid: a.pid, local: a.local ? 1 : 0, state: keep ? 'busy' : 'idle',
       taskId: keep ? a.running!.taskId : null, epoch: a.epoch, at: now(), seen: Date.now(), session: a.session,
       slurm: a.slurm ? JSON.stringify(a.slurm) : null, route: a.route,
+      nextTaskId: keepQueued ? a.queued!.taskId : null, prefetch: a.prefetch ? 1 : 0,
     });
-    return { keepRunning: keep, requeuedJobs };
+    return { keepRunning: keep, keepQueued, requeuedJobs };
   });
 
   /**
@@ -730,7 +787,7 @@ export class Store {
    * Record a heartbeat (its session already checked) and reconcile what the agent says it runs with what
    * the store says, both ways. `assignGraceMs`: an assignment younger than this may still be on its way.
    */
-  readonly heartbeat = (h: { agentId: string; epoch: string; running: RunningTask | null; lastOutcome: TaskOutcome | null; assignGraceMs: number }): HeartbeatResult => {
+  readonly heartbeat = (h: { agentId: string; epoch: string; running: RunningTask | null; lastOutcome: TaskOutcome | null; assignGraceMs: number; queued?: RunningTask | null }): HeartbeatResult => {
     // Most heartbeats say what kq already knows: then only the time is noted, in memory (a write
     // transaction per heartbeat was most of what an idle farm of 500 agents cost kq).
     const agent = this.stmt.agent.get(h.agentId) as AgentRow | undefined;
@@ -742,8 +799,10 @@ export class Store {
   };
 
   /** A confirmed agent of this run, idle and running nothing, or busy with exactly the attempt kq gave it. */
-  private agreesWith(agent: AgentRow, h: { agentId: string; epoch: string; running: RunningTask | null }): boolean {
+  private agreesWith(agent: AgentRow, h: { agentId: string; epoch: string; running: RunningTask | null; queued?: RunningTask | null }): boolean {
     if (agent.epoch !== h.epoch || agent.confirmed !== 1) return false;
+    // A prefetched task, held by kq or reported by the agent, is reconciled in full.
+    if (agent.next_task_id !== null || (h.queued ?? null) !== null) return false;
     if (agent.state === 'idle') return h.running === null && agent.task_id === null;
     if (agent.state !== 'busy' || h.running === null || agent.task_id !== h.running.taskId) return false;
     const row = this.stmt.task.get(agent.task_id) as TaskRow | undefined;
@@ -765,7 +824,7 @@ export class Store {
     this.seenAt.clear();
   }
 
-  private readonly reconcileHeartbeat = (h: { agentId: string; epoch: string; running: RunningTask | null; lastOutcome: TaskOutcome | null; assignGraceMs: number }): HeartbeatResult =>
+  private readonly reconcileHeartbeat = (h: { agentId: string; epoch: string; running: RunningTask | null; lastOutcome: TaskOutcome | null; assignGraceMs: number; queued?: RunningTask | null }): HeartbeatResult =>
     this.tx(() => {
       const result: HeartbeatResult = { reregister: false, dispatch: false, outcome: null, stop: [], requeuedJobs: [] };
       const agent = this.stmt.agent.get(h.agentId) as AgentRow | undefined;
@@ -794,10 +853,34 @@ export class Store {
           taskId = null;
         }
       }
+      const queued = h.queued ?? null;
+      const nextRow = agent.next_task_id === null ? undefined : this.stmt.task.get(agent.next_task_id) as TaskRow | undefined;
+      const ourNext: RunningTask | null = nextRow && nextRow.state === 'running' && nextRow.agent_id === h.agentId ? { taskId: nextRow.id, attempt: nextRow.attempts } : null;
+      let nextId = ourNext ? agent.next_task_id : null;
+      if (ourNext && !same(ourNext, queued) && !same(ourNext, h.running) && !(taskId === null && ours !== null)
+        && Date.parse(nextRow!.started_at ?? '') < Date.now() - h.assignGraceMs && this.missedAgain(`${h.agentId}\u0000next`, ourNext) >= 2) {
+        // Its prefetched assignment was lost or dropped: back to the queue (nothing was tried).
+        this.requeue(nextRow!, 'the agent never got it');
+        result.requeuedJobs.push(nextRow!.job_id);
+        nextId = null;
+      }
+      if (taskId === null && ours !== null && nextId !== null) {
+        // Its current assignment was lost: the prefetched one is next in line.
+        taskId = nextId;
+        nextId = null;
+      }
+      if (queued && !same(ourNext, queued) && !same(ours, queued) && !this.isCurrent({ agentId: h.agentId, ...queued })) {
+        // A prefetched task kq took back (its withdrawal was lost): the agent must drop it.
+        result.stop.push({ agentId: h.agentId, ...queued });
+      }
       if (h.running && !same(ours, h.running)) {
         // A render kq does not count as this agent's (its stop-task was lost): stop it; no work until it ends.
         if (!this.isCurrent({ agentId: h.agentId, ...h.running })) result.stop.push({ agentId: h.agentId, ...h.running });
         if (state === 'idle') state = 'busy';
+      } else if (!h.running && state === 'busy' && (taskId === null || !ours) && nextId !== null && taskId !== nextId) {
+        // Its current task is no longer its own: the prefetched one is next in line (checked like any assignment).
+        taskId = nextId;
+        nextId = null;
       } else if (!h.running && state === 'busy' && (taskId === null || !ours)) {
         // Busy with nothing, or with a task that is no longer its own: the agent says it is free.
         state = 'idle';
@@ -805,6 +888,7 @@ export class Store {
         result.dispatch = true;
       }
       if (state !== agent.state || taskId !== agent.task_id) this.stmt.setAgent.run({ id: h.agentId, state, taskId });
+      if (taskId !== null && (nextId ?? null) !== (agent.next_task_id ?? null)) this.stmt.setNext.run(nextId, h.agentId);
       return result;
     });
 
@@ -858,6 +942,11 @@ export class Store {
     return (this.stmt.idleAgents.all(epoch) as AgentRow[]).map((r) => this.agentInfo(r));
   }
 
+  /** Agents that can take a task now: idle ones, then (with prefetch) busy ones whose next slot is free. */
+  dispatchableAgents(epoch: string): Array<{ id: string }> {
+    return (this.options.prefetch === false ? this.stmt.idleAgents : this.stmt.dispatchableAgents).all(epoch) as AgentRow[];
+  }
+
   /** Tasks waiting for an agent, over all jobs (the Slurm autoscaler's demand). */
   waitingTaskCount(): number {
     return (this.cached(`SELECT coalesce(sum(n_waiting), 0) AS n FROM jobs WHERE n_waiting > 0`).get() as { n: number }).n;
@@ -897,7 +986,7 @@ export class Store {
       this.requeue(t, reason);
       jobs.push(t.job_id);
     }
-    this.stmt.setAgent.run({ id: agentId, state, taskId: null });
+    this.stmt.setAgent.run({ id: agentId, state, taskId: null }); // and no next task
     return jobs;
   }
 
@@ -958,6 +1047,7 @@ export class Store {
       id: r.id, host: r.host, pid: r.pid, local: r.local === 1, state: r.state,
       jobId: task?.job_id ?? null, taskId: r.task_id, frames: task ? (JSON.parse(task.frames) as number[]) : null,
       registeredAt: r.registered_at, lastSeen: new Date(this.lastSeenOf(r)).toISOString(), slurm: r.slurm ? (JSON.parse(r.slurm) as SlurmPlacement) : null,
+      queuedTaskId: r.next_task_id ?? null,
     };
   }
 }
@@ -1020,7 +1110,10 @@ function prepareStatements(db: Database.Database) {
       anyReady: db.prepare(`SELECT 1 FROM tasks INDEXED BY tasks_ready WHERE state = 'waiting' AND held = 0 LIMIT 1`),
       runningOf: db.prepare(`SELECT * FROM tasks WHERE id = @taskId AND state = 'running' AND agent_id = @agentId AND attempts = @attempt`),
       runningByAgent: db.prepare(`SELECT * FROM tasks WHERE state = 'running' AND agent_id = ?`),
-      setTaskPid: db.prepare(`UPDATE tasks SET pid = ? WHERE id = ?`),
+      setTaskPid: db.prepare(`UPDATE tasks SET pid = @pid, started_at = CASE WHEN pid IS NULL THEN @at ELSE started_at END, reason = NULL WHERE id = @id`),
+      setTaskReason: db.prepare(`UPDATE tasks SET reason = ? WHERE id = ?`),
+      setNext: db.prepare(`UPDATE agents SET next_task_id = ? WHERE id = ?`),
+      promoteNext: db.prepare(`UPDATE agents SET state = 'busy', task_id = next_task_id, next_task_id = NULL WHERE id = ?`),
       endTask: db.prepare(`UPDATE tasks SET state = @state, exit_code = @exitCode, reason = @reason, finished_at = @at, signal = @signal, stderr_tail = @stderrTail,
         fails = fails + @failed, last_failed_host = CASE WHEN @failed = 1 THEN host ELSE last_failed_host END WHERE id = @id`),
       cancelTask: db.prepare(`UPDATE tasks SET state = 'cancelled', reason = 'stopped by user', finished_at = @at WHERE id = @id`),
@@ -1030,11 +1123,15 @@ function prepareStatements(db: Database.Database) {
       agent: db.prepare(`SELECT * FROM agents WHERE id = ?`),
       agents: db.prepare(`SELECT * FROM agents ORDER BY registered_at, id`),
       idleAgents: db.prepare(`SELECT * FROM agents WHERE state = 'idle' AND confirmed = 1 AND epoch = ? ORDER BY last_seen`),
-      upsertAgent: db.prepare(`INSERT INTO agents (id, host, pid, local, state, task_id, epoch, registered_at, last_seen, session, confirmed, slurm, route)
-        VALUES (@id, @host, @pid, @local, @state, @taskId, @epoch, @at, @seen, @session, 0, @slurm, @route)
+      // Idle agents first; then busy ones that prefetch and hold no next task yet.
+      dispatchableAgents: db.prepare(`SELECT * FROM agents WHERE confirmed = 1 AND epoch = ? AND (state = 'idle'
+        OR (state = 'busy' AND prefetch = 1 AND task_id IS NOT NULL AND next_task_id IS NULL)) ORDER BY state = 'busy', last_seen`),
+      upsertAgent: db.prepare(`INSERT INTO agents (id, host, pid, local, state, task_id, epoch, registered_at, last_seen, session, confirmed, slurm, route, next_task_id, prefetch)
+        VALUES (@id, @host, @pid, @local, @state, @taskId, @epoch, @at, @seen, @session, 0, @slurm, @route, @nextTaskId, @prefetch)
         ON CONFLICT (id) DO UPDATE SET host = @host, pid = @pid, local = @local, state = @state, task_id = @taskId,
-          epoch = @epoch, last_seen = @seen, session = @session, confirmed = 0, slurm = @slurm, route = @route`),
-      setAgent: db.prepare(`UPDATE agents SET state = @state, task_id = @taskId WHERE id = @id`),
+          epoch = @epoch, last_seen = @seen, session = @session, confirmed = 0, slurm = @slurm, route = @route, next_task_id = @nextTaskId, prefetch = @prefetch`),
+      // An agent without a current task holds no prefetched one either.
+      setAgent: db.prepare(`UPDATE agents SET state = @state, task_id = @taskId, next_task_id = CASE WHEN @taskId IS NULL THEN NULL ELSE next_task_id END WHERE id = @id`),
       seen: db.prepare(`UPDATE agents SET last_seen = max(last_seen, ?) WHERE id = ?`),
       silentAgents: db.prepare(`SELECT * FROM agents WHERE state IN ('idle', 'busy') AND last_seen < ?`),
       bumpFailure: db.prepare(`INSERT INTO failures (job_id, host, count) VALUES (?, ?, 1)

@@ -120,6 +120,8 @@ export interface AgentInfo {
   lastSeen: string;
   /** Where Slurm placed this agent, when it runs as a Slurm job (kqctl slurm start, kq --slurm-autoscale). */
   slurm: SlurmPlacement | null;
+  /** The task the agent holds prefetched, to start when its current one ends (counted as running, not started). */
+  queuedTaskId: number | null;
 }
 
 // ---------- request socket: agent and client requests ----------
@@ -155,7 +157,11 @@ export const RequestSchema = z.discriminatedUnion('type', [
      * running task, report its last outcome, and take its id back while that registration is still live.
      */
     session: z.string().min(16).max(64).nullable().default(null),
-    slurm: SlurmPlacementSchema.nullable().default(null) }),
+    slurm: SlurmPlacementSchema.nullable().default(null),
+    /** The task the agent holds to start next (prefetched), kept like `running` if kq still counts it as this agent's. */
+    queued: RunningTaskSchema.nullable().default(null),
+    /** The agent takes one assignment while it runs another, and starts it when that one ends (kq may then prefetch). */
+    prefetch: z.boolean().default(false) }),
   z.object({ v, rid: z.string().max(64), type: z.literal('ping') }),
   z.object({ v, rid: z.string().max(64), type: z.literal('submit'), job: JobSubmitSchema }),
   z.object({ v, rid: z.string().max(64), type: z.literal('list'), states: z.array(JobStateSchema).optional(), jobIds: z.array(id).max(10000).optional() }),
@@ -191,7 +197,11 @@ export interface LogChunk { text: string; from: number; next: number; size: numb
  * stranger on the update port, an older registration (replayed, or a second agent under the same id)
  * cannot speak for the agent, and the agent takes no work meant for another registration.
  */
-export interface RegisterReply { heartbeatMs: number; keepRunning: boolean; session: string }
+export interface RegisterReply {
+  heartbeatMs: number; keepRunning: boolean; session: string;
+  /** Whether the agent keeps the prefetched task it reported (false or absent: drop it, kq requeued it). */
+  keepQueued?: boolean;
+}
 
 // ---------- request socket: kq -> agent ----------
 
@@ -219,13 +229,15 @@ export const UpdateSchema = z.discriminatedUnion('type', [
    * (only then does kq dispatch to it); `running` and `lastOutcome` let kq notice a lost assignment, a lost
    * `finished` or a lost stop-task.
    */
-  z.object({ v, type: z.literal('heartbeat'), ...from, running: RunningTaskSchema.nullable(), lastOutcome: TaskOutcomeSchema.nullable().default(null) }),
+  z.object({ v, type: z.literal('heartbeat'), ...from, running: RunningTaskSchema.nullable(), lastOutcome: TaskOutcomeSchema.nullable().default(null),
+    /** The prefetched task the agent holds (not started yet): kq re-sends its withdrawal if that was lost. */
+    queued: RunningTaskSchema.nullable().default(null) }),
   /** The agent is stopping (SIGTERM): its render is already killed; requeue its task without counting a failure. */
   z.object({ v, type: z.literal('bye'), ...from }),
   z.object({ v, type: z.literal('started'), ...taskRef, pid: id }),
   z.object({ v, type: z.literal('log'), ...taskRef, lines: z.array(z.string()).max(10000) }),
   z.object({ v, type: z.literal('finished'), ...from, ...TaskOutcomeSchema.shape }),
-  /** The agent got an assignment while it runs another task: no attempt was made, the task goes back to the queue. */
+  /** The agent got an assignment it cannot take (busy, and its prefetch slot full or off): no attempt was made, the task goes back to the queue. */
   z.object({ v, type: z.literal('refused'), ...taskRef, running: RunningTaskSchema.nullable() }),
 ]);
 export type Update = z.infer<typeof UpdateSchema>;
@@ -234,7 +246,7 @@ export type Update = z.infer<typeof UpdateSchema>;
 
 
 export const BroadcastSchema = z.discriminatedUnion('type', [
-  /** Kill the render of this task (job stopped, or the task is no longer this agent's). */
+  /** Kill the render of this task (job stopped, or the task is no longer this agent's); if the agent holds it prefetched, drop it unstarted. */
   z.object({ v, type: z.literal('stop-task'), taskId: id, attempt: id, reason: shortText }),
   /** kq does not know this agent (it restarted or declared it lost): register again. */
   z.object({ v, type: z.literal('reregister') }),
