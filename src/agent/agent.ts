@@ -79,6 +79,8 @@ export class Agent {
   onEnd: (() => void) | null = null;
   /** The last finished report, kept until kq has surely stored it (it assigned new work, or acked a register). */
   private lastOutcome: TaskOutcome | null = null;
+  /** The report before the last, kept as long: with a prefetched task the agent can end two while kq is away. */
+  private priorOutcome: TaskOutcome | null = null;
   private readonly logBatch = new LogBatch();
   private logTimer: NodeJS.Timeout | null = null;
 
@@ -154,16 +156,17 @@ export class Agent {
       const running = this.current ? { taskId: this.current.task.taskId, attempt: this.current.task.attempt } : null;
       const queued = this.queuedRef();
       const sentOutcome = this.lastOutcome;
+      const sentPrior = this.priorOutcome;
       const answer = await this.request({
         v: PROTOCOL_VERSION, rid: crypto.randomUUID(), type: 'register', agentId: this.o.agentId,
-        host: this.o.hostName, pid: process.pid, local: this.o.local, ...(this.o.localProof ? { localProof: this.o.localProof } : {}), running, lastOutcome: sentOutcome,
+        host: this.o.hostName, pid: process.pid, local: this.o.local, ...(this.o.localProof ? { localProof: this.o.localProof } : {}), running, lastOutcome: sentOutcome, priorOutcome: sentPrior,
         slurm: this.o.slurm ?? null, session: this.session, queued, prefetch: this.o.prefetch !== false,
       });
       if (answer && 'refused' in answer) {
         // Said once per reason; retried calmly (the id may be freed when the other agent goes silent).
         if (answer.refused !== lastRefusal) this.log.error(`kq refused the registration: ${answer.refused}; retrying`);
         lastRefusal = answer.refused;
-        if (/lastOutcome/.test(answer.refused)) this.lastOutcome = null; // kq cannot take it: do not send it forever
+        if (/Outcome/.test(answer.refused)) this.lastOutcome = this.priorOutcome = null; // kq cannot take it: do not send it forever
         await new Promise((r) => setTimeout(r, Math.max(1000, this.o.registerTimeoutMs)));
         continue;
       }
@@ -171,6 +174,7 @@ export class Agent {
         const reply = answer.reply;
         // An outcome that came in while this register was on its way was not in it: keep it for the next heartbeat.
         if (this.lastOutcome === sentOutcome) this.lastOutcome = null;
+        if (this.priorOutcome === sentPrior) this.priorOutcome = null;
         this.session = reply.session;
         this.heartbeatMs = reply.heartbeatMs;
         if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
@@ -315,7 +319,7 @@ export class Agent {
       void this.send({ type: 'refused', taskId: task.taskId, attempt: task.attempt, running: { taskId: this.current.task.taskId, attempt: this.current.task.attempt } });
       return;
     }
-    this.lastOutcome = null; // kq only assigns to an idle agent whose last task it has recorded
+    this.lastOutcome = this.priorOutcome = null; // kq only assigns to an idle agent whose last tasks it has recorded
     this.startRun(task);
   }
 
@@ -347,6 +351,7 @@ export class Agent {
       this.current = null;
       const { taskId, attempt } = ref;
       // Bounded as the protocol allows (a reason quoting a huge command line must not make every later message invalid).
+      this.priorOutcome = this.lastOutcome;
       this.lastOutcome = { taskId, attempt, ...result, durationMs: Math.max(0, result.durationMs), reason: result.reason === null ? null : clip(result.reason, 2000) };
       void this.send({ type: 'finished', ...this.lastOutcome });
       // The prefetched task starts now, its `started` after this `finished` (one ordered socket).
@@ -376,7 +381,7 @@ export class Agent {
 
   private heartbeat(): void {
     const running = this.current ? { taskId: this.current.task.taskId, attempt: this.current.task.attempt } : null;
-    void this.send({ type: 'heartbeat', running, queued: this.queuedRef(), lastOutcome: this.lastOutcome });
+    void this.send({ type: 'heartbeat', running, queued: this.queuedRef(), lastOutcome: this.lastOutcome, priorOutcome: this.priorOutcome });
   }
 
   private queuedRef(): { taskId: number; attempt: number } | null {

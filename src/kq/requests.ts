@@ -98,6 +98,8 @@ export class RequestHandler {
           throw new RequestError('bad-request', `agent id "${req.agentId}" is in use by a live agent on ${check.holder}: give this agent its own --agent-id, or stop the other`);
         }
         // Only the agent that held the id (it names its session) may keep its task and report its last outcome.
+        // The one before first: with prefetch the agent may have ended two tasks while kq was away.
+        if (check.proven && req.priorOutcome) scheduler.applyOutcome(req.agentId, req.priorOutcome);
         if (check.proven && req.lastOutcome) scheduler.applyOutcome(req.agentId, req.lastOutcome);
         const session = crypto.randomBytes(16).toString('hex');
         const local = req.local && this.d.provesLocal(req.localProof);

@@ -65,12 +65,12 @@ export class Scheduler {
     // Nothing waiting: no idle agent need ask (on a big farm that was a claim per idle agent per dispatch).
     if (!this.d.store.hasReadyTask()) return;
     // Idle agents first; then, with prefetch, busy agents (and those just made busy) get the task they start next.
-    for (let pass = 0, claims = 1; pass < 2 && claims > 0; pass++) {
-      claims = 0;
+    for (let pass = 0, madeBusy = 1; pass < 2 && madeBusy > 0; pass++) {
+      madeBusy = 0;
       for (const agent of this.d.store.dispatchableAgents(this.d.epoch)) {
-        if (this.assignTo(agent.id)) claims++;
-        // The queue ran dry (rather than holding only work this agent's host may not run): the rest need not ask.
-        else if (!this.d.store.hasReadyTask()) return;
+        if (this.assignTo(agent.id)) {
+          if (agent.state === 'idle') madeBusy++;
+        } else if (!this.d.store.hasReadyTask()) return; // the queue ran dry (rather than holding only work this agent's host may not run): the rest need not ask
       }
     }
   }

@@ -787,7 +787,8 @@ export class Store {
    * Record a heartbeat (its session already checked) and reconcile what the agent says it runs with what
    * the store says, both ways. `assignGraceMs`: an assignment younger than this may still be on its way.
    */
-  readonly heartbeat = (h: { agentId: string; epoch: string; running: RunningTask | null; lastOutcome: TaskOutcome | null; assignGraceMs: number; queued?: RunningTask | null }): HeartbeatResult => {
+  readonly heartbeat = (h: { agentId: string; epoch: string; running: RunningTask | null; lastOutcome: TaskOutcome | null; assignGraceMs: number; queued?: RunningTask | null;
+    priorOutcome?: TaskOutcome | null }): HeartbeatResult => {
     // Most heartbeats say what kq already knows: then only the time is noted, in memory (a write
     // transaction per heartbeat was most of what an idle farm of 500 agents cost kq).
     const agent = this.stmt.agent.get(h.agentId) as AgentRow | undefined;
@@ -801,8 +802,14 @@ export class Store {
   /** A confirmed agent of this run, idle and running nothing, or busy with exactly the attempt kq gave it. */
   private agreesWith(agent: AgentRow, h: { agentId: string; epoch: string; running: RunningTask | null; queued?: RunningTask | null }): boolean {
     if (agent.epoch !== h.epoch || agent.confirmed !== 1) return false;
-    // A prefetched task, held by kq or reported by the agent, is reconciled in full.
-    if (agent.next_task_id !== null || (h.queued ?? null) !== null) return false;
+    // The prefetched task too: none on either side, or the same attempt on both.
+    const queued = h.queued ?? null;
+    if ((agent.next_task_id === null) !== (queued === null)) return false;
+    if (queued !== null) {
+      if (agent.next_task_id !== queued.taskId) return false;
+      const next = this.stmt.task.get(queued.taskId) as TaskRow | undefined;
+      if (next === undefined || next.state !== 'running' || next.agent_id !== h.agentId || next.attempts !== queued.attempt) return false;
+    }
     if (agent.state === 'idle') return h.running === null && agent.task_id === null;
     if (agent.state !== 'busy' || h.running === null || agent.task_id !== h.running.taskId) return false;
     const row = this.stmt.task.get(agent.task_id) as TaskRow | undefined;
@@ -824,7 +831,8 @@ export class Store {
     this.seenAt.clear();
   }
 
-  private readonly reconcileHeartbeat = (h: { agentId: string; epoch: string; running: RunningTask | null; lastOutcome: TaskOutcome | null; assignGraceMs: number; queued?: RunningTask | null }): HeartbeatResult =>
+  private readonly reconcileHeartbeat = (h: { agentId: string; epoch: string; running: RunningTask | null; lastOutcome: TaskOutcome | null; assignGraceMs: number; queued?: RunningTask | null;
+    priorOutcome?: TaskOutcome | null }): HeartbeatResult =>
     this.tx(() => {
       const result: HeartbeatResult = { reregister: false, dispatch: false, outcome: null, stop: [], requeuedJobs: [] };
       const agent = this.stmt.agent.get(h.agentId) as AgentRow | undefined;
@@ -842,8 +850,9 @@ export class Store {
       let state = agent.state;
       let taskId = agent.task_id;
       if (ours && !same(ours, h.running)) {
-        if (h.lastOutcome && same(ours, h.lastOutcome)) {
-          result.outcome = h.lastOutcome; // its `finished` never arrived
+        const reported = [h.lastOutcome, h.priorOutcome ?? null].find((o) => o && same(ours, o));
+        if (reported) {
+          result.outcome = reported; // its `finished` never arrived
         } else if (Date.parse(row!.started_at ?? '') < Date.now() - h.assignGraceMs && this.missedAgain(h.agentId, ours) >= 2) {
           // Twice past the grace, the agent neither runs nor finished the task it was given: the assignment was
           // lost or dropped (once could be a heartbeat sent just before a stalled agent read its assignment).
@@ -943,7 +952,7 @@ export class Store {
   }
 
   /** Agents that can take a task now: idle ones, then (with prefetch) busy ones whose next slot is free. */
-  dispatchableAgents(epoch: string): Array<{ id: string }> {
+  dispatchableAgents(epoch: string): Array<{ id: string; state: AgentInfo['state'] }> {
     return (this.options.prefetch === false ? this.stmt.idleAgents : this.stmt.dispatchableAgents).all(epoch) as AgentRow[];
   }
 

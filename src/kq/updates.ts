@@ -34,7 +34,7 @@ export class UpdateHandler {
       return;
     }
     if (u.type === 'heartbeat') {
-      const r = store.heartbeat({ agentId: u.agentId, epoch: this.d.epoch, running: u.running, queued: u.queued, lastOutcome: u.lastOutcome, assignGraceMs: 2 * this.d.heartbeatMs + 1000 });
+      const r = store.heartbeat({ agentId: u.agentId, epoch: this.d.epoch, running: u.running, queued: u.queued, lastOutcome: u.lastOutcome, priorOutcome: u.priorOutcome, assignGraceMs: 2 * this.d.heartbeatMs + 1000 });
       if (r.reregister) return scheduler.askToReregister(u.agentId);
       if (r.stop.length > 0) scheduler.stopRenders(r.stop, 'not this agent\'s task any more');
       for (const jobId of r.requeuedJobs) this.d.publisher.appendLog(jobId, `[kq] agent ${u.agentId} never started its task: requeued\n`);

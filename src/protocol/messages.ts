@@ -152,6 +152,8 @@ export const RequestSchema = z.discriminatedUnion('type', [
     lastOutcome: TaskOutcomeSchema.nullable().default(null),
     /** With `local`: the secret kq gave the agents it started (in their environment). Without it, `local` is not believed. */
     localProof: z.string().max(128).optional(),
+    /** The finished report before the last, resent too: with prefetch an agent can end two tasks while kq is away. */
+    priorOutcome: TaskOutcomeSchema.nullable().default(null),
     /**
      * The session of the agent's previous registration, if it had one: the proof that lets it keep its
      * running task, report its last outcome, and take its id back while that registration is still live.
@@ -231,7 +233,9 @@ export const UpdateSchema = z.discriminatedUnion('type', [
    */
   z.object({ v, type: z.literal('heartbeat'), ...from, running: RunningTaskSchema.nullable(), lastOutcome: TaskOutcomeSchema.nullable().default(null),
     /** The prefetched task the agent holds (not started yet): kq re-sends its withdrawal if that was lost. */
-    queued: RunningTaskSchema.nullable().default(null) }),
+    queued: RunningTaskSchema.nullable().default(null),
+    /** The finished report before `lastOutcome` (prefetch: the task before the last may be the one kq missed). */
+    priorOutcome: TaskOutcomeSchema.nullable().default(null) }),
   /** The agent is stopping (SIGTERM): its render is already killed; requeue its task without counting a failure. */
   z.object({ v, type: z.literal('bye'), ...from }),
   z.object({ v, type: z.literal('started'), ...taskRef, pid: id }),
