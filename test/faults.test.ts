@@ -44,7 +44,8 @@ describe('fault suite', () => {
   it('(b) kill -9 of random agents ten times during a 200-task job: the job completes', async () => {
     const kq = await start();
     const dir = tempDir();
-    const id = await kq.submit(...frameJob(dir, '1-200', 'sleep 0.1'));
+    // Long enough that the ten kills land while it runs (on a loaded machine each kqctl call takes a while).
+    const id = await kq.submit(...frameJob(dir, '1-200', 'sleep 0.3'));
     let kills = 0;
     while (kills < 10) {
       const busy = await waitFor('a busy agent', async () => {
