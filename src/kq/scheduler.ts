@@ -219,8 +219,10 @@ export class Scheduler {
   /** Agents silent past the timeout are lost: their tasks are requeued; a local one is killed and replaced. */
   checkSilentAgents(): void {
     if (!this.d.isRunning()) return;
+    const before = this.deafTime.silentBefore(Date.now(), this.d.agentTimeoutMs);
+    if (!this.d.store.anySilentAgent(before)) return; // the usual second: a read, no write transaction
     const running = this.d.store.runningAttempts();
-    const lost = this.d.store.markSilentAgentsLost(this.deafTime.silentBefore(Date.now(), this.d.agentTimeoutMs));
+    const lost = this.d.store.markSilentAgentsLost(before);
     for (const { agent, requeuedJobs, renderPids } of lost) {
       this.d.log.warn({ agent: agent.id, host: agent.host, lastSeen: agent.lastSeen }, 'agent lost: no heartbeat');
       for (const t of running.filter((r) => requeuedJobs.includes(r.jobId) && r.agentId === agent.id)) {

@@ -174,7 +174,7 @@ export class Store {
    * tasks_unqueued, for queueTasks to insert in later transactions (a crash in between loses none: the
    * next kq resumes from the job's frame spec). Returns the job and how many tasks are still to insert.
    */
-  readonly submitJob = (job: NewJob): JobSummary & { tasksUnqueued: number } => this.tx(() => {
+  readonly submitJob = this.txn((job: NewJob): JobSummary & { tasksUnqueued: number } => {
     const nTasks = Math.max(1, Math.ceil(job.frames.length / job.chunk));
     const { lastInsertRowid } = this.stmt.insertJob.run({
       name: job.name, argv: JSON.stringify(job.argv), frameSpec: job.frameSpec, chunk: job.chunk, priority: job.priority,
@@ -268,7 +268,7 @@ export class Store {
    * The job's counts (and so its state) change at once; a big job's waiting tasks are then cancelled in
    * batches (continueJob), and no work is handed out until that is done (holdsDispatch).
    */
-  readonly stopJobs = (jobIds: number[]): TaskRef[] => this.tx(() => {
+  readonly stopJobs = this.txn((jobIds: number[]): TaskRef[] => {
     const toKill: TaskRef[] = [];
     for (const jobId of jobIds) {
       for (const t of this.stmt.runningOfJob.all(jobId) as TaskRow[]) {
@@ -291,7 +291,7 @@ export class Store {
    * Clears the job's blocklist and failure counts. Returns running tasks whose renders must be killed.
    * The counts change at once; a big job's tasks are put back in batches (continueJob).
    */
-  readonly restartJobs = (jobIds: number[], failedOnly: boolean): TaskRef[] => this.tx(() => {
+  readonly restartJobs = this.txn((jobIds: number[], failedOnly: boolean): TaskRef[] => {
     const toKill: TaskRef[] = [];
     for (const jobId of jobIds) {
       if (!failedOnly) {
@@ -321,7 +321,7 @@ export class Store {
    * One batch of a big job's background work, in one transaction: tasks still to insert, then a stop or
    * restart still to apply to its tasks. Returns whether more remains.
    */
-  readonly continueJob = (jobId: number, max = TASK_BATCH): boolean => this.tx(() =>
+  readonly continueJob = this.txn((jobId: number, max: number = TASK_BATCH): boolean =>
     this.insertTasks(jobId, max) > 0 || this.bulkChange(jobId, max));
 
   /** Jobs with background work left (after a restart: what the previous kq did not finish). */
@@ -387,7 +387,7 @@ export class Store {
   // ---------- queue control (issue 17) ----------
 
   /** Hold or release jobs: held tasks are not handed out; running ones go on. */
-  readonly pauseJobs = (jobIds: number[], paused: boolean): void => this.tx(() => {
+  readonly pauseJobs = this.txn((jobIds: number[], paused: boolean): void => {
     for (const jobId of jobIds) {
       this.cached(`UPDATE jobs SET paused = ? WHERE id = ?`).run(paused ? 1 : 0, jobId);
       this.syncHeld(jobId);
@@ -400,14 +400,14 @@ export class Store {
     return this.queuePausedCache;
   }
 
-  readonly setQueuePaused = (paused: boolean): void => this.tx(() => {
+  readonly setQueuePaused = this.txn((paused: boolean): void => {
     this.cached(`INSERT INTO meta (key, value) VALUES ('queue_paused', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`).run(paused ? '1' : '0');
     this.queuePausedCache = paused;
   });
   private queuePausedCache: boolean | undefined;
 
   /** A new priority for jobs and every task of theirs (the claim query orders by the tasks' copy). */
-  readonly setPriority = (jobIds: number[], priority: number): void => this.tx(() => {
+  readonly setPriority = this.txn((jobIds: number[], priority: number): void => {
     for (const jobId of jobIds) {
       this.cached(`UPDATE jobs SET priority = ? WHERE id = ?`).run(priority, jobId);
       this.cached(`UPDATE tasks SET priority = ? WHERE job_id = ? AND priority != ?`).run(priority, jobId, priority);
@@ -415,7 +415,7 @@ export class Store {
   });
 
   /** Forget ended jobs: their rows, tasks, failures and blocklists (the caller deletes their logs). */
-  readonly removeJobs = (jobIds: number[]): void => this.tx(() => {
+  readonly removeJobs = this.txn((jobIds: number[]): void => {
     for (const jobId of jobIds) {
       this.framesOfJob.delete(jobId);
       for (const table of ['tasks', 'failures', 'blocklist', 'job_deps', 'job_items']) this.cached(`DELETE FROM ${table} WHERE job_id = ?`).run(jobId);
@@ -509,7 +509,7 @@ export class Store {
    * go back to Waiting with nothing counted; the agents must be told to drop them (the returned refs).
    * Used when a job or the queue is paused or priorities change: what starts next is decided again.
    */
-  readonly withdrawPrefetched = (which: { jobIds?: number[]; below?: number } = {}): Array<TaskRef & { jobId: number }> => this.tx(() => {
+  readonly withdrawPrefetched = this.txn((which: { jobIds?: number[]; below?: number } = {}): Array<TaskRef & { jobId: number }> => {
     const refs: Array<TaskRef & { jobId: number }> = [];
     const jobs = which.jobIds ? new Set(which.jobIds) : null;
     for (const agent of this.cached(`SELECT * FROM agents WHERE next_task_id IS NOT NULL`).all() as AgentRow[]) {
@@ -541,7 +541,7 @@ export class Store {
   // ---------- dispatch ----------
 
   /** Give the highest-priority waiting task this agent's host may run to the agent (with its session), or null. */
-  readonly claimTask = (agentId: string): (TaskAssignment & { session: string; route: string }) | null => this.tx(() => {
+  readonly claimTask = this.txn((agentId: string): (TaskAssignment & { session: string; route: string }) | null => {
     const agent = this.stmt.agent.get(agentId) as AgentRow | undefined;
     if (!agent || agent.confirmed !== 1 || agent.session === null || agent.route === null) return null;
     // A busy agent that prefetches takes one more, to start the moment its current task ends.
@@ -555,8 +555,7 @@ export class Store {
     } else {
       this.stmt.setAgent.run({ id: agentId, state: 'busy', taskId: task.id });
     }
-    this.countMove(task.job_id, 'waiting', 'running', 0);
-    const job = this.jobRow(task.job_id)!;
+    const job = this.countMove(task.job_id, 'waiting', 'running', 0)!;
     const frames = JSON.parse(task.frames) as number[];
     const items = job.items === null || frames.length === 0 ? undefined
       : { values: (this.stmt.itemsOf.all(task.job_id, frames[0], frames[frames.length - 1]) as Array<{ item: string }>).map((r) => r.item), shell: job.shell === 1 };
@@ -569,7 +568,7 @@ export class Store {
   });
 
   /** A task that can never be sent fails at once: no retry, no strike against the host; the agent stays free. */
-  readonly failUndeliverable = (ref: TaskRef, reason: string): number => this.tx(() => {
+  readonly failUndeliverable = this.txn((ref: TaskRef, reason: string): number => {
     const task = this.stmt.runningOf.get(ref) as TaskRow;
     this.stmt.endTask.run({ id: task.id, state: 'failed', exitCode: null, reason, at: now(), failed: 0, signal: null, stderrTail: null });
     this.countMove(task.job_id, 'running', 'failed', 0);
@@ -581,7 +580,7 @@ export class Store {
    * The agent refused an assignment (it runs another task): no attempt was made, so the task goes back to
    * the queue with nothing counted. The agent gets no work until a heartbeat says it is free.
    */
-  readonly refuseTask = (ref: TaskRef): number | null => this.tx(() => {
+  readonly refuseTask = this.txn((ref: TaskRef): number | null => {
     const task = this.stmt.runningOf.get(ref) as TaskRow | undefined;
     if (!task) return null;
     const wasNext = this.clearNext(task);
@@ -593,20 +592,21 @@ export class Store {
   });
 
   /** The assignment never reached the agent: the task goes back to the queue, the agent is offline. */
-  readonly unassign = (ref: TaskRef): void => this.tx(() => {
+  readonly unassign = this.txn((ref: TaskRef): void => {
     const task = this.stmt.runningOf.get(ref) as TaskRow | undefined;
     if (task) this.requeue(task, 'agent unreachable');
     // Its connection is gone: whatever else it held (a current or prefetched task) goes back too.
     this.dropAgent(ref.agentId, 'offline', 'agent unreachable');
   });
 
-  readonly markStarted = (ref: TaskRef, pid: number): TaskRow | null => this.tx(() => {
-    const task = this.stmt.runningOf.get(ref) as TaskRow | undefined;
-    if (!task) return null;
-    // A prefetched task starts later than it was assigned: its start time and reason say so now.
-    this.stmt.setTaskPid.run({ pid, id: task.id, at: now() });
-    return task;
-  });
+  /**
+   * The render of this attempt started: record its pid (and, for a prefetched task, which starts later than
+   * it was assigned, its start time; its reason is cleared). One statement, atomic on its own (no transaction
+   * around it); null, and nothing written, if the attempt is no longer current.
+   */
+  markStarted(ref: TaskRef, pid: number): TaskRow | null {
+    return (this.stmt.startedPid.get({ ...ref, pid, at: now() }) as TaskRow | undefined) ?? null;
+  }
 
   /** Progress (percent) parsed from the log of this attempt; false if the attempt is no longer current. */
   setTaskProgress(ref: TaskRef, percent: number): boolean {
@@ -640,7 +640,7 @@ export class Store {
     return (this.stmt.runningByAgent.all(agentId) as TaskRow[]).map((t) => t.pid).filter((p): p is number => p !== null && p > 0);
   }
 
-  readonly finishTask = (ref: TaskRef, exitCode: number | null, reason: string | null, signal: string | null = null, stderrTail: string[] = []): FinishResult => this.tx(() => {
+  readonly finishTask = this.txn((ref: TaskRef, exitCode: number | null, reason: string | null, signal: string | null = null, stderrTail: string[] = []): FinishResult => {
     // Checked before anything changes: a report about another attempt (stale, replayed or forged) touches nothing.
     const task = this.stmt.runningOf.get(ref) as TaskRow | undefined;
     const agent = this.stmt.agent.get(ref.agentId) as AgentRow | undefined;
@@ -688,7 +688,7 @@ export class Store {
    * keep its output: the disk is full). The agent stays busy until it reports the render ended.
    * Returns the task's job, or null if the attempt is no longer current.
    */
-  readonly failTaskNow = (ref: TaskRef, reason: string): number | null => this.tx(() => {
+  readonly failTaskNow = this.txn((ref: TaskRef, reason: string): number | null => {
     const task = this.stmt.runningOf.get(ref) as TaskRow | undefined;
     if (!task) return null;
     this.stmt.endTask.run({ id: task.id, state: 'failed', exitCode: null, reason, at: now(), failed: 1, signal: null, stderrTail: null });
@@ -721,9 +721,9 @@ export class Store {
    * Running; otherwise `keepRunning` is false and the agent must drop it. Any other task the store
    * thought this agent had is requeued.
    */
-  readonly registerAgent = (a: { id: string; host: string; pid: number; local: boolean; running: RunningTask | null; epoch: string; session: string;
+  readonly registerAgent = this.txn((a: { id: string; host: string; pid: number; local: boolean; running: RunningTask | null; epoch: string; session: string;
     route: string; slurm?: SlurmPlacement | null; queued?: RunningTask | null; prefetch?: boolean }):
-    { keepRunning: boolean; keepQueued: boolean; requeuedJobs: number[] } => this.tx(() => {
+    { keepRunning: boolean; keepQueued: boolean; requeuedJobs: number[] } => {
     const keep = a.running !== null && this.isCurrent({ agentId: a.id, ...a.running });
     // A prefetched task is kept only behind a kept current one (the agent starts it when that ends).
     const keepQueued = keep && !!a.queued && a.queued.taskId !== a.running!.taskId && this.isCurrent({ agentId: a.id, ...a.queued });
@@ -831,9 +831,9 @@ export class Store {
     this.seenAt.clear();
   }
 
-  private readonly reconcileHeartbeat = (h: { agentId: string; epoch: string; running: RunningTask | null; lastOutcome: TaskOutcome | null; assignGraceMs: number; queued?: RunningTask | null;
+  private readonly reconcileHeartbeat = this.txn((h: { agentId: string; epoch: string; running: RunningTask | null; lastOutcome: TaskOutcome | null; assignGraceMs: number; queued?: RunningTask | null;
     priorOutcome?: TaskOutcome | null }): HeartbeatResult =>
-    this.tx(() => {
+    {
       const result: HeartbeatResult = { reregister: false, dispatch: false, outcome: null, stop: [], requeuedJobs: [] };
       const agent = this.stmt.agent.get(h.agentId) as AgentRow | undefined;
       if (!agent || agent.epoch !== h.epoch || agent.state === 'lost' || agent.state === 'offline') return { ...result, reregister: true };
@@ -901,8 +901,14 @@ export class Store {
       return result;
     });
 
+  /** Is any agent silent since `before` (ms)? A read: the check every second writes nothing while all are heard. */
+  anySilentAgent(before: number): boolean {
+    // The table's time may be older than the heartbeat noted in memory (seenAt).
+    return (this.stmt.staleAgents.all(before) as string[]).some((id) => (this.seenAt.get(id) ?? 0) < before);
+  }
+
   /** Agents silent since `before` (ms) are lost; their tasks go back to the queue. */
-  readonly markSilentAgentsLost = (before: number): Array<{ agent: AgentInfo; requeuedJobs: number[]; renderPids: number[] }> => this.tx(() => {
+  readonly markSilentAgentsLost = this.txn((before: number): Array<{ agent: AgentInfo; requeuedJobs: number[]; renderPids: number[] }> => {
     const lost: Array<{ agent: AgentInfo; requeuedJobs: number[]; renderPids: number[] }> = [];
     this.flushSeen();
     for (const row of this.stmt.silentAgents.all(before) as AgentRow[]) {
@@ -914,10 +920,10 @@ export class Store {
   });
 
   /** The agent process is gone (exited, or kq stops it): requeue its task, mark it offline. */
-  readonly agentGone = (agentId: string, reason: string): number[] => this.tx(() => this.dropAgent(agentId, 'offline', reason));
+  readonly agentGone = this.txn((agentId: string, reason: string): number[] => this.dropAgent(agentId, 'offline', reason));
 
   /** kq is shutting down: every running task goes back to Waiting, every agent is offline. */
-  readonly requeueAll = (reason: string): number[] => this.tx(() => {
+  readonly requeueAll = this.txn((reason: string): number[] => {
     const jobs = new Set<number>();
     for (const row of this.stmt.agents.all() as AgentRow[]) {
       for (const j of this.dropAgent(row.id, 'offline', reason)) jobs.add(j);
@@ -932,7 +938,7 @@ export class Store {
   /** kq's current run (set by beginEpoch): only agents registered in it count as hosts that can take work. */
   private epoch = '';
 
-  readonly beginEpoch = (epoch: string): void => this.tx(() => {
+  readonly beginEpoch = this.txn((epoch: string): void => {
     this.epoch = epoch;
     this.seenAt.clear();
     this.cached(`UPDATE agents SET last_seen = ? WHERE state IN ('idle', 'busy')`).run(Date.now());
@@ -970,10 +976,9 @@ export class Store {
    * the `keep` most recently seen: every local agent replaced, every kq restart and every Slurm agent adds a
    * row, and `kqctl agents` must stay one answer. Returns how many were forgotten.
    */
-  forgetGoneAgents(before: number, keep: number): number {
-    return this.tx(() => this.cached(`DELETE FROM agents WHERE state IN ('offline', 'lost') AND task_id IS NULL AND (last_seen < ? OR id NOT IN (
+  readonly forgetGoneAgents = this.txn((before: number, keep: number): number =>
+    this.cached(`DELETE FROM agents WHERE state IN ('offline', 'lost') AND task_id IS NULL AND (last_seen < ? OR id NOT IN (
       SELECT id FROM agents WHERE state IN ('offline', 'lost') ORDER BY last_seen DESC LIMIT ?))`).run(before, keep).changes);
-  }
 
   // ---------- internals ----------
 
@@ -985,8 +990,14 @@ export class Store {
     return st;
   }
 
-  private tx<T>(fn: () => T): T {
-    return this.db.transaction(fn).immediate();
+  /**
+   * A store transition: `fn` runs in one IMMEDIATE transaction (the write lock taken up front, so it
+   * never fails half-way for a lock). better-sqlite3's transaction wrapper is built once, on first use
+   * (the database is opened after the fields are set), not on every call.
+   */
+  private txn<A extends unknown[], R>(fn: (...args: A) => R): (...args: A) => R {
+    let transaction: Database.Transaction<(...args: A) => R> | null = null;
+    return (...args) => (transaction ??= this.db.transaction(fn)).immediate(...args);
   }
 
   private dropAgent(agentId: string, state: 'lost' | 'offline', reason: string): number[] {
@@ -1004,12 +1015,13 @@ export class Store {
     this.countMove(task.job_id, task.state, 'waiting', 0);
   }
 
-  private countMove(jobId: number, from: TaskState, to: TaskState, framesDone: number): void {
-    if (from !== to) {
-      this.cached(`UPDATE jobs SET n_${from} = n_${from} - 1, n_${to} = n_${to} + 1, frames_done = frames_done + ? WHERE id = ?`)
-        .run(framesDone, jobId);
-    }
-    this.refreshJobState(jobId);
+  /** One task of a job moved from one state to another: count it, and return the job's row as it now is. */
+  private countMove(jobId: number, from: TaskState, to: TaskState, framesDone: number): JobRow | undefined {
+    // RETURNING: the row the state rule needs comes back from the write, not from a second read.
+    const row = from === to ? this.jobRow(jobId)
+      : this.cached(`UPDATE jobs SET n_${from} = n_${from} - 1, n_${to} = n_${to} + 1, frames_done = frames_done + ? WHERE id = ? RETURNING *`)
+        .get(framesDone, jobId) as JobRow | undefined;
+    return this.refreshJobState(jobId, row);
   }
 
   /** Recount a job's tasks from scratch (after bulk updates). */
@@ -1025,14 +1037,18 @@ export class Store {
     this.refreshJobState(jobId);
   }
 
-  private refreshJobState(jobId: number): void {
-    const row = this.jobRow(jobId);
-    if (!row) return;
+  /** Set a job's state from its counts (`row`: the job as it is now, if the caller has it); returns the row as it then is. */
+  private refreshJobState(jobId: number, row: JobRow | undefined = this.jobRow(jobId)): JobRow | undefined {
+    if (!row) return undefined;
     const state = deriveJobState(row);
-    if (state === row.state) return;
+    if (state === row.state) return row;
     const completedAt = isTerminalState(state) ? now() : null;
     this.stmt.setJobState.run(state, completedAt, jobId);
+    row.state = state;
+    row.completed_at = completedAt;
+    // Only jobs submitted --after this one change here (never this job: dependencies point to older jobs).
     this.recheckDependents(jobId);
+    return row;
   }
 
   private summary(r: JobRow, running: RunningProgress | null = r.n_running > 0 ? this.runningProgressOf(r.id) : null,
@@ -1119,10 +1135,11 @@ function prepareStatements(db: Database.Database) {
       anyReady: db.prepare(`SELECT 1 FROM tasks INDEXED BY tasks_ready WHERE state = 'waiting' AND held = 0 LIMIT 1`),
       runningOf: db.prepare(`SELECT * FROM tasks WHERE id = @taskId AND state = 'running' AND agent_id = @agentId AND attempts = @attempt`),
       runningByAgent: db.prepare(`SELECT * FROM tasks WHERE state = 'running' AND agent_id = ?`),
-      setTaskPid: db.prepare(`UPDATE tasks SET pid = @pid, started_at = CASE WHEN pid IS NULL THEN @at ELSE started_at END, reason = NULL WHERE id = @id`),
       setTaskReason: db.prepare(`UPDATE tasks SET reason = ? WHERE id = ?`),
       setNext: db.prepare(`UPDATE agents SET next_task_id = ? WHERE id = ?`),
       promoteNext: db.prepare(`UPDATE agents SET state = 'busy', task_id = next_task_id, next_task_id = NULL WHERE id = ?`),
+      startedPid: db.prepare(`UPDATE tasks SET pid = @pid, started_at = CASE WHEN pid IS NULL THEN @at ELSE started_at END, reason = NULL
+        WHERE id = @taskId AND state = 'running' AND agent_id = @agentId AND attempts = @attempt RETURNING *`),
       endTask: db.prepare(`UPDATE tasks SET state = @state, exit_code = @exitCode, reason = @reason, finished_at = @at, signal = @signal, stderr_tail = @stderrTail,
         fails = fails + @failed, last_failed_host = CASE WHEN @failed = 1 THEN host ELSE last_failed_host END WHERE id = @id`),
       cancelTask: db.prepare(`UPDATE tasks SET state = 'cancelled', reason = 'stopped by user', finished_at = @at WHERE id = @id`),
@@ -1143,6 +1160,7 @@ function prepareStatements(db: Database.Database) {
       setAgent: db.prepare(`UPDATE agents SET state = @state, task_id = @taskId, next_task_id = CASE WHEN @taskId IS NULL THEN NULL ELSE next_task_id END WHERE id = @id`),
       seen: db.prepare(`UPDATE agents SET last_seen = max(last_seen, ?) WHERE id = ?`),
       silentAgents: db.prepare(`SELECT * FROM agents WHERE state IN ('idle', 'busy') AND last_seen < ?`),
+      staleAgents: db.prepare(`SELECT id FROM agents WHERE state IN ('idle', 'busy') AND last_seen < ?`).pluck(),
       bumpFailure: db.prepare(`INSERT INTO failures (job_id, host, count) VALUES (?, ?, 1)
         ON CONFLICT (job_id, host) DO UPDATE SET count = count + 1 RETURNING count`),
       blocklist: db.prepare(`INSERT OR IGNORE INTO blocklist (job_id, host) VALUES (?, ?)`),
