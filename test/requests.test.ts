@@ -46,13 +46,14 @@ afterEach(() => {
 });
 
 describe('request handler on an in-memory store', () => {
-  it('submits a chunked job, lists it, shows its tasks and logs the submission', () => {
+  it('submits a chunked job, lists it, shows its tasks and logs the submission', async () => {
     const job = handler.local({ type: 'submit', job: { name: 'spin', argv: ['povray', '+SF{start}', '+EF{end}'], frames: '1-10', chunk: 4 } }) as JobSummary;
     expect(job).toMatchObject({ id: 1, name: 'spin', state: 'Waiting', framesTotal: 10, tasks: { waiting: 3 } });
     expect((handler.local({ type: 'list' }) as JobSummary[]).map((j) => j.id)).toEqual([1]);
     const detail = handler.local({ type: 'show', jobId: 1 }) as JobDetail;
     expect(detail.taskList.map((t) => t.frames)).toEqual([[1, 2, 3, 4], [5, 6, 7, 8], [9, 10]]);
     expect(fs.readFileSync(path.join(dir, 'job-1.log'), 'utf8')).toContain('job 1 "spin" submitted');
+    await new Promise(setImmediate); // job broadcasts go out at the end of the event-loop turn
     expect(published.some(([, m]) => m.type === 'job' && m.jobId === 1)).toBe(true);
   });
 

@@ -102,6 +102,7 @@ export class Daemon {
       this.wire();
       this.sockets = await bindSockets({ ...this.o, curveSecretKey: await this.startCurve() });
       this.publisher.pubQueue = this.sockets.pubQueue;
+      void this.publisher.trackSubscriptions(() => this.sockets.pub);
       this.scheduler.routerQueue = this.sockets.routerQueue;
       if (this.o.httpPort !== null) {
         this.monitor = await startMonitor(this, {

@@ -12,6 +12,9 @@ import type { SendQueue } from '../common/send-queue.js';
 import type { JobLogs } from './job-logs.js';
 import type { Store } from './store.js';
 import { isDiskFull } from './disk.js';
+import { LogSubscriptions } from './log-subscriptions.js';
+
+type JobBroadcast = Extract<Broadcast, { type: 'job' }>;
 
 export interface PublisherDeps {
   store: Store;
@@ -25,23 +28,48 @@ export class Publisher {
   /** The PUB socket's queue; null until the sockets are bound (in-process users still get broadcasts). */
   pubQueue: SendQueue | null = null;
 
+  /** Which jobs' logs someone follows over ZeroMQ (fed by the broadcast socket, see trackSubscriptions). */
+  readonly logSubscriptions = new LogSubscriptions();
+
   /** The state each job was last announced in: the job's log says how it ended when it turns terminal. */
   private readonly lastState = new Map<number, string>();
+  /** Job broadcasts due at the end of this event-loop turn: one per job, its latest state (see announceJob). */
+  private readonly pendingJobs = new Map<number, JobBroadcast>();
+  private flushScheduled = false;
 
   constructor(private readonly d: PublisherDeps) {}
 
+  /** Read the broadcast socket's subscription messages (an XPUB; `current()` gives the socket in use) until it closes. */
+  trackSubscriptions(current: () => AsyncIterable<Buffer[]>): Promise<void> {
+    return this.logSubscriptions.track(current);
+  }
+
+  /** Any broadcast but `log` (publishLog) and `job` (announceJob); job broadcasts due go out first, keeping their order with it. */
   publish(topic: string, msg: Broadcast): void {
+    if (this.pendingJobs.size > 0) this.flushJobs();
+    this.emitLocal(topic, msg);
+    this.send(topic, msg);
+  }
+
+  private emitLocal(topic: string, msg: Broadcast): void {
     try {
       this.broadcasts.emit('message', topic, msg);
     } catch (err) {
       this.d.log.error({ err: (err as Error).stack, topic }, 'in-process broadcast listener failed');
     }
+  }
+
+  private send(topic: string, msg: Broadcast): void {
     this.pubQueue?.send([topic, encode(msg)]).catch((err: Error) => this.d.log.warn({ err: err.message }, 'broadcast failed'));
   }
 
-  /** A job's state and frame counts, to `kqctl wait`/`log -f` and the page. */
+  /**
+   * A job's state and frame counts, to `kqctl wait`/`log -f` and the page. Sent at the end of the
+   * event-loop turn, once per job with its latest state (a finished task and the next one claimed are
+   * one broadcast, not two); a terminal state is never replaced unsent by a later one.
+   */
   announceJob(jobId: number): void {
-    const job = this.d.store.jobRow(jobId);
+    const job = this.d.store.jobStatus(jobId);
     if (!job) return;
     const before = this.lastState.get(jobId);
     this.lastState.set(jobId, job.state);
@@ -52,7 +80,28 @@ export class Publisher {
       this.d.log.info({ job: jobId, state: job.state }, 'job ended');
       this.appendLog(jobId, `[kq] job ${job.state}: ${jobEnding(job)}\n`);
     }
-    this.publish(Topics.job(jobId), { v: PROTOCOL_VERSION, type: 'job', jobId, state: job.state, framesDone: job.frames_done, framesTotal: job.frames_total });
+    const msg: JobBroadcast = { v: PROTOCOL_VERSION, type: 'job', jobId, state: job.state, framesDone: job.frames_done, framesTotal: job.frames_total };
+    const pending = this.pendingJobs.get(jobId);
+    if (pending && isTerminalState(pending.state) && pending.state !== msg.state) this.sendJob(pending); // ended, then restarted
+    this.pendingJobs.set(jobId, msg);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flushJobs());
+    }
+  }
+
+  /** Send the job broadcasts of this turn now (also before kq closes its sockets). */
+  flushJobs(): void {
+    this.flushScheduled = false;
+    const due = [...this.pendingJobs.values()];
+    this.pendingJobs.clear();
+    for (const msg of due) this.sendJob(msg);
+  }
+
+  private sendJob(msg: JobBroadcast): void {
+    const topic = Topics.job(msg.jobId);
+    this.emitLocal(topic, msg);
+    this.send(topic, msg);
   }
 
   /**
@@ -73,8 +122,14 @@ export class Publisher {
     this.publishLog(jobId, offset, safe);
   }
 
+  /** Log text to in-process followers (the page), and over ZeroMQ only if someone subscribes to it. */
   publishLog(jobId: number, offset: number, text: string): void {
-    this.publish(Topics.log(jobId), { v: PROTOCOL_VERSION, type: 'log', jobId, offset, text });
+    const wanted = this.logSubscriptions.wantsLog(jobId);
+    if (!wanted && this.broadcasts.listenerCount('message') === 0) return;
+    const topic = Topics.log(jobId);
+    const msg: Broadcast = { v: PROTOCOL_VERSION, type: 'log', jobId, offset, text };
+    this.emitLocal(topic, msg);
+    if (wanted) this.send(topic, msg);
   }
 }
 

@@ -134,7 +134,7 @@ export class Scheduler {
     const log = (text: string) => this.d.publisher.appendLog(result.jobId, text);
     const how = o.reason ?? (o.signal ? `killed by ${o.signal}` : `exit code ${o.exitCode}`);
     const next = result.outcome === 'retry' ? ' (will retry)' : result.outcome === 'failed' ? ` (${noRetry(result.fails ?? 1, result.retries ?? 0)})` : '';
-    log(`[kq] task ${this.d.store.taskNumber(o.taskId)} attempt ${o.attempt} ${result.outcome === 'completed' ? 'completed' : `failed: ${how}${next}`} after ${(o.durationMs / 1000).toFixed(2)}s\n`);
+    log(`[kq] task ${result.number ?? this.d.store.taskNumber(o.taskId)} attempt ${o.attempt} ${result.outcome === 'completed' ? 'completed' : `failed: ${how}${next}`} after ${(o.durationMs / 1000).toFixed(2)}s\n`);
     if (result.blocklisted) log(`[kq] host ${result.blocklisted} blocklisted for this job after ${this.d.blocklistAfter} failures\n`);
     if (result.failedEverywhere > 0) log(`[kq] ${result.failedEverywhere} waiting task(s) failed: every available host is blocklisted for this job (kqctl restart clears the blocklist)\n`);
     this.afterChange([result.jobId]);

@@ -22,7 +22,8 @@ export interface DaemonSockets {
   /** The current sockets: renew() replaces them, so read these again rather than keep them. */
   readonly router: zmq.Router;
   readonly pull: zmq.Pull;
-  readonly pub: zmq.Publisher;
+  /** An XPUB: kq reads its subscription messages to send no log broadcast nobody follows (LogSubscriptions). */
+  readonly pub: zmq.XPublisher;
   /** Send queues that always send on the current socket. */
   routerQueue: SendQueue;
   pubQueue: SendQueue;
@@ -62,7 +63,7 @@ export async function bindSockets(o: BindOptions): Promise<DaemonSockets> {
   const open = () => ({
     router: new zmq.Router({ ...common, ...LIMITS.request, mandatory: true, sendTimeout: 100 }),
     pull: new zmq.Pull({ ...common, ...LIMITS.update }),
-    pub: new zmq.Publisher({ ...common, ...LIMITS.broadcast }),
+    pub: new zmq.XPublisher({ ...common, ...LIMITS.broadcast }),
   });
   let current = open();
   const all = () => [current.router, current.pull, current.pub];

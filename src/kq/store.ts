@@ -36,6 +36,8 @@ export interface TaskRef { agentId: string; taskId: number; attempt: number }
 export interface FinishResult {
   jobId: number;
   outcome: 'completed' | 'retry' | 'failed' | 'ignored';
+  /** The task's number within its job as people see it (1-based); absent when ignored. */
+  number?: number;
   blocklisted: string | null;
   /** Waiting tasks failed because every available host is now blocklisted for the job. */
   failedEverywhere: number;
@@ -80,6 +82,8 @@ function composeChanges(first: BulkChange, then: BulkChange): BulkChange {
   }
   return out;
 }
+export type JobStatus = Pick<JobRow, 'id' | 'state' | 'frames_done' | 'frames_total' | 'n_waiting' | 'n_running' | 'n_completed' | 'n_failed' | 'n_cancelled'>;
+
 export interface TaskRow {
   id: number; job_id: number; seq: number; frames: string; n_frames: number; priority: number; state: TaskState;
   attempts: number; fails: number; agent_id: string | null; host: string | null; pid: number | null;
@@ -218,6 +222,11 @@ export class Store {
 
   jobRow(jobId: number): JobRow | undefined {
     return this.stmt.job.get(jobId) as JobRow | undefined;
+  }
+
+  /** A job's state and counts only (what a `job` broadcast and the job's closing log line say): cheaper than jobRow. */
+  jobStatus(jobId: number): JobStatus | undefined {
+    return this.stmt.jobStatus.get(jobId) as JobStatus | undefined;
   }
 
   /** All jobs, or those in `states`, or those with these ids (unknown ids are left out). */
@@ -656,7 +665,7 @@ export class Store {
     if (exitCode === 0 && reason === null) {
       this.stmt.endTask.run({ id: task.id, state: 'completed', exitCode, reason, at, failed: 0, signal: null, stderrTail: null });
       this.countMove(task.job_id, 'running', 'completed', task.n_frames);
-      return { jobId: task.job_id, outcome: 'completed', blocklisted: null, failedEverywhere: 0 };
+      return { jobId: task.job_id, outcome: 'completed', number: task.seq + 1, blocklisted: null, failedEverywhere: 0 };
     }
     const job = this.jobRow(task.job_id)!;
     let blocklisted: string | null = null;
@@ -674,7 +683,7 @@ export class Store {
     this.stmt.endTask.run({ id: task.id, state: retry ? 'waiting' : 'failed', exitCode, reason: why, at, failed: 1, signal, stderrTail: JSON.stringify(stderrTail) });
     this.countMove(task.job_id, 'running', retry ? 'waiting' : 'failed', 0);
     const failedEverywhere = blocklisted ? this.failIfNoHostLeft(task.job_id) : 0;
-    return { jobId: task.job_id, outcome: retry ? 'retry' : 'failed', blocklisted, failedEverywhere, fails: task.fails + 1, retries: job.max_attempts - 1 };
+    return { jobId: task.job_id, outcome: retry ? 'retry' : 'failed', number: task.seq + 1, blocklisted, failedEverywhere, fails: task.fails + 1, retries: job.max_attempts - 1 };
   });
 
   /** Is a live agent on another host, not blocklisted for this job, there to take its work? */
@@ -1111,6 +1120,7 @@ function prepareStatements(db: Database.Database) {
       itemsOf: db.prepare(`SELECT item FROM job_items WHERE job_id = ? AND idx BETWEEN ? AND ? ORDER BY idx`),
       insertTask: db.prepare(`INSERT INTO tasks (job_id, seq, frames, n_frames, priority, state, held) VALUES (?, ?, ?, ?, ?, 'waiting', ?)`),
       job: db.prepare(`SELECT * FROM jobs WHERE id = ?`),
+      jobStatus: db.prepare(`SELECT id, state, frames_done, frames_total, n_waiting, n_running, n_completed, n_failed, n_cancelled FROM jobs WHERE id = ?`),
       // Lists read only what a summary shows: better-sqlite3 builds rows of 20+ columns several times slower.
       jobs: db.prepare(`SELECT ${SUMMARY_COLUMNS} FROM jobs ORDER BY id`),
       jobsById: db.prepare(`SELECT ${SUMMARY_COLUMNS} FROM jobs WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id`),

@@ -70,7 +70,7 @@ export class UpdateHandler {
         const key = `${u.taskId}.${u.attempt}`;
         let written: { offset: number; text: string } | null;
         try {
-          written = this.d.logs.appendTaskOutput(task.job_id, key, u.lines, taskPrefix(store.jobRow(task.job_id), task));
+          written = this.d.logs.appendTaskOutput(task.job_id, key, u.lines, taskPrefix(store.jobStatus(task.job_id), task));
         } catch (err) {
           // A task whose output kq cannot keep is stopped before it fills the disk further.
           if (isDiskFull(err)) return scheduler.failTask(ref, `disk full: kq could not write this task's output to the job log (${(err as Error).message}); free space on the data root, then kqctl restart --failed-only ${task.job_id}`);
