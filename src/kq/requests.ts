@@ -98,9 +98,10 @@ export class RequestHandler {
           throw new RequestError('bad-request', `agent id "${req.agentId}" is in use by a live agent on ${check.holder}: give this agent its own --agent-id, or stop the other`);
         }
         // Only the agent that held the id (it names its session) may keep its task and report its last outcome.
-        // The one before first: with prefetch the agent may have ended two tasks while kq was away.
-        if (check.proven && req.priorOutcome) scheduler.applyOutcome(req.agentId, req.priorOutcome);
-        if (check.proven && req.lastOutcome) scheduler.applyOutcome(req.agentId, req.lastOutcome);
+        // The one before first: with prefetch the agent may have ended two tasks while kq was away. (Not one kq
+        // already took from it: the agent repeats its last outcomes until it is sure kq has them.)
+        if (check.proven && req.priorOutcome && !store.isRepeatedOutcome(req.agentId, req.priorOutcome)) scheduler.applyOutcome(req.agentId, req.priorOutcome);
+        if (check.proven && req.lastOutcome && !store.isRepeatedOutcome(req.agentId, req.lastOutcome)) scheduler.applyOutcome(req.agentId, req.lastOutcome);
         const session = crypto.randomBytes(16).toString('hex');
         const local = req.local && this.d.provesLocal(req.localProof);
         if (req.local && !local) this.d.log.warn({ agent: req.agentId, host: req.host }, 'an agent says it is local without the proof kq gave its local agents: taken as remote');

@@ -27,7 +27,9 @@ CREATE TABLE IF NOT EXISTS jobs (
   n_cancelled INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS tasks (
-  id INTEGER PRIMARY KEY,
+  -- a task id is never used twice, even after the job holding the highest ones is removed (an agent
+  -- repeats its last outcome by task id and attempt: a reused id would let it end a newer task).
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
   job_id INTEGER NOT NULL REFERENCES jobs(id),
   seq INTEGER NOT NULL,
   frames TEXT NOT NULL,
@@ -118,6 +120,9 @@ const ADDED_COLUMNS: Array<[string, string, string]> = [
   // prefetch: the task the agent holds to start when its current one ends (Running in the store, pid NULL until started)
   ['agents', 'next_task_id', 'INTEGER'],
   ['agents', 'prefetch', 'INTEGER NOT NULL DEFAULT 0'], // 1: the agent said it takes a second assignment while busy
+  // "taskId.attempt" of the last two outcomes kq took from this agent: the agent repeats them (heartbeats, register)
+  // until its next assignment, and a repeat is never news about another task
+  ['agents', 'last_outcome', 'TEXT'],
 ];
 
 /** Indexes over added columns: created once those columns exist. */
@@ -133,4 +138,36 @@ export function addMissingColumns(db: { prepare(sql: string): { all(): unknown[]
     if (!have) db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${decl}`);
   }
   db.exec(AFTER_MIGRATION);
+}
+
+/**
+ * Tables made before task ids were AUTOINCREMENT are rebuilt once, at open: the same columns (read from
+ * the table itself), every row, every index. One transaction: a kill -9 midway leaves the old table whole,
+ * and the next open does it again. Ids continue after the highest in the table.
+ */
+export function migrateTaskIds(db: { prepare(sql: string): { get(): unknown; all(): unknown[] }; exec(sql: string): unknown; pragma(sql: string): unknown;
+  transaction(fn: () => void): { immediate(): void } }): boolean {
+  const table = db.prepare(`SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'tasks'`).get() as { sql: string } | undefined;
+  if (!table || /\bAUTOINCREMENT\b/i.test(table.sql.replace(/--[^\n]*/g, ''))) return false;
+  const columns = (db.prepare(`PRAGMA table_info(tasks)`).all() as Array<{ name: string }>).map((c) => `"${c.name}"`).join(', ');
+  const indexes = (db.prepare(`SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tasks' AND sql IS NOT NULL`).all() as Array<{ sql: string }>).map((r) => r.sql);
+  // The table's own definition (columns added later included), with the id made AUTOINCREMENT.
+  const created = table.sql.replace(/^CREATE TABLE\s+("tasks"|tasks)\s*\(/i, 'CREATE TABLE tasks_autoincrement (');
+  const definition = created.replace(/\bid\s+INTEGER\s+PRIMARY\s+KEY\b/i, 'id INTEGER PRIMARY KEY AUTOINCREMENT');
+  if (created === table.sql || definition === created) throw new Error(`cannot migrate the tasks table: unexpected definition ${table.sql}`);
+  // Foreign keys off while the table is swapped (SQLite's documented way; a no-op inside a transaction).
+  db.pragma('foreign_keys = OFF');
+  try {
+    db.transaction(() => {
+      db.exec(`DROP TABLE IF EXISTS tasks_autoincrement`);
+      db.exec(definition);
+      db.exec(`INSERT INTO tasks_autoincrement (${columns}) SELECT ${columns} FROM tasks`);
+      db.exec(`DROP TABLE tasks`);
+      db.exec(`ALTER TABLE tasks_autoincrement RENAME TO tasks`);
+      for (const sql of indexes) db.exec(sql);
+    }).immediate();
+  } finally {
+    db.pragma('foreign_keys = ON');
+  }
+  return true;
 }

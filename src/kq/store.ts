@@ -6,7 +6,7 @@ import Database from 'better-sqlite3';
 import { isTerminalState, type RunningTask, type TaskOutcome, type AgentInfo, type JobDetail, type JobState, type JobSummary, type SlurmPlacement, type TaskAssignment, type TaskInfo, type TaskState } from '../protocol/index.js';
 import { expandCommands } from '../common/placeholders.js';
 import { parseFrameRange } from '../common/frames.js';
-import { addMissingColumns, SCHEMA, SCHEMA_VERSION } from './schema.js';
+import { addMissingColumns, migrateTaskIds, SCHEMA, SCHEMA_VERSION } from './schema.js';
 
 export interface NewJob {
   name: string;
@@ -93,7 +93,7 @@ export interface TaskRow {
 interface AgentRow {
   id: string; host: string; pid: number; local: number; state: AgentInfo['state']; task_id: number | null;
   epoch: string; registered_at: string; last_seen: number; session: string | null; confirmed: number; route: string | null; slurm: string | null;
-  next_task_id: number | null; prefetch: number;
+  next_task_id: number | null; prefetch: number; last_outcome: string | null;
 }
 
 
@@ -163,6 +163,7 @@ export class Store {
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
     addMissingColumns(this.db);
+    migrateTaskIds(this.db);
     this.cached(`INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)`).run(String(SCHEMA_VERSION));
     for (const r of this.cached(`SELECT id FROM jobs WHERE bulk_change IS NOT NULL`).all() as Array<{ id: number }>) this.changing.add(r.id);
   }
@@ -661,6 +662,9 @@ export class Store {
       return { jobId: stale?.job_id ?? -1, outcome: 'ignored', blocklisted: null, failedEverywhere: 0 };
     }
     if (agent && agent.task_id === ref.taskId && agent.state === 'busy') this.freeAgent(ref.agentId);
+    // The last two kept: with prefetch an agent repeats its last two outcomes.
+    const previous = agent?.last_outcome?.split(' ')[0];
+    this.cached(`UPDATE agents SET last_outcome = ? WHERE id = ?`).run([`${ref.taskId}.${ref.attempt}`, previous].filter(Boolean).join(' '), ref.agentId);
     const at = now();
     if (exitCode === 0 && reason === null) {
       this.stmt.endTask.run({ id: task.id, state: 'completed', exitCode, reason, at, failed: 0, signal: null, stderrTail: null });
@@ -777,6 +781,15 @@ export class Store {
     return count;
   }
 
+  /**
+   * Is this one of the last two outcomes kq took from this agent? An agent repeats them until it is sure kq
+   * has them: a repeat is never about an attempt it was given since (were its numbers ever the same).
+   */
+  isRepeatedOutcome(agent: string | Pick<AgentRow, 'last_outcome'>, o: RunningTask): boolean {
+    const row = typeof agent === 'string' ? (this.stmt.agent.get(agent) as AgentRow | undefined) : agent;
+    return row?.last_outcome?.split(' ').includes(`${o.taskId}.${o.attempt}`) ?? false;
+  }
+
   /** Does an update from this agent speak for its current registration? */
   checkSession(agentId: string, session: string): SessionCheck {
     let current = this.sessions.get(agentId);
@@ -859,7 +872,7 @@ export class Store {
       let state = agent.state;
       let taskId = agent.task_id;
       if (ours && !same(ours, h.running)) {
-        const reported = [h.lastOutcome, h.priorOutcome ?? null].find((o) => o && same(ours, o));
+        const reported = [h.lastOutcome, h.priorOutcome ?? null].find((o) => o && same(ours, o) && !this.isRepeatedOutcome(agent, o));
         if (reported) {
           result.outcome = reported; // its `finished` never arrived
         } else if (Date.parse(row!.started_at ?? '') < Date.now() - h.assignGraceMs && this.missedAgain(h.agentId, ours) >= 2) {
