@@ -45,7 +45,8 @@ describe('fault suite', () => {
     const kq = await start();
     const dir = tempDir();
     // Long enough that the ten kills land while it runs (on a loaded machine each kqctl call takes a while).
-    const id = await kq.submit(...frameJob(dir, '1-200', 'sleep 0.3'));
+    // Retries to spare: a task whose agent dies max(attempts, 3) times while running it fails, and a random kill may hit one task thrice.
+    const id = await kq.submit('--retries', '9', ...frameJob(dir, '1-200', 'sleep 0.3'));
     let kills = 0;
     while (kills < 10) {
       const busy = await waitFor('a busy agent', async () => {

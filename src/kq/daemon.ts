@@ -360,7 +360,7 @@ export class Daemon {
         ...(this.curve ? ['--server-key', this.curve.serverPublicKey, '--key-file', keyFiles(this.o.dataRoot).clientSecret(LOCAL_CLIENT)] : []),
         ...(this.o.agentArgs ?? []), this.info.host],
       env: { [LOCAL_AGENT_PROOF_ENV]: this.localAgentProof },
-      onExit: (pid, why) => this.scheduler.localAgentExited(`${host}:${pid}`, why),
+      onExit: (pid, why, died) => this.scheduler.localAgentExited(`${host}:${pid}`, why, died),
     });
     this.agents.start();
   }

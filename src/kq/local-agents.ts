@@ -17,8 +17,8 @@ export interface LocalAgentsOptions {
   logFile: (slot: number) => string;
   /** Where the agents this kq started are recorded, for the next kq to adopt. */
   recordFile: string;
-  /** Called when an agent process ended (pid); kq requeues its task. */
-  onExit: (pid: number, why: string) => void;
+  /** Called when an agent process ended (pid); kq requeues its task. `died`: killed or crashed, not a clean exit. */
+  onExit: (pid: number, why: string, died: boolean) => void;
   log: Logger;
   stopGraceMs: number;
   /** Added to the agents' environment (kq's own, minus what only kq may know). */
@@ -104,7 +104,7 @@ export class LocalAgents {
       slot.pid = null;
       slot.identity = null;
       this.record();
-      this.ended(slot, pid, signal ? `killed by ${signal}` : `exited with code ${code}`);
+      this.ended(slot, pid, signal ? `killed by ${signal}` : `exited with code ${code}`, signal !== null || code !== 0);
     });
   }
 
@@ -123,16 +123,17 @@ export class LocalAgents {
       slot.pid = null;
       slot.identity = null;
       this.record();
-      this.ended(slot, pid, 'adopted agent exited');
+      // Its exit status is not ours to read: one that stopped politely said bye before, so its task is already back.
+      this.ended(slot, pid, 'adopted agent exited', true);
     };
     slot.timer = setTimeout(poll, ADOPTED_POLL_MS);
   }
 
-  private ended(slot: Slot, pid: number | null, why: string): void {
+  private ended(slot: Slot, pid: number | null, why: string, died: boolean): void {
     if (pid !== null) {
       // Whatever the agent left in its group (a render it could not reap) goes with it.
       killGroup(pid, 'SIGKILL');
-      this.o.onExit(pid, why);
+      this.o.onExit(pid, why, died);
     }
     if (this.stopping) return;
     this.o.log.warn({ slot: slot.n, pid, why }, 'local agent ended; replacing it');

@@ -181,17 +181,20 @@ export class Scheduler {
     this.d.publisher.publish(Topics.agent(agentId), { v: PROTOCOL_VERSION, type: 'superseded', session });
   }
 
-  /** A local agent process exited: its renders die with it, its task goes back to the queue. */
-  localAgentExited(agentId: string, why: string): void {
+  /**
+   * A local agent process exited: its renders die with it, its task goes back to the queue. `died`: killed
+   * or crashed (not a polite exit after handing its task back), which counts against the task.
+   */
+  localAgentExited(agentId: string, why: string, died: boolean): void {
     if (!this.d.isRunning()) return;
     for (const pid of this.d.store.renderPidsOf(agentId)) killGroup(pid, 'SIGKILL');
-    this.agentGone(agentId, `agent ${agentId} ended (${why})`);
+    this.agentGone(agentId, `agent ${agentId} ended (${why})`, died);
   }
 
   /** An agent left (exited, or said bye): its running task goes back to the queue, and its job's log says so. */
-  agentGone(agentId: string, why: string): void {
+  agentGone(agentId: string, why: string, died = false): void {
     const running = this.d.store.runningAttempts(agentId);
-    const jobs = this.d.store.agentGone(agentId, why);
+    const jobs = this.d.store.agentGone(agentId, why, died);
     for (const t of running) this.interrupted(t, why);
     this.afterChange(jobs);
   }
@@ -207,7 +210,9 @@ export class Scheduler {
   private interrupted(t: { jobId: number; taskId: number; number: number; attempt: number }, why: string): void {
     this.endAttemptLog(`${t.taskId}.${t.attempt}`);
     this.d.progress.end(`${t.taskId}.${t.attempt}`);
-    this.d.publisher.appendLog(t.jobId, `[kq] task ${t.number} attempt ${t.attempt} interrupted: ${why}; requeued\n`);
+    const now = this.d.store.taskState(t.taskId);
+    const then = now?.state === 'failed' ? `failed: ${now.reason ?? 'its agent died'}` : 'requeued';
+    this.d.publisher.appendLog(t.jobId, `[kq] task ${t.number} attempt ${t.attempt} interrupted: ${why}; ${then}\n`);
   }
 
   /** An attempt's output is over: a redrawn line still held back is written (and followers get it). */

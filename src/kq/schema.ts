@@ -123,6 +123,9 @@ const ADDED_COLUMNS: Array<[string, string, string]> = [
   // "taskId.attempt" of the last two outcomes kq took from this agent: the agent repeats them (heartbeats, register)
   // until its next assignment, and a repeat is never news about another task
   ['agents', 'last_outcome', 'TEXT'],
+  // runs of the task cut short by its agent dying (killed, crashed, its machine lost): a render that kills
+  // its agent fails after a few, instead of killing agents forever (a polite hand-back is not counted)
+  ['tasks', 'interruptions', 'INTEGER NOT NULL DEFAULT 0'],
 ];
 
 /** Indexes over added columns: created once those columns exist. */

@@ -88,7 +88,7 @@ export interface TaskRow {
   id: number; job_id: number; seq: number; frames: string; n_frames: number; priority: number; state: TaskState;
   attempts: number; fails: number; agent_id: string | null; host: string | null; pid: number | null;
   exit_code: number | null; reason: string | null; started_at: string | null; finished_at: string | null;
-  progress: number | null; signal: string | null; stderr_tail: string | null;
+  progress: number | null; signal: string | null; stderr_tail: string | null; interruptions: number;
 }
 interface AgentRow {
   id: string; host: string; pid: number; local: number; state: AgentInfo['state']; task_id: number | null;
@@ -124,6 +124,9 @@ export const TASK_BATCH = 5000;
 export const MAX_TASKS_SHOWN = 10_000;
 /** Characters a `show` answer may take (the message limit is 4 MiB): fewer tasks are listed when they are big. */
 const SHOW_BUDGET = 3 * 1024 * 1024;
+
+/** A task whose agent died this many times while running it (or its job's attempts, if more) fails. */
+export const AGENT_DEATHS_BEFORE_FAILING = 3;
 
 const TASK_STATES: TaskState[] = ['waiting', 'running', 'completed', 'failed', 'cancelled'];
 const now = () => new Date().toISOString();
@@ -630,6 +633,12 @@ export class Store {
     return rows.map((t) => ({ jobId: t.job_id, taskId: t.id, number: t.seq + 1, attempt: t.attempts, agentId: t.agent_id }));
   }
 
+  /** A task's state and reason now (null for an unknown task). */
+  taskState(taskId: number): { state: TaskState; reason: string | null } | null {
+    const t = this.stmt.task.get(taskId) as TaskRow | undefined;
+    return t ? { state: t.state, reason: t.reason } : null;
+  }
+
   /** A task's number within its job as people see it (1-based), or null for an unknown task. */
   taskNumber(taskId: number): number | null {
     const t = this.stmt.task.get(taskId) as TaskRow | undefined;
@@ -936,13 +945,16 @@ export class Store {
     for (const row of this.stmt.silentAgents.all(before) as AgentRow[]) {
       const agent = this.agentInfo(row);
       const renderPids = this.renderPidsOf(row.id);
-      lost.push({ agent, renderPids, requeuedJobs: this.dropAgent(row.id, 'lost', 'agent lost (no heartbeat)') });
+      lost.push({ agent, renderPids, requeuedJobs: this.dropAgent(row.id, 'lost', `agent ${row.id} on ${row.host} lost (no heartbeat)`, true) });
     }
     return lost;
   });
 
-  /** The agent process is gone (exited, or kq stops it): requeue its task, mark it offline. */
-  readonly agentGone = this.txn((agentId: string, reason: string): number[] => this.dropAgent(agentId, 'offline', reason));
+  /**
+   * The agent process is gone (exited, or kq stops it): requeue its task, mark it offline. `died`: it did
+   * not hand its task back (killed, crashed), which counts against the task (see dropAgent).
+   */
+  readonly agentGone = this.txn((agentId: string, reason: string, died = false): number[] => this.dropAgent(agentId, 'offline', reason, died));
 
   /** kq is shutting down: every running task goes back to Waiting, every agent is offline. */
   readonly requeueAll = this.txn((reason: string): number[] => {
@@ -1022,14 +1034,32 @@ export class Store {
     return (...args) => (transaction ??= this.db.transaction(fn)).immediate(...args);
   }
 
-  private dropAgent(agentId: string, state: 'lost' | 'offline', reason: string): number[] {
+  /**
+   * The agent is gone: its running tasks go back to the queue. `died`: it went without handing them back
+   * (killed, crashed, lost): counted against each task if the agent was of this run (a kq restart is not
+   * the render's doing), and a task whose agent died this often fails, as the render likely kills it.
+   */
+  private dropAgent(agentId: string, state: 'lost' | 'offline', reason: string, died = false): number[] {
     const jobs: number[] = [];
+    const ofThisRun = died && (this.stmt.agent.get(agentId) as AgentRow | undefined)?.epoch === this.epoch;
     for (const t of this.stmt.runningByAgent.all(agentId) as TaskRow[]) {
-      this.requeue(t, reason);
+      if (ofThisRun) this.agentDiedRunning(t, reason);
+      else this.requeue(t, reason);
       jobs.push(t.job_id);
     }
     this.stmt.setAgent.run({ id: agentId, state, taskId: null }); // and no next task
     return jobs;
+  }
+
+  /** Its agent died while running this task: requeued, or failed once that has happened max(attempts, 3) times. */
+  private agentDiedRunning(task: TaskRow, reason: string): void {
+    const times = task.interruptions + 1;
+    const limit = Math.max(this.jobRow(task.job_id)?.max_attempts ?? 1, AGENT_DEATHS_BEFORE_FAILING);
+    this.cached(`UPDATE tasks SET interruptions = ? WHERE id = ?`).run(times, task.id);
+    if (times < limit) return this.requeue(task, reason);
+    this.stmt.endTask.run({ id: task.id, state: 'failed', exitCode: null, reason: `its agent died ${times} times while running it (last: ${reason})`,
+      at: now(), failed: 0, signal: null, stderrTail: null });
+    this.countMove(task.job_id, 'running', 'failed', 0);
   }
 
   private requeue(task: TaskRow, reason: string): void {
@@ -1166,7 +1196,7 @@ function prepareStatements(db: Database.Database) {
       endTask: db.prepare(`UPDATE tasks SET state = @state, exit_code = @exitCode, reason = @reason, finished_at = @at, signal = @signal, stderr_tail = @stderrTail,
         fails = fails + @failed, last_failed_host = CASE WHEN @failed = 1 THEN host ELSE last_failed_host END WHERE id = @id`),
       cancelTask: db.prepare(`UPDATE tasks SET state = 'cancelled', reason = 'stopped by user', finished_at = @at WHERE id = @id`),
-      restartTask: db.prepare(`UPDATE tasks SET state = 'waiting', fails = 0, last_failed_host = NULL, exit_code = NULL, signal = NULL, stderr_tail = NULL, reason = NULL, pid = NULL,
+      restartTask: db.prepare(`UPDATE tasks SET state = 'waiting', fails = 0, interruptions = 0, last_failed_host = NULL, exit_code = NULL, signal = NULL, stderr_tail = NULL, reason = NULL, pid = NULL,
         started_at = NULL, finished_at = NULL, progress = NULL WHERE id = @id`),
       requeueTask: db.prepare(`UPDATE tasks SET state = 'waiting', reason = @reason, pid = NULL WHERE id = @id`),
       agent: db.prepare(`SELECT * FROM agents WHERE id = ?`),
