@@ -954,7 +954,7 @@ export class Store {
    * The agent process is gone (exited, or kq stops it): requeue its task, mark it offline. `died`: it did
    * not hand its task back (killed, crashed), which counts against the task (see dropAgent).
    */
-  readonly agentGone = this.txn((agentId: string, reason: string, died = false): number[] => this.dropAgent(agentId, 'offline', reason, died));
+  readonly agentGone = this.txn((agentId: string, reason: string, died?: boolean): number[] => this.dropAgent(agentId, 'offline', reason, died ?? false));
 
   /** kq is shutting down: every running task goes back to Waiting, every agent is offline. */
   readonly requeueAll = this.txn((reason: string): number[] => {
@@ -1041,9 +1041,11 @@ export class Store {
    */
   private dropAgent(agentId: string, state: 'lost' | 'offline', reason: string, died = false): number[] {
     const jobs: number[] = [];
-    const ofThisRun = died && (this.stmt.agent.get(agentId) as AgentRow | undefined)?.epoch === this.epoch;
+    const agent = this.stmt.agent.get(agentId) as AgentRow | undefined;
+    // Only the task it ran counts (not one it held next, with prefetch: that never started there).
+    const ran = died && agent?.epoch === this.epoch ? agent.task_id : null;
     for (const t of this.stmt.runningByAgent.all(agentId) as TaskRow[]) {
-      if (ofThisRun) this.agentDiedRunning(t, reason);
+      if (ran !== null && t.id === ran) this.agentDiedRunning(t, reason);
       else this.requeue(t, reason);
       jobs.push(t.job_id);
     }
