@@ -163,7 +163,7 @@ describe('bad input', () => {
   it('says clearly when kq is not running (exit 3, naming the address and the 2 s deadline)', async () => {
     const r = await kqctl(['--data-root', tempDir(), '--request-port', '1', 'list']);
     expect(r.exitCode).toBe(3);
-    expect(r.stderr).toMatch(/cannot reach kq at tcp:\/\/127\.0\.0\.1:1 \(no reply in 2s/);
+    expect(r.stderr).toMatch(/cannot reach kq at tcp:\/\/127\.0\.0\.1:1 \(nothing answered in 2s, nothing was sent/);
   });
 
   it('refuses a second kq on the same data root, and an unwritable data root', async () => {
