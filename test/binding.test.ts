@@ -222,8 +222,8 @@ describe('task messages bound to the registration', () => {
     try {
       await dealer.send(JSON.stringify({ v: PROTOCOL_VERSION, rid: 'r1', type: 'register', agentId, host: os.hostname(), pid: local.pid, local: true, running: null, lastOutcome: null }));
       const session: string = JSON.parse((await dealer.receive())[0]!.toString()).data.session;
-      // Keep the real agent busy so the stranger gets the next task.
-      const id = await kq.submit('--frames', '1-2', '--', 'sleep', '20');
+      // Keep the real agent busy (a running task and one it holds next) so the stranger gets the next task.
+      const id = await kq.submit('--frames', '1-4', '--', 'sleep', '20');
       await push.send(JSON.stringify({ v: PROTOCOL_VERSION, type: 'heartbeat', agentId, session, running: null, lastOutcome: null }));
       const assign = JSON.parse((await dealer.receive())[0]!.toString());
       await push.send(JSON.stringify({ v: PROTOCOL_VERSION, type: 'started', agentId, session, taskId: assign.task.taskId, attempt: assign.task.attempt, pid: victim.pid }));
