@@ -99,6 +99,51 @@ describe('bulk changes of a big job', () => {
   });
 });
 
+describe('removing a big job', () => {
+  it('hides it at once, deletes its rows in batches (resumed after a crash), and hands none of them out meanwhile', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kq-remove-'));
+    const file = path.join(dir, 'kq.db');
+    const first = new Store(file, { blocklistAfter: 3 }, () => '');
+    const { id } = first.submitJob(prepareJob({ argv: ['true'], frames: `1-${FRAMES}`, cwd: '/tmp' } as never));
+    const kept = first.submitJob(prepareJob({ argv: ['true'], frames: '1-3', cwd: '/tmp' } as never));
+    while (first.continueJob(id));
+    first.stopJobs([id]); // its stop still pending: most rows still say waiting
+    const taskRows = (s: Store) => (s.db.prepare('SELECT count(*) AS n FROM tasks WHERE job_id = ?').get(id) as { n: number }).n;
+    expect(first.removeJobs([id])).toEqual([id]);
+    // Gone from every answer at once, though its rows are still there: one short transaction did that.
+    expect(first.jobRow(id)).toBeUndefined();
+    expect(first.showJob(id)).toBeNull();
+    expect(first.listJobs().map((j) => j.id)).toEqual([kept.id]);
+    expect(first.listJobs(undefined, [id])).toEqual([]);
+    expect(first.endedJobs(['Cancelled'], new Date(Date.now() + 60_000).toISOString())).toEqual([]);
+    expect(taskRows(first)).toBeGreaterThan(TASK_BATCH);
+    // Its waiting rows are never handed out: dispatch waits until they are gone.
+    expect(first.holdsDispatch()).toBe(true);
+    expect(first.jobsInProgress()).toEqual([id]);
+    const before = taskRows(first);
+    expect(first.continueJob(id)).toBe(true);
+    expect(before - taskRows(first)).toBe(TASK_BATCH);
+    first.close(); // as if kq died here
+    const next = new Store(file, { blocklistAfter: 3 }, () => '');
+    try {
+      expect(next.jobRow(id)).toBeUndefined();
+      expect(next.jobsInProgress()).toEqual([id]);
+      expect(next.holdsDispatch()).toBe(true);
+      let batches = 1;
+      while (next.continueJob(id)) batches++;
+      expect(batches).toBeGreaterThanOrEqual(2);
+      expect(taskRows(next)).toBe(0);
+      expect(next.db.prepare('SELECT count(*) AS n FROM jobs WHERE id = ?').get(id)).toEqual({ n: 0 });
+      expect(next.holdsDispatch()).toBe(false);
+      expect(next.jobsInProgress()).toEqual([]);
+      expect(next.listJobs().map((j) => j.id)).toEqual([kept.id]);
+    } finally {
+      next.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('DeafTime', () => {
   it('counts an agent\'s silence only in the time kq was listening', () => {
     const deaf = new DeafTime();

@@ -222,7 +222,8 @@ export class RequestHandler {
   remove(jobIds: number[]): RemoveReply {
     const ids = [...new Set(jobIds)];
     if (ids.length === 0) return { removed: [] };
-    this.d.store.removeJobs(ids);
+    // Hidden at once; their rows are deleted batch by batch, kq answering between batches.
+    for (const id of this.d.store.removeJobs(ids)) this.d.scheduler.queuer.add(id);
     for (const id of ids) {
       try {
         this.d.logs.remove(id);

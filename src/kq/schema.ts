@@ -126,6 +126,8 @@ const ADDED_COLUMNS: Array<[string, string, string]> = [
   // runs of the task cut short by its agent dying (killed, crashed, its machine lost): a render that kills
   // its agent fails after a few, instead of killing agents forever (a polite hand-back is not counted)
   ['tasks', 'interruptions', 'INTEGER NOT NULL DEFAULT 0'],
+  // 1: removed (kqctl rm, clean, --keep-finished): hidden at once, its rows deleted in batches (store.continueJob)
+  ['jobs', 'removed', 'INTEGER NOT NULL DEFAULT 0'],
 ];
 
 /** Indexes over added columns: created once those columns exist. */
