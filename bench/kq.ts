@@ -141,6 +141,17 @@ export class KqUnderTest {
     return this.request<AgentInfo[]>('agents', {});
   }
 
+  /** `list` answered in process (no kqctl start-up), `n` times: kq's own share of a list, in ms each. */
+  async timedInProcessLists(n = 10): Promise<number[]> {
+    const times: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const t0 = now();
+      await this.request('list', {});
+      times.push(now() - t0);
+    }
+    return times;
+  }
+
   async agentPids(): Promise<number[]> {
     return (await this.agents()).filter((a) => a.local && (a.state === 'idle' || a.state === 'busy')).map((a) => a.pid);
   }

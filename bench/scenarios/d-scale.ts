@@ -117,13 +117,7 @@ export async function scenarioD(ctx: Context, o: { tasks?: number; observe?: num
       listsJson.push((await kq.ctl(['list', '--json'])).ms);
     }
     rows.push(row('kqctl list', 'kq', lists));
-    const inProcess: number[] = [];
-    for (let i = 0; i < 10; i++) {
-      const l0 = now();
-      await kq.request('list', {});
-      inProcess.push(now() - l0);
-    }
-    rows.push(row('list (in-process client, no start-up)', 'kq', inProcess));
+    rows.push(row('list (in-process client, no start-up)', 'kq', await kq.timedInProcessLists()));
     rows.push(row('kqctl list --json', 'kq', listsJson));
 
     const doneOf = async () => (await kq.request<JobSummary[]>('list', {})).find((x) => x.id === job.id)?.framesDone ?? 0;

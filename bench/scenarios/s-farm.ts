@@ -188,13 +188,7 @@ export async function scenarioS(ctx: Context, o: FarmOptions = {}): Promise<Scen
 
     const listsBusy = await timedLists(kq, notes, 'farm dispatching');
     rows.push(row(`kqctl list (farm dispatching, ${renders[renders.length - 1]} ms renders)`, 'kq', listsBusy));
-    const inProcess: number[] = [];
-    for (let i = 0; i < 10; i++) {
-      const l0 = now();
-      await kq.request('list', {});
-      inProcess.push(now() - l0);
-    }
-    rows.push(row('list (in-process client, no start-up)', 'kq', inProcess));
+    rows.push(row('list (in-process client, no start-up)', 'kq', await kq.timedInProcessLists()));
     const after = (await kq.request<JobSummary[]>('list', {})).find((j) => j.id === job!.id);
     metrics.tasksDone = after?.tasks.completed ?? null;
     metrics.rssMb = round(rssMb(kq.pid));
