@@ -73,4 +73,31 @@ describe('kqctl keys revoke', () => {
     expect((await kq.waitJob(next)).state).toBe('Completed');
     expect(kq.log()).toMatch(/key\(s\) revoked: closing every connection/);
   });
+
+  it('a busy agent whose connection was renewed keeps its render when the next task cannot reach it (prefetch)', async () => {
+    const kq = await start({ numAgents: 1 });
+    const dir = tempDir();
+    const long = await kq.submit('--cwd', dir, '--', 'sh', '-c', 'sleep 4; echo A >> results');
+    await waitFor('A running', async () => (await kq.json('show', String(long))).state === 'Running', 30_000);
+    // A revoke renews kq's sockets: the agent reconnects under a new routing id while A renders.
+    await kq.json('keys', 'add-client', 'spare');
+    expect((await kq.ctl('keys', 'revoke', 'spare')).exitCode).toBe(0);
+    await waitFor('kq listening again', () => kq.log().includes('listening again after a revoke'), 30_000);
+    // The next task goes to the busy agent ahead (prefetch), over the connection it no longer has.
+    const next = await kq.submit('--cwd', dir, '--', 'sh', '-c', 'echo B >> results');
+    await kq.waitJob(next);
+    const a = await kq.waitJob(long);
+    expect(a.state).toBe('Completed');
+    expect(a.taskList[0].attempts).toBe(1);
+    expect(fs.readFileSync(path.join(dir, 'results'), 'utf8').trim().split('\n').sort()).toEqual(['A', 'B']);
+  });
+
+  it('a malformed file among the allowed keys costs no other key its place', async () => {
+    const kq = await start({ numAgents: 1 });
+    fs.writeFileSync(path.join(kq.dataRoot, 'keys', 'allowed', 'bad.key'), 'garbage\n');
+    await new Promise((r) => setTimeout(r, 2500)); // past the once-a-second allowlist check
+    expect((await kq.ctl('list')).exitCode).toBe(0);
+    expect((await kq.waitJob(await kq.submit('--', 'true'))).state).toBe('Completed');
+    expect(kq.log()).not.toMatch(/key\(s\) revoked/);
+  });
 });

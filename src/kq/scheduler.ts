@@ -92,7 +92,8 @@ export class Scheduler {
     // To the connection that registered (a kq-made routing id), never to whoever claims the agent's id.
     this.routerQueue!.send([Buffer.from(route, 'hex'), frame]).catch((err: Error) => {
       this.d.log.warn({ agent: agentId, task: task.taskId, err: err.message }, 'assignment not delivered; requeued');
-      this.d.store.unassign(ref);
+      // A busy agent keeps its render; it registers again (its new connection) and, its session proven, keeps it.
+      if (this.d.store.unassign(ref, route)) this.d.publisher.publish(Topics.agent(agentId), { v: PROTOCOL_VERSION, type: 'reregister' });
       this.afterChange([task.jobId]);
     });
     this.d.publisher.announceJob(task.jobId);

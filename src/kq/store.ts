@@ -629,12 +629,25 @@ export class Store {
     return task.job_id;
   });
 
-  /** The assignment never reached the agent: the task goes back to the queue, the agent is offline. */
-  readonly unassign = this.txn((ref: TaskRef): void => {
+  /**
+   * The assignment, sent to `route`, never reached the agent: that task goes back to the queue. If the agent
+   * has registered again since (another route), nothing else changes. If it is running another task (the
+   * failed one was a prefetch), it keeps that task — its render goes on — but gets nothing more until it
+   * registers again (returns true: kq asks it to), when its proven session keeps the render. Else the agent
+   * is offline.
+   */
+  readonly unassign = this.txn((ref: TaskRef, route: string): boolean => {
     const task = this.stmt.runningOf.get(ref) as TaskRow | undefined;
+    const wasNext = task ? this.clearNext(task) : false;
     if (task) this.requeue(task, 'agent unreachable');
-    // Its connection is gone: whatever else it held (a current or prefetched task) goes back too.
+    const agent = this.stmt.agent.get(ref.agentId) as AgentRow | undefined;
+    if (!agent || agent.route !== route) return false;
+    if (wasNext && agent.task_id !== null) {
+      this.cached(`UPDATE agents SET route = NULL WHERE id = ?`).run(ref.agentId);
+      return true;
+    }
     this.dropAgent(ref.agentId, 'offline', 'agent unreachable');
+    return false;
   });
 
   /**
