@@ -4,7 +4,8 @@
  * inside the argv element that names it, never split into words. With --shell the item's text never enters
  * the script: the script starts by setting a shell variable to the (quoted) item, and `{item}` becomes that
  * variable, quoted for where it sits (see `shellItem`), so whatever an item holds (spaces, quotes, `$(…)`,
- * newlines) it is data, not code, even inside quotes or a nested `$(…)`. An argv that names no item
+ * newlines) it is data, not code, even inside quotes or a nested `$(…)` — except where the shell itself
+ * evaluates a variable's value (bash arithmetic, `[[ ]]`, `eval`, a nested `sh -c`), which the README warns of. An argv that names no item
  * placeholder gets the item as its last argument, as xargs does.
  */
 import { shellQuote } from '../ssh/shell-quote.js';

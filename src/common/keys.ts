@@ -103,7 +103,10 @@ export function addClient(dataRoot: string, name: string, publicKey?: string): {
     writePrivate(secretFile, formatCert(pair, `kq client "${name}": keep secret; give to that agent/user only`));
     publicKey = pair.publicKey;
   }
-  fs.writeFileSync(f.allowed(name), formatCert({ publicKey }, `kq client "${name}" (allowed)`), { mode: 0o644 });
+  // Whole or not at all: kq re-reads the allowlist every second and must never see a half-written key.
+  const tmp = `${f.allowed(name)}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, formatCert({ publicKey }, `kq client "${name}" (allowed)`), { mode: 0o644, flag: 'wx' });
+  fs.renameSync(tmp, f.allowed(name));
   return { publicKey, secretFile };
 }
 
@@ -145,8 +148,13 @@ export class Allowlist {
     const dir = keyFiles(this.dataRoot).allowedDir;
     let stamp: string;
     try {
+      // The files' own sizes and times too: a key file rewritten in place changes nothing in its directory.
       const st = fs.statSync(dir);
-      stamp = `${st.mtimeMs}:${st.ino}:${fs.readdirSync(dir).length}`;
+      const files = fs.readdirSync(dir).map((n) => {
+        const f = fs.statSync(path.join(dir, n), { throwIfNoEntry: false });
+        return f ? `${n}:${f.size}:${f.mtimeMs}:${f.ino}` : n;
+      });
+      stamp = `${st.mtimeMs}:${st.ino}:${files.join('/')}`;
     } catch {
       stamp = 'missing';
     }
@@ -158,10 +166,20 @@ export class Allowlist {
   }
 }
 
+/** The allowed keys that parse: a malformed file admits nobody, and costs no other key its place. */
 function listClientsSafe(dataRoot: string): Array<{ name: string; publicKey: string }> {
+  const dir = keyFiles(dataRoot).allowedDir;
+  let names: string[];
   try {
-    return listClients(dataRoot);
+    names = fs.readdirSync(dir).filter((n) => n.endsWith('.key')).sort();
   } catch {
-    return []; // a malformed file admits nobody rather than crashing kq
+    return [];
   }
+  const out: Array<{ name: string; publicKey: string }> = [];
+  for (const n of names) {
+    try {
+      out.push({ name: n.slice(0, -'.key'.length), publicKey: readCert(path.join(dir, n)).publicKey });
+    } catch { /* skipped */ }
+  }
+  return out;
 }

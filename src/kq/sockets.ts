@@ -50,7 +50,9 @@ const base = { linger: 0, zapDomain: ZAP_DOMAIN } as const;
 const LIMITS = {
   request: { maxMessageSize: MAX_MESSAGE_BYTES, receiveHighWaterMark: 32, sendHighWaterMark: 10_000 },
   update: { maxMessageSize: MAX_UPDATE_BYTES, receiveHighWaterMark: 64 },
-  broadcast: { maxMessageSize: MAX_MESSAGE_BYTES, sendHighWaterMark: 1000 },
+  // What the broadcast port receives is subscriptions only (topic prefixes, at most a few hundred bytes): a
+  // 1 MiB prefix costs libzmq's subscription trie ~40 MB of kq's memory, kept after the peer leaves.
+  broadcast: { maxMessageSize: 4096, sendHighWaterMark: 1000 },
 } as const;
 
 export async function bindSockets(o: BindOptions): Promise<DaemonSockets> {
