@@ -80,8 +80,13 @@ describe('kqctl keys revoke', () => {
     const long = await kq.submit('--cwd', dir, '--', 'sh', '-c', 'sleep 4; echo A >> results');
     await waitFor('A running', async () => (await kq.json('show', String(long))).state === 'Running', 30_000);
     // A revoke renews kq's sockets: the agent reconnects under a new routing id while A renders.
-    await kq.json('keys', 'add-client', 'spare');
+    const spare = await kq.json('keys', 'add-client', 'spare');
+    const peer = new zmq.Dealer({ linger: 0, receiveTimeout: 10_000, curveServerKey: kq.info.serverKey!, ...(() => { const p = pairOf(spare.secretFile); return { curvePublicKey: p.publicKey, curveSecretKey: p.secretKey }; })() });
+    peer.connect(`tcp://127.0.0.1:${kq.info.requestPort}`);
+    await peer.send(JSON.stringify({ v: PROTOCOL_VERSION, rid: 'p', type: 'ping' }));
+    await peer.receive(); // admitted: its revoke must cut it
     expect((await kq.ctl('keys', 'revoke', 'spare')).exitCode).toBe(0);
+    peer.close();
     await waitFor('kq listening again', () => kq.log().includes('listening again after a revoke'), 30_000);
     // The next task goes to the busy agent ahead (prefetch), over the connection it no longer has.
     const next = await kq.submit('--cwd', dir, '--', 'sh', '-c', 'echo B >> results');

@@ -133,9 +133,14 @@ export class Allowlist {
 
   constructor(private readonly dataRoot: string) {}
 
+  /** Keys this allowlist admitted (has() said yes): those whose connections a revoke must cut. */
+  readonly admitted = new Set<string>();
+
   has(publicKeyZ85: string): boolean {
     this.refresh();
-    return this.keys.has(publicKeyZ85);
+    const yes = this.keys.has(publicKeyZ85);
+    if (yes) this.admitted.add(publicKeyZ85);
+    return yes;
   }
 
   /** The allowed keys now (re-read if the directory changed). */

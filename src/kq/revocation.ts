@@ -1,7 +1,7 @@
 /**
  * Revoking a key must cut the connections it already has: ZAP asks only at the handshake, so a peer
  * admitted before a revoke would keep talking. kq looks at the allowlist every second and, when a key
- * it admitted before is gone, calls `onRevoked` (the daemon closes every connection: each peer must pass
+ * it admitted (at any time) is gone, calls `onRevoked` (the daemon closes every connection: each peer must pass
  * ZAP again, allowed ones reconnect by themselves).
  */
 import type { Allowlist } from '../common/keys.js';
@@ -9,11 +9,12 @@ import type { Allowlist } from '../common/keys.js';
 export const REVOCATION_CHECK_MS = 1000;
 
 export function watchRevocations(allowlist: Allowlist, onRevoked: (keys: string[]) => void): () => void {
-  let known = new Set(allowlist.current());
+  // The keys ZAP admitted, not the keys seen at the last look: a key added, used and revoked between two
+  // looks was never seen, and its connection stayed open.
   const timer = setInterval(() => {
     const now = allowlist.current();
-    const gone = [...known].filter((k) => !now.has(k));
-    known = new Set(now);
+    const gone = [...allowlist.admitted].filter((k) => !now.has(k));
+    for (const k of gone) allowlist.admitted.delete(k);
     if (gone.length > 0) onRevoked(gone);
   }, REVOCATION_CHECK_MS);
   timer.unref();
