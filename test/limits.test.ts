@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import { PROTOCOL_VERSION } from '../src/protocol/version.js';
-import { sleep, waitFor, kqStarter } from './helpers/kq.js';
+import { kqctl, sleep, waitFor, kqStarter } from './helpers/kq.js';
 
 const start = kqStarter(['--heartbeat', '250ms']);
 
@@ -90,6 +90,35 @@ describe('message limits', () => {
     await waitFor('kq to admit a new connection after the flood', async () => (await kq.ctl('list')).exitCode === 0, 120_000, 500);
     const id = await kq.submit('--', 'true');
     expect((await kq.json('show', String(id))).id).toBe(id);
+  });
+
+  it('a flood on the update port does not keep kqctl out: new connections are admitted and answered meanwhile', { timeout: 120_000 }, async () => {
+    const kq = await start({ numAgents: 0 });
+    const zmq = await import('zeromq');
+    const frame = Buffer.from(JSON.stringify({ v: PROTOCOL_VERSION, type: 'log', agentId: 'x', session: 'f'.repeat(32), taskId: 1, attempt: 1, lines: ['z'.repeat(900 * 1024)] }));
+    let flooding = true;
+    const pushes = [0, 1, 2, 3].map(async () => {
+      const push = new zmq.Push({ linger: 0, sendHighWaterMark: 10_000 });
+      push.connect(`tcp://127.0.0.1:${kq.info.updatePort}`);
+      try {
+        while (flooding) await push.send(frame);
+      } finally {
+        push.close();
+      }
+    });
+    try {
+      await sleep(1500);
+      // kqctl's own deadline (2 s): a new connection needs the ZAP handler, which a busy socket's backlog
+      // must not starve (it took 3.5 s on an idle machine before).
+      for (let i = 0; i < 3; i++) {
+        const r = await kqctl(['--data-root', kq.dataRoot, '--connect-timeout', '2s', 'list']);
+        expect(r.stderr).toBe('');
+        expect(r.exitCode).toBe(0);
+      }
+    } finally {
+      flooding = false;
+      await Promise.allSettled(pushes);
+    }
   });
 
   it('the update port takes no frame over 1 MiB (an agent never sends one): the sender is cut off', async () => {

@@ -41,6 +41,8 @@ import { TeeToTerminal } from './pretty-log.js';
 const GONE_AGENT_MEMORY_MS = 24 * 3600_000;
 const GONE_AGENTS_KEPT = 500;
 const FORGET_AGENTS_EVERY_MS = 60_000;
+/** How long one socket's backlog may hold the event loop before the others get a turn. */
+const FAIR_SLICE_MS = 10;
 
 export type Lifecycle = 'starting' | 'running' | 'stopping' | 'stopped';
 
@@ -398,7 +400,17 @@ export class Daemon {
     for (;;) {
       const socket = pick();
       try {
-        for await (const frames of socket) await handle(frames);
+        let sliceStart = performance.now();
+        for await (const frames of socket) {
+          await handle(frames);
+          // With a backlog, receive() resolves without going back to the event loop: one busy socket would
+          // starve the others, and the ZAP handler that admits new connections (kqctl could not connect
+          // during an update flood). Hand the loop over now and then.
+          if (performance.now() - sliceStart > FAIR_SLICE_MS) {
+            await new Promise<void>((resolve) => setImmediate(resolve));
+            sliceStart = performance.now();
+          }
+        }
       } catch (err) {
         if (this.state === 'running' && socket === pick()) this.log.error({ err: (err as Error).message }, `${name} socket failed`);
       }
