@@ -12,7 +12,7 @@ import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
 import { KqUnderTest, ROOT, tempDir, until } from '../kq.js';
-import { openFds, rssMb } from '../proc.js';
+import { openFds, peakRssMb, rssMb } from '../proc.js';
 import { median, now, percentile } from '../stats.js';
 import { floor, row, type Context, type ScenarioResult } from '../scenario.js';
 import type { JobDetail, JobSummary } from '../../src/protocol/index.js';
@@ -190,13 +190,5 @@ export async function scenarioD(ctx: Context, o: { tasks?: number; observe?: num
   }
 }
 
-function peakRssMb(pid: number): number | null {
-  try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : null;
-  } catch {
-    return null;
-  }
-}
 
 const round = (v: number | null, d = 1) => (v === null || !Number.isFinite(v) ? null : Math.round(v * 10 ** d) / 10 ** d);

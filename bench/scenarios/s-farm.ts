@@ -18,7 +18,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { KqUnderTest, until } from '../kq.js';
-import { cpuMs, cpuWaitMs, loadavg1, rssMb } from '../proc.js';
+import { cpuMs, cpuWaitMs, loadavg1, peakRssMb, rssMb } from '../proc.js';
 import { median, now, percentile } from '../stats.js';
 import { floor, row, type Context, type Row, type ScenarioResult } from '../scenario.js';
 import type { JobSummary } from '../../src/protocol/index.js';
@@ -77,14 +77,6 @@ async function cpuOver(pid: number, ms: number): Promise<number> {
   return ((cpuMs(pid)! - c0) / (now() - t0)) * 1000;
 }
 
-function peakRssMb(pid: number): number | null {
-  try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : null;
-  } catch {
-    return null;
-  }
-}
 
 const round = (v: number | null | undefined, d = 1) => (v === null || v === undefined || !Number.isFinite(v) ? null : Math.round(v * 10 ** d) / 10 ** d);
 
