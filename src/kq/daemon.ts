@@ -13,6 +13,7 @@ import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION, RequestSchema, Topics, UpdateSchem
 import { dataFiles, type DaemonInfo } from '../common/paths.js';
 import { LOCAL_AGENT_PROOF_ENV } from '../protocol/constants.js';
 import { isLoopback } from '../common/endpoint.js';
+import { privateSecret, sameSecret } from '../common/secret-file.js';
 import { killGroup } from '../common/processes.js';
 import { Store } from './store.js';
 import { JobLogs } from './job-logs.js';
@@ -100,7 +101,11 @@ export class Daemon {
       this.disk.log = this.log.child({ component: 'disk' });
       this.store = new Store(this.files.db, { blocklistAfter: this.o.blocklistAfter, prefetch: this.o.prefetch !== false }, this.files.jobLog);
       this.logs = new JobLogs(this.files.jobLog, { maxTaskBytes: this.o.maxTaskLogBytes, maxOpen: 64, space: this.disk });
-      this.localAgentProof = privateSecret(this.files.localAgentProof);
+      this.localAgentProof = privateSecret(this.files.localAgentProof, {
+        what: "the local agents' proof",
+        generate: () => crypto.randomBytes(24).toString('hex'),
+        valid: (text) => /^[0-9a-f]{48}$/.test(text),
+      });
       this.wire();
       this.sockets = await bindSockets({ ...this.o, curveSecretKey: await this.startCurve() });
       this.publisher.pubQueue = this.sockets.pubQueue;
@@ -497,23 +502,4 @@ function ridOf(frame: Buffer | undefined): string | null {
   } catch {
     return null;
   }
-}
-
-function sameSecret(a: string, b: string): boolean {
-  const ha = crypto.createHash('sha256').update(a).digest();
-  const hb = crypto.createHash('sha256').update(b).digest();
-  return crypto.timingSafeEqual(ha, hb);
-}
-
-/** The secret stored in `file` (ours, 0600), else a new one written there. */
-function privateSecret(file: string): string {
-  try {
-    const st = fs.lstatSync(file);
-    const text = fs.readFileSync(file, 'utf8').trim();
-    if (st.isFile() && st.uid === process.getuid?.() && (st.mode & 0o077) === 0 && /^[0-9a-f]{48}$/.test(text)) return text;
-  } catch { /* none yet */ }
-  fs.rmSync(file, { force: true });
-  const secret = crypto.randomBytes(24).toString('hex');
-  fs.writeFileSync(file, secret + '\n', { mode: 0o600, flag: 'wx' });
-  return secret;
 }

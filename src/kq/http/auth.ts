@@ -8,9 +8,9 @@
  *   cross-site writes: a write's Origin, when sent, must be that same host (a page elsewhere cannot act).
  */
 import crypto from 'node:crypto';
-import fs from 'node:fs';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { isLoopback } from '../../common/endpoint.js';
+import { privateSecret, sameSecret } from '../../common/secret-file.js';
 
 export interface TokenChoice {
   /** The token every API request must carry, or null when none is needed (loopback). */
@@ -26,39 +26,12 @@ export function chooseToken(required: boolean, given: string | undefined, tokenF
     return { token: given, file: null };
   }
   if (!required) return { token: null, file: null };
-  const existing = readPrivateToken(tokenFile);
-  if (existing !== null) return { token: existing, file: tokenFile };
-  // A fresh file only (wx, 0600): a token others could read, or a file planted there, is replaced, not reused.
-  fs.rmSync(tokenFile, { force: true });
-  const token = crypto.randomBytes(24).toString('base64url');
-  fs.writeFileSync(tokenFile, token + '\n', { mode: 0o600, flag: 'wx' });
+  const token = privateSecret(tokenFile, {
+    what: 'the monitor token',
+    generate: () => crypto.randomBytes(24).toString('base64url'),
+    valid: (text) => text.length >= 16,
+  });
   return { token, file: tokenFile };
-}
-
-/** The stored token if the file is ours, private (no group/other access) and holds one; else null. */
-function readPrivateToken(tokenFile: string): string | null {
-  let fd: number;
-  try {
-    fd = fs.openSync(tokenFile, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ELOOP') return null;
-    throw new Error(`cannot read the monitor token ${tokenFile}: ${(err as Error).message}`);
-  }
-  try {
-    const st = fs.fstatSync(fd);
-    if (!st.isFile() || st.uid !== process.getuid?.() || (st.mode & 0o077) !== 0) return null;
-    const token = fs.readFileSync(fd, 'utf8').trim();
-    return token.length >= 16 ? token : null;
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-function sameToken(given: string, token: string): boolean {
-  const a = crypto.createHash('sha256').update(given).digest();
-  const b = crypto.createHash('sha256').update(token).digest();
-  return crypto.timingSafeEqual(a, b);
 }
 
 function presentedToken(req: FastifyRequest): string | null {
@@ -90,7 +63,7 @@ export function apiGuard(token: string | null) {
   return async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
     if (token !== null) {
       const given = presentedToken(req);
-      if (given === null || !sameToken(given, token)) {
+      if (given === null || !sameSecret(given, token)) {
         await reply.code(401).header('www-authenticate', 'Bearer realm="kq"').header('connection', 'close')
           .send({ code: 'unauthorized', error: 'this kq monitor needs its token: send "Authorization: Bearer <token>" or add ?token=<token> (the token is in <data root>/http-token)' });
       }
