@@ -33,7 +33,7 @@ async function recordingRelay(targetPort: number): Promise<{ port: number; bytes
 
 /** Send one request as a raw DEALER with the given CURVE options; null when kq never answers. */
 async function tryRequest(port: number, options: object, body: object): Promise<unknown> {
-  const dealer = new zmq.Dealer({ linger: 0, receiveTimeout: 1500, ...options });
+  const dealer = new zmq.Dealer({ linger: 0, sendTimeout: 1500, receiveTimeout: 1500, ...options });
   dealer.connect(endpoint(port));
   try {
     await dealer.send(JSON.stringify({ v: PROTOCOL_VERSION, rid: 'probe', ...body }));

@@ -143,7 +143,10 @@ export class Kq {
 }
 
 export async function kqctl(args: string[], env: Record<string, string> = {}): Promise<RunResult> {
-  const r = await execa('node', [BIN.kqctl, ...args], { env, reject: false, timeout: 120_000 });
+  // kqctl bounds every wait of its own (--connect-timeout): one still running after a minute is hung, and the
+  // test should say which call hung and what it printed rather than run into vitest's own timeout.
+  const r = await execa('node', [BIN.kqctl, ...args], { env, reject: false, timeout: 60_000 });
+  if (r.timedOut) throw new Error(`kqctl ${args.join(' ')} still running after 60 s (killed); stderr: ${String(r.stderr)}`);
   return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
 
