@@ -3,6 +3,7 @@
  * it was, the monitor token reaches no render, and a token file others could read or plant is not trusted.
  * Real kq, real agents, real renders.
  */
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -50,5 +51,19 @@ describe('private files', () => {
     const api = `http://127.0.0.1:${kq.info.httpPort!}/api/jobs`;
     expect((await fetch(api, { headers: { authorization: `Bearer ${planted}` } })).status).toBe(401);
     expect((await fetch(api, { headers: { authorization: `Bearer ${token}` } })).status).toBe(200);
+  });
+
+  it('a FIFO planted where a secret file goes does not hang kq at start: a fresh private file replaces it', async () => {
+    const dataRoot = path.join(tempDir(), 'data root');
+    fs.mkdirSync(dataRoot, { mode: 0o700 });
+    for (const name of ['local-agent-proof', 'http-token']) execFileSync('mkfifo', ['-m', '600', path.join(dataRoot, name)]);
+    const kq = await Kq.start({ numAgents: 1, dataRoot, args: ['--secure'] });
+    kqs.push(kq);
+    for (const name of ['local-agent-proof', 'http-token']) {
+      const st = fs.lstatSync(path.join(dataRoot, name));
+      expect(st.isFile(), name).toBe(true);
+      expect(st.mode & 0o777).toBe(0o600);
+    }
+    expect((await kq.waitJob(await kq.submit('--', 'true'))).state).toBe('Completed');
   });
 });
