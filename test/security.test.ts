@@ -6,6 +6,7 @@ import * as zmq from 'zeromq';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Kq, cleanupAll, sleep, startAgent, tempDir, waitFor } from './helpers/kq.js';
 import { PROTOCOL_VERSION } from '../src/protocol/version.js';
+import { REFUSALS_LOGGED_PER_MINUTE } from '../src/kq/zap.js';
 
 const kqs: Kq[] = [];
 const start = async (o: ConstructorParameters<typeof Kq>[0] = {}) => {
@@ -151,6 +152,18 @@ describe('CURVE', () => {
     sockets.forEach((x) => x.close());
     const id = await kq.submit('--', 'true');
     expect((await kq.waitJob(id)).state).toBe('Completed');
+    // Fresh client keys with kq's server key: refusals a scan makes for free. kq logs a few and counts the
+    // rest, so no client can fill the disk with kq.log.
+    const scanners = Array.from({ length: 3 * REFUSALS_LOGGED_PER_MINUTE }, () => {
+      const k = zmq.curveKeyPair();
+      const s = new zmq.Dealer({ linger: 0, curveServerKey: kq.info.serverKey!, curvePublicKey: k.publicKey, curveSecretKey: k.secretKey });
+      s.connect(endpoint(kq.info.requestPort));
+      return s;
+    });
+    await waitFor('kq to count refusals rather than log each', () => kq.log().includes('the next ones are counted, not logged'), 30_000);
+    scanners.forEach((s) => s.close());
+    const refusalLines = kq.log().split('\n').filter((l) => l.includes('refused a peer whose key is not allowed'));
+    expect(refusalLines.length).toBeLessThanOrEqual(REFUSALS_LOGGED_PER_MINUTE);
   });
 
   it('listens beyond loopback with CURVE on, or with --insecure loudly warned about', async () => {

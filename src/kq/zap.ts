@@ -13,10 +13,15 @@ import type { Allowlist } from '../common/keys.js';
 
 export const ZAP_DOMAIN = 'kq';
 const ZAP_ENDPOINT = 'inproc://zeromq.zap.01';
+const REFUSAL_WINDOW_MS = 60_000;
+export const REFUSALS_LOGGED_PER_MINUTE = 10;
 
 export class ZapHandler {
   private readonly socket = new zmq.Router({ linger: 0 });
   private readonly refusedLogged = new Map<string, number>();
+  private windowStart = 0;
+  private loggedInWindow = 0;
+  private unlogged = 0;
 
   /** `allowlist` null: kq runs without CURVE and admits NULL-mechanism (ZMTP 3) peers. */
   constructor(private readonly allowlist: Allowlist | null, private readonly log: Logger) {}
@@ -54,10 +59,29 @@ export class ZapHandler {
     return reply('400', 'key not allowed');
   }
 
-  /** One line per refused key per minute: a scan cannot flood the log. */
+  /**
+   * One line per refused key per minute, and at most REFUSALS_LOGGED_PER_MINUTE in all: a fresh key costs a
+   * scanner nothing, so a per-key limit alone let one client write ~8 GB of log a day. Past the limit
+   * refusals are counted, and the count logged when the minute ends.
+   */
   private logRefusal(key: string, address: string): void {
     const now = Date.now();
-    if (now - (this.refusedLogged.get(key) ?? 0) < 60_000) return;
+    if (now - (this.refusedLogged.get(key) ?? 0) < REFUSAL_WINDOW_MS) return;
+    if (now - this.windowStart >= REFUSAL_WINDOW_MS) {
+      this.windowStart = now;
+      this.loggedInWindow = 0;
+    }
+    if (this.loggedInWindow >= REFUSALS_LOGGED_PER_MINUTE) {
+      if (this.unlogged++ === 0) {
+        this.log.warn(`refusing more peers than kq logs (${REFUSALS_LOGGED_PER_MINUTE} a minute): the next ones are counted, not logged`);
+        setTimeout(() => {
+          this.log.warn({ refused: this.unlogged }, 'refused peers whose keys are not allowed, not logged one by one');
+          this.unlogged = 0;
+        }, REFUSAL_WINDOW_MS - (now - this.windowStart)).unref();
+      }
+      return;
+    }
+    this.loggedInWindow++;
     if (this.refusedLogged.size > 10_000) this.refusedLogged.clear();
     this.refusedLogged.set(key, now);
     this.log.warn({ key, address }, 'refused a peer whose key is not allowed (kqctl keys add-client to allow it)');
