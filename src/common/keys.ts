@@ -42,13 +42,17 @@ export function formatCert(keys: { publicKey: string; secretKey?: string }, comm
 
 /** Read a zcert file (public or secret). */
 export function readCert(file: string): { publicKey: string; secretKey: string | null } {
-  const text = fs.readFileSync(file, 'utf8');
+  const cert = parseCert(fs.readFileSync(file, 'utf8'));
+  if (!cert) throw new Error(`${file} is not a ZeroMQ CURVE certificate (expected public-key = "<40 Z85 characters>")`);
+  return cert;
+}
+
+/** A certificate's keys; null when the text is not one. */
+function parseCert(text: string): { publicKey: string; secretKey: string | null } | null {
   const field = (name: string) => new RegExp(`^\\s*${name}\\s*=\\s*"([^"]{40})"\\s*$`, 'm').exec(text)?.[1] ?? null;
   const publicKey = field('public-key');
   const secretKey = field('secret-key');
-  if (!publicKey || !isZ85Key(publicKey) || (secretKey !== null && !isZ85Key(secretKey))) {
-    throw new Error(`${file} is not a ZeroMQ CURVE certificate (expected public-key = "<40 Z85 characters>")`);
-  }
+  if (!publicKey || !isZ85Key(publicKey) || (secretKey !== null && !isZ85Key(secretKey))) return null;
   return { publicKey, secretKey };
 }
 
@@ -136,22 +140,26 @@ export class Allowlist {
   /** Keys this allowlist admitted (has() said yes): those whose connections a revoke must cut. */
   readonly admitted = new Set<string>();
 
+  /** Is this key allowed now? No when the allowlist cannot be read (e.g. kq is out of file descriptors). */
   has(publicKeyZ85: string): boolean {
-    this.refresh();
+    if (!this.refresh()) return false;
     const yes = this.keys.has(publicKeyZ85);
     if (yes) this.admitted.add(publicKeyZ85);
     return yes;
   }
 
-  /** The allowed keys now (re-read if the directory changed). */
+  /**
+   * The allowed keys now (re-read if the directory changed); when it cannot be read, the last keys read:
+   * an unreadable directory is not a revoke of every key (which would renew kq's sockets for nothing).
+   */
   current(): ReadonlySet<string> {
     this.refresh();
     return this.keys;
   }
 
-  private refresh(): void {
+  /** False when the allowlist could not be read now (an error other than its directory being absent). */
+  private refresh(): boolean {
     const dir = keyFiles(this.dataRoot).allowedDir;
-    let stamp: string;
     try {
       // The files' own sizes and times too: a key file rewritten in place changes nothing in its directory.
       const st = fs.statSync(dir);
@@ -159,32 +167,36 @@ export class Allowlist {
         const f = fs.statSync(path.join(dir, n), { throwIfNoEntry: false });
         return f ? `${n}:${f.size}:${f.mtimeMs}:${f.ino}` : n;
       });
-      stamp = `${st.mtimeMs}:${st.ino}:${files.join('/')}`;
-    } catch {
-      stamp = 'missing';
+      const stamp = `${st.mtimeMs}:${st.ino}:${files.join('/')}`;
+      if (stamp === this.stamp) return true;
+      this.keys = readAllowedKeys(dir);
+      this.stamp = stamp;
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return false;
+      this.keys = new Set();
+      this.stamp = 'missing';
+      return true;
     }
-    if (stamp === this.stamp) return;
-    this.stamp = stamp;
-    const next = new Set<string>();
-    for (const c of listClientsSafe(this.dataRoot)) next.add(c.publicKey);
-    this.keys = next;
   }
 }
 
-/** The allowed keys that parse: a malformed file admits nobody, and costs no other key its place. */
-function listClientsSafe(dataRoot: string): Array<{ name: string; publicKey: string }> {
-  const dir = keyFiles(dataRoot).allowedDir;
-  let names: string[];
-  try {
-    names = fs.readdirSync(dir).filter((n) => n.endsWith('.key')).sort();
-  } catch {
-    return [];
-  }
-  const out: Array<{ name: string; publicKey: string }> = [];
-  for (const n of names) {
+/**
+ * The allowed keys that parse: a malformed file admits nobody, and costs no other key its place. A file that
+ * cannot be read (other than vanished meanwhile) throws: the set would be missing keys that are allowed.
+ */
+function readAllowedKeys(dir: string): Set<string> {
+  const keys = new Set<string>();
+  for (const n of fs.readdirSync(dir).filter((name) => name.endsWith('.key'))) {
+    let text: string;
     try {
-      out.push({ name: n.slice(0, -'.key'.length), publicKey: readCert(path.join(dir, n)).publicKey });
-    } catch { /* skipped */ }
+      text = fs.readFileSync(path.join(dir, n), 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw err;
+    }
+    const cert = parseCert(text);
+    if (cert) keys.add(cert.publicKey);
   }
-  return out;
+  return keys;
 }

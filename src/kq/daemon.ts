@@ -82,6 +82,8 @@ export class Daemon {
   private requests!: RequestHandler;
   private autoscaler: Autoscaler | null = null;
   info!: DaemonInfo;
+  /** kq cannot go on (it lost a port it listens on): main stops it and exits with EXIT_FATAL. */
+  onFatal: (message: string) => void = () => undefined;
 
   constructor(private readonly o: DaemonOptions) {
     this.files = dataFiles(o.dataRoot);
@@ -109,7 +111,7 @@ export class Daemon {
       this.wire();
       this.sockets = await bindSockets({ ...this.o, curveSecretKey: await this.startCurve() });
       this.publisher.pubQueue = this.sockets.pubQueue;
-      void this.publisher.trackSubscriptions(() => this.sockets.pub);
+      void this.publisher.trackSubscriptions(() => this.sockets.pub, () => this.sockets.bound());
       this.scheduler.routerQueue = this.sockets.routerQueue;
       if (this.o.httpPort !== null) {
         this.monitor = await startMonitor(this, {
@@ -339,13 +341,21 @@ export class Daemon {
    */
   private startWatchingKeys(): void {
     if (!this.allowlist) return;
-    this.stopWatchingKeys = watchRevocations(this.allowlist, (keys) => {
+    this.stopWatchingKeys = watchRevocations(this.allowlist, async (keys) => {
       if (this.state !== 'running') return;
       this.log.warn({ keys }, 'key(s) revoked: closing every connection so that each peer must be admitted again');
-      this.sockets.renew().then(
-        () => this.log.info('listening again after a revoke'),
-        (err: Error) => this.log.error({ err: err.message }, 'cannot listen again after a revoke: restart kq'),
-      );
+      try {
+        await this.sockets.renew();
+      } catch (err) {
+        // Deaf but alive would be worse: agents would be declared lost while they render, and nobody would
+        // restart kq. Stopping says why; a supervisor (or the user) starts kq again once the port is free.
+        const message = `cannot listen on ports ${Object.values(this.sockets.ports).join(', ')} again after a revoke ` +
+          `(${(err as Error).message}): another process took one; kq stops (renders stopped, tasks requeued) — start it again once the port is free`;
+        this.log.fatal(message);
+        this.onFatal(message);
+        throw err;
+      }
+      this.log.info('listening again after a revoke');
     });
   }
 

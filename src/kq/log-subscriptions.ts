@@ -27,7 +27,7 @@ export class LogSubscriptions {
    * replaced meanwhile, go on with the new one, whose subscribers subscribe again; if it ended or failed
    * for good, filter nothing from then on.
    */
-  async track(current: () => AsyncIterable<Buffer[]>): Promise<void> {
+  async track(current: () => AsyncIterable<Buffer[]>, bound: () => Promise<void> = async () => undefined): Promise<void> {
     for (let socket = current(); ; socket = current()) {
       this.prefixes.clear();
       try {
@@ -35,6 +35,7 @@ export class LogSubscriptions {
       } catch {
         // closed (kq stops, or the socket was replaced) or failed
       }
+      await bound(); // a socket being replaced: its successor may take a few tries to bind
       if (socket === current()) break;
     }
     this.sendAll = true;

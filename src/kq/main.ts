@@ -7,6 +7,9 @@ import { DAEMON_DEFAULTS, envDefaults, type DaemonOptions } from './options.js';
 import { dataFiles, ZMQ_PORTS, type ZmqPort } from '../common/paths.js';
 import { initKeys, keyFiles } from '../common/keys.js';
 import { identify, watchExit } from './exit-with.js';
+
+/** kq stopped because it lost a port it listens on (see Daemon.onFatal). */
+const EXIT_LOST_PORT = 3;
 import { AUTOSCALE_USAGE, parseAutoscale } from '../slurm/autoscaler.js';
 
 function autoscaleArg(value: string) {
@@ -50,7 +53,9 @@ const program = usageExitCodes(new Command('kq'))
   .option('--exit-with <pid>', 'stop (renders killed, tasks requeued) when process PID exits, e.g. the Blender or Katana that started kq', intArg(1, 2 ** 31 - 1))
   .option('--slurm-autoscale <spec>', `run agents on Slurm, grown and shrunk with the queue: ${AUTOSCALE_USAGE} (see README "Growing past a few machines: Slurm")`, autoscaleArg)
   .addHelpText('after', `
-Exit codes: 0 stopped cleanly (SIGINT/SIGTERM, or the --exit-with process exited), 1 could not start, 2 bad usage.
+Exit codes: 0 stopped cleanly (SIGINT/SIGTERM, or the --exit-with process exited), 1 could not start, 2 bad usage,
+3 stopped because it could not listen on its ports again (another process took one while kq renewed its
+connections after a key was revoked).
 Files: <data root>/kq.db (job table), kq.json (address for kqctl), logs/job-<id>.log, logs/kq.log, http-token,
 keys/ (CURVE keys: see kq keys init --help and kqctl keys --help).`)
   .action(runDaemon);
@@ -115,6 +120,10 @@ async function runDaemon(opts: ReturnType<typeof program.opts>): Promise<void> {
     });
   }
   process.on('SIGHUP', () => undefined); // a closed terminal must not take the farm down
+  daemon.onFatal = (message) => {
+    process.stderr.write(`kq: ${message}\n`);
+    void daemon.stop().then(() => process.exit(EXIT_LOST_PORT));
+  };
 
   try {
     const info = await daemon.start();

@@ -39,9 +39,9 @@ export class Publisher {
 
   constructor(private readonly d: PublisherDeps) {}
 
-  /** Read the broadcast socket's subscription messages (an XPUB; `current()` gives the socket in use) until it closes. */
-  trackSubscriptions(current: () => AsyncIterable<Buffer[]>): Promise<void> {
-    return this.logSubscriptions.track(current);
+  /** Read the broadcast socket's subscription messages (an XPUB; `current()` gives the socket in use, `bound()` waits for a renew) until it closes. */
+  trackSubscriptions(current: () => AsyncIterable<Buffer[]>, bound: () => Promise<void>): Promise<void> {
+    return this.logSubscriptions.track(current, bound);
   }
 
   /** Any broadcast but `log` (publishLog) and `job` (announceJob); job broadcasts due go out first, keeping their order with it. */

@@ -41,6 +41,15 @@ export interface DaemonSockets {
 
 const base = { linger: 0, zapDomain: ZAP_DOMAIN } as const;
 
+interface Sockets { router: zmq.Router; pull: zmq.Pull; pub: zmq.XPublisher }
+
+/**
+ * How long a renew keeps trying to listen again on its ports: libzmq frees them in its I/O thread, and
+ * another process may take one in the moment between close and bind (kq's ports are fixed, and with port 0
+ * they are in the ephemeral range).
+ */
+export const RENEW_PATIENCE_MS = 30_000;
+
 /**
  * Each port's largest message and queue lengths, chosen together: libzmq queues up to the receive
  * high-water mark per peer, in messages, so size × HWM bounds what one peer can make kq hold
@@ -62,13 +71,24 @@ export async function bindSockets(o: BindOptions): Promise<DaemonSockets> {
   // of vanishing, so the task can be requeued at once.
   // sendTimeout: a peer that sends requests but never reads its replies fills its pipe; without a timeout the
   // next send to it would wait forever and, sends being serialised, hold up every other peer's.
-  const open = () => ({
-    router: new zmq.Router({ ...common, ...LIMITS.request, mandatory: true, sendTimeout: 100 }),
-    pull: new zmq.Pull({ ...common, ...LIMITS.update }),
-    pub: new zmq.XPublisher({ ...common, ...LIMITS.broadcast }),
-  });
+  const open = (): Sockets => {
+    const made: zmq.Socket[] = [];
+    try {
+      const router = new zmq.Router({ ...common, ...LIMITS.request, mandatory: true, sendTimeout: 100 });
+      made.push(router);
+      const pull = new zmq.Pull({ ...common, ...LIMITS.update });
+      made.push(pull);
+      const pub = new zmq.XPublisher({ ...common, ...LIMITS.broadcast });
+      return { router, pull, pub };
+    } catch (err) {
+      for (const s of made) s.close(); // e.g. out of file descriptors half-way
+      throw err;
+    }
+  };
+  const closeAll = (sockets: Sockets) => {
+    for (const s of [sockets.router, sockets.pull, sockets.pub]) if (!s.closed) s.close();
+  };
   let current = open();
-  const all = () => [current.router, current.pull, current.pub];
   const bindAll = async (ports: { request: number; update: number; broadcast: number }) => {
     await bindOne(current.router, o.bind, ports.request, 'request');
     await bindOne(current.pull, o.bind, ports.update, 'update');
@@ -77,29 +97,33 @@ export async function bindSockets(o: BindOptions): Promise<DaemonSockets> {
   try {
     await bindAll({ request: o.requestPort, update: o.updatePort, broadcast: o.broadcastPort });
   } catch (err) {
-    for (const s of all()) s.close();
+    closeAll(current);
     throw err;
   }
   const ports = { request: portOf(current.router.lastEndpoint!), update: portOf(current.pull.lastEndpoint!), broadcast: portOf(current.pub.lastEndpoint!) };
   let closed = false;
   let renewing: Promise<void> = Promise.resolve();
   const renewOnce = async () => {
-    if (closed) return;
-    // The new sockets exist before the old close, so a receive loop that sees its socket end finds its successor.
-    const old = all();
-    current = open();
-    for (const s of old) s.close();
-    // libzmq frees the ports in its I/O thread: try again for a while if they are not free yet.
-    for (let attempt = 0; ; attempt++) {
+    // Until the new sockets exist (opening one fails when kq is out of file descriptors) the old ones stay,
+    // connections and all; a renew that gives up rejects, and kq must then stop (see Daemon.fatal).
+    let old: Sockets | null = current;
+    const deadline = Date.now() + RENEW_PATIENCE_MS;
+    for (let delay = 50; ; delay = Math.min(2 * delay, 2000)) {
+      if (closed) return;
+      let opened: Sockets | null = null;
       try {
+        opened = open();
+        // The new sockets exist before the old close, so a receive loop that sees its socket end finds its successor.
+        current = opened;
+        if (old) closeAll(old);
+        old = null;
         await bindAll(ports);
         return;
       } catch (err) {
-        const failed = all();
-        if (!closed && attempt < 100) current = open();
-        for (const s of failed) s.close();
-        if (closed || attempt >= 100) throw err;
-        await new Promise((r) => setTimeout(r, 50));
+        // libzmq frees the ports in its I/O thread, and another process may take one meanwhile: try again.
+        if (opened) closeAll(opened);
+        if (closed || Date.now() >= deadline) throw err;
+        await new Promise((r) => setTimeout(r, delay));
       }
     }
   };
@@ -120,7 +144,7 @@ export async function bindSockets(o: BindOptions): Promise<DaemonSockets> {
     },
     close() {
       closed = true;
-      for (const s of all()) if (!s.closed) s.close();
+      closeAll(current);
     },
   };
 }
