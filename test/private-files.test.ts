@@ -7,7 +7,8 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Kq, cleanupAll, tempDir } from './helpers/kq.js';
+import { execa } from 'execa';
+import { BIN, Kq, cleanupAll, tempDir } from './helpers/kq.js';
 
 const kqs: Kq[] = [];
 afterAll(() => cleanupAll(kqs));
@@ -56,14 +57,25 @@ describe('private files', () => {
   it('a FIFO planted where a secret file goes does not hang kq at start: a fresh private file replaces it', async () => {
     const dataRoot = path.join(tempDir(), 'data root');
     fs.mkdirSync(dataRoot, { mode: 0o700 });
-    for (const name of ['local-agent-proof', 'http-token']) execFileSync('mkfifo', ['-m', '600', path.join(dataRoot, name)]);
+    for (const name of ['local-agent-proof', 'http-token', 'kq.json']) execFileSync('mkfifo', ['-m', '600', path.join(dataRoot, name)]);
     const kq = await Kq.start({ numAgents: 1, dataRoot, args: ['--secure'] });
     kqs.push(kq);
-    for (const name of ['local-agent-proof', 'http-token']) {
+    for (const name of ['local-agent-proof', 'http-token', 'kq.json']) {
       const st = fs.lstatSync(path.join(dataRoot, name));
       expect(st.isFile(), name).toBe(true);
-      expect(st.mode & 0o777).toBe(0o600);
+      if (name !== 'kq.json') expect(st.mode & 0o777).toBe(0o600);
     }
     expect((await kq.waitJob(await kq.submit('--', 'true'))).state).toBe('Completed');
+  });
+
+  it('a FIFO planted at logs/kq.log: kq refuses to start with one clear line (exit 1), instead of hanging', async () => {
+    const dataRoot = path.join(tempDir(), 'data root');
+    fs.mkdirSync(path.join(dataRoot, 'logs'), { recursive: true, mode: 0o700 });
+    execFileSync('mkfifo', ['-m', '600', path.join(dataRoot, 'logs', 'kq.log')]);
+    const r = await execa('node', [BIN.kq, '--data-root', dataRoot, '--num-agents', '0', '--request-port', '0', '--update-port', '0',
+      '--broadcast-port', '0', '--no-http'], { reject: false, timeout: 60_000 });
+    expect(r.timedOut).toBe(false);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toMatch(/kq\.log is not a regular file: remove it/);
   });
 });

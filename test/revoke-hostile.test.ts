@@ -3,11 +3,12 @@
  * connections can do around that. Real kq, real CURVE, real sockets; the port thief is a real process.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import net from 'node:net';
 import { execa, type ResultPromise } from 'execa';
 import * as zmq from 'zeromq';
 import { describe, expect, it } from 'vitest';
-import { type Kq, kqStarter, sleep, waitFor } from './helpers/kq.js';
+import { type Kq, kqStarter, sleep, tempDir, waitFor } from './helpers/kq.js';
 import { PROTOCOL_VERSION } from '../src/protocol/version.js';
 import { RENEW_PATIENCE_MS } from '../src/kq/sockets.js';
 
@@ -60,7 +61,7 @@ print("never", flush=True)
 }
 
 /** Revoke admitted clients until the thief wins the race for the request port (it nearly always does at once). */
-async function revokeWhileThiefWaits(kq: Kq, holdS: number): Promise<{ proc: ResultPromise }> {
+async function revokeWhileThiefWaits(kq: Kq, holdS: number): Promise<{ proc: ResultPromise; renews: number }> {
   // (wrapped: an async function returning the process itself would wait for it to exit)
   for (let round = 1; ; round++) {
     const client = await admittedClient(kq, `victim${round}`);
@@ -69,23 +70,32 @@ async function revokeWhileThiefWaits(kq: Kq, holdS: number): Promise<{ proc: Res
     expect((await kq.ctl('keys', 'revoke', `victim${round}`)).exitCode).toBe(0);
     const outcome = await waitFor('the thief to win or give up', () => (/stolen|never/.exec(thief.output()) ?? [])[0], 30_000);
     client.dealer.close();
-    if (outcome === 'stolen') return { proc: thief.proc };
+    if (outcome === 'stolen') return { proc: thief.proc, renews: round };
     await thief.proc;
     if (round === 5) throw new Error('the thief never took the port in 5 revokes');
-    await waitFor('kq listening again', () => kq.log().split('\n').filter((l) => l.includes('listening again after a revoke')).length >= round, 30_000);
+    await waitFor('kq listening again', () => listeningAgain(kq) >= round, 30_000);
   }
 }
 
+const listeningAgain = (kq: Kq) => kq.log().split('\n').filter((l) => l.includes('listening again after a revoke')).length;
+
 describe('renewing the sockets after a revoke, against a hostile neighbour', () => {
-  it('a port taken while kq listens again: kq keeps trying, and answers and renders once it is free', async () => {
-    const kq = await start({ numAgents: 1 });
-    const { proc: thief } = await revokeWhileThiefWaits(kq, 8); // longer than kq used to try (100 × 50 ms)
+  it('a port taken while kq listens again: kq keeps trying, blames no agent for its own deafness, and answers and renders once it is free', async () => {
+    // The port is held longer than the agent timeout, and longer than kq used to try (100 × 50 ms).
+    const kq = await start({ numAgents: 1, args: ['--agent-timeout', '4s'] });
+    const dir = tempDir();
+    const render = await kq.submit('--cwd', dir, '--', 'sh', '-c', 'sleep 12; echo done >> results');
+    await waitFor('the render running', async () => (await kq.json('show', String(render))).state === 'Running', 30_000);
+    const { proc: thief, renews } = await revokeWhileThiefWaits(kq, 8);
     try {
       await thief;
-      await waitFor('kq listening again', () => kq.log().includes('listening again after a revoke'), 30_000);
-      const id = await kq.submit('--', 'true');
-      expect((await kq.waitJob(id)).state).toBe('Completed');
-      expect(kq.proc).not.toBeNull(); // still the same kq
+      await waitFor('kq listening again', () => listeningAgain(kq) >= renews, 30_000);
+      const job = await kq.waitJob(render);
+      expect(job.state).toBe('Completed');
+      expect(job.taskList[0].attempts).toBe(1); // the render was never taken from its agent
+      expect(fs.readFileSync(path.join(dir, 'results'), 'utf8')).toBe('done\n');
+      expect(kq.log()).not.toMatch(/agent lost/);
+      expect((await kq.waitJob(await kq.submit('--', 'true'))).state).toBe('Completed');
     } finally {
       thief.kill('SIGKILL');
     }
@@ -133,6 +143,22 @@ describe('renewing the sockets after a revoke, against a hostile neighbour', () 
     expect((await kq.ctl('keys', 'revoke', 'laptop')).exitCode).toBe(0);
     await waitFor('the revoked key\'s open connection to be cut', () => client.cut(), 30_000);
     client.dealer.close();
+    expect((await kq.json('list'))).toEqual([]);
+  });
+
+  it('an entry of the allowlist kq cannot read (a directory, a FIFO) admits nobody and hides no revoke', async () => {
+    const kq = await start({ numAgents: 0 });
+    const client = await admittedClient(kq, 'laptop');
+    const allowed = path.join(kq.dataRoot, 'keys', 'allowed');
+    fs.mkdirSync(path.join(allowed, 'broken.key'));
+    await execa('mkfifo', [path.join(allowed, 'pipe.key')]);
+    await sleep(2500); // past two looks at the allowlist
+    expect(client.cut()).toBe(false);
+    const desk = await admittedClient(kq, 'desk'); // still admits keys added since
+    expect((await kq.ctl('keys', 'revoke', 'laptop')).exitCode).toBe(0);
+    await waitFor('the revoked key\'s open connection to be cut', () => client.cut(), 30_000);
+    client.dealer.close();
+    desk.dealer.close();
     expect((await kq.json('list'))).toEqual([]);
   });
 });

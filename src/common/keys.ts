@@ -157,7 +157,7 @@ export class Allowlist {
     return this.keys;
   }
 
-  /** False when the allowlist could not be read now (an error other than its directory being absent). */
+  /** False when the allowlist cannot be read now (out of descriptors or memory): not an answer about any key. */
   private refresh(): boolean {
     const dir = keyFiles(this.dataRoot).allowedDir;
     try {
@@ -173,27 +173,38 @@ export class Allowlist {
       this.stamp = stamp;
       return true;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return false;
+      const code = (err as NodeJS.ErrnoException).code ?? '';
+      if (CANNOT_READ_NOW.has(code)) return false;
+      // Absent or not a directory we can read: nobody is allowed (fail closed, and every admitted key is cut).
       this.keys = new Set();
-      this.stamp = 'missing';
+      this.stamp = `unreadable:${code}`;
       return true;
     }
   }
 }
 
+/** Errors that say nothing about the allowlist, only that kq cannot read it at this moment. */
+const CANNOT_READ_NOW = new Set(['EMFILE', 'ENFILE', 'ENOMEM']);
+
 /**
- * The allowed keys that parse: a malformed file admits nobody, and costs no other key its place. A file that
- * cannot be read (other than vanished meanwhile) throws: the set would be missing keys that are allowed.
+ * The allowed keys that parse: a malformed, unreadable or non-regular entry (a FIFO would block) admits
+ * nobody and costs no other key its place. Out of descriptors, it throws: the set would miss allowed keys.
  */
 function readAllowedKeys(dir: string): Set<string> {
   const keys = new Set<string>();
   for (const n of fs.readdirSync(dir).filter((name) => name.endsWith('.key'))) {
     let text: string;
     try {
-      text = fs.readFileSync(path.join(dir, n), 'utf8');
+      const fd = fs.openSync(path.join(dir, n), fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+      try {
+        if (!fs.fstatSync(fd).isFile()) continue;
+        text = fs.readFileSync(fd, 'utf8');
+      } finally {
+        fs.closeSync(fd);
+      }
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-      throw err;
+      if (CANNOT_READ_NOW.has((err as NodeJS.ErrnoException).code ?? '')) throw err;
+      continue;
     }
     const cert = parseCert(text);
     if (cert) keys.add(cert.publicKey);

@@ -5,6 +5,7 @@
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { pino, type Logger } from 'pino';
@@ -14,6 +15,7 @@ import { dataFiles, type DaemonInfo } from '../common/paths.js';
 import { LOCAL_AGENT_PROOF_ENV } from '../protocol/constants.js';
 import { isLoopback } from '../common/endpoint.js';
 import { privateSecret, sameSecret } from '../common/secret-file.js';
+import { writeFileAtomic } from '../common/private-dir.js';
 import { killGroup } from '../common/processes.js';
 import { Store } from './store.js';
 import { JobLogs } from './job-logs.js';
@@ -135,7 +137,8 @@ export class Daemon {
       };
       // One transaction (rolled back if it fails, e.g. on a full disk): agents known before get a timeout to come back.
       this.store.beginEpoch(this.epoch);
-      fs.writeFileSync(this.files.info, JSON.stringify(this.info, null, 2) + '\n');
+      // Whole, and never written through whatever is at that name (a FIFO there would hang the start).
+      writeFileAtomic(path.dirname(this.files.info), path.basename(this.files.info), JSON.stringify(this.info, null, 2) + '\n', 0o644);
     } catch (err) {
       await this.abortStart();
       throw err;
@@ -344,16 +347,21 @@ export class Daemon {
     this.stopWatchingKeys = watchRevocations(this.allowlist, async (keys) => {
       if (this.state !== 'running') return;
       this.log.warn({ keys }, 'key(s) revoked: closing every connection so that each peer must be admitted again');
+      // Until the new sockets listen, kq hears no heartbeat: no agent is judged silent meanwhile.
+      const listening = this.scheduler.deafTime.begin();
       try {
         await this.sockets.renew();
       } catch (err) {
+        if (this.state !== 'running') return; // stopping: the renew was cut short, nothing is wrong
         // Deaf but alive would be worse: agents would be declared lost while they render, and nobody would
         // restart kq. Stopping says why; a supervisor (or the user) starts kq again once the port is free.
         const message = `cannot listen on ports ${Object.values(this.sockets.ports).join(', ')} again after a revoke ` +
-          `(${(err as Error).message}): another process took one; kq stops (renders stopped, tasks requeued) — start it again once the port is free`;
+          `(${(err as Error).message}): kq stops (renders stopped, tasks requeued); start it again once the port is free`;
         this.log.fatal(message);
         this.onFatal(message);
         throw err;
+      } finally {
+        listening();
       }
       this.log.info('listening again after a revoke');
     });

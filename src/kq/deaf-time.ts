@@ -7,6 +7,23 @@ export class DeafTime {
   /** Spans [start, end] in ms, oldest first, not overlapping (at most the last 1000). */
   private readonly spans: Array<{ start: number; end: number }> = [];
 
+  /** A span still going on (kq renewing its sockets): deaf from `start` until the function returned is called. */
+  begin(start = Date.now()): () => void {
+    const span = { start };
+    this.ongoing.add(span);
+    return () => {
+      if (!this.ongoing.delete(span)) return;
+      this.add(span.start, Date.now());
+    };
+  }
+
+  private readonly ongoing = new Set<{ start: number }>();
+
+  /** Deaf right now: no silence can be judged until kq listens again. */
+  get deafNow(): boolean {
+    return this.ongoing.size > 0;
+  }
+
   /** Spans may come in any order (a disk-full span starts in the past) and may overlap. */
   add(start: number, end: number): void {
     if (end <= start) return;

@@ -14,7 +14,20 @@ export class LogFile {
 
   /** `onError` hears of every failed write (to notice a full disk); it must not log through this file. */
   constructor(file: string, private readonly onError: (err: unknown) => void) {
-    this.fd = fs.openSync(file, 'a', 0o644);
+    // O_NONBLOCK and a regular file only: a FIFO planted at this name would block kq's start (or its writes).
+    const flags = fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NONBLOCK;
+    let fd: number;
+    try {
+      fd = fs.openSync(file, flags, 0o644);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENXIO') throw new Error(`${file} is not a regular file: remove it`);
+      throw err;
+    }
+    if (!fs.fstatSync(fd).isFile()) {
+      fs.closeSync(fd);
+      throw new Error(`${file} is not a regular file: remove it`);
+    }
+    this.fd = fd;
   }
 
   write(line: string): boolean {

@@ -224,7 +224,7 @@ export class Scheduler {
 
   /** Agents silent past the timeout are lost: their tasks are requeued; a local one is killed and replaced. */
   checkSilentAgents(): void {
-    if (!this.d.isRunning()) return;
+    if (!this.d.isRunning() || this.deafTime.deafNow) return;
     const before = this.deafTime.silentBefore(Date.now(), this.d.agentTimeoutMs);
     if (!this.d.store.anySilentAgent(before)) return; // the usual second: a read, no write transaction
     const running = this.d.store.runningAttempts();

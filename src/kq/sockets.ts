@@ -39,7 +39,9 @@ export interface DaemonSockets {
   close(): void;
 }
 
-const base = { linger: 0, zapDomain: ZAP_DOMAIN } as const;
+// handshakeInterval: a connection that never completes its handshake holds a descriptor this long (libzmq's
+// default is 30 s, which let a flood of bare TCP connects exhaust kq's descriptors cheaply).
+const base = { linger: 0, zapDomain: ZAP_DOMAIN, handshakeInterval: 10_000 } as const;
 
 interface Sockets { router: zmq.Router; pull: zmq.Pull; pub: zmq.XPublisher }
 
@@ -121,8 +123,10 @@ export async function bindSockets(o: BindOptions): Promise<DaemonSockets> {
         return;
       } catch (err) {
         // libzmq frees the ports in its I/O thread, and another process may take one meanwhile: try again.
+        // Out of descriptors (a flood of connections) passes: only a port held by someone else is given up on.
         if (opened) closeAll(opened);
-        if (closed || Date.now() >= deadline) throw err;
+        if (closed) return;
+        if (Date.now() >= deadline && (err as { code?: string }).code === 'EADDRINUSE') throw err;
         await new Promise((r) => setTimeout(r, delay));
       }
     }
@@ -155,6 +159,8 @@ async function bindOne(socket: zmq.Socket, host: string, port: number, name: str
     await socket.bind(endpoint);
   } catch (err) {
     const why = (err as Error).message;
-    throw new Error(`cannot bind the ${name} port at ${endpoint} (${why}): is another kq or program using it? choose another with --${name}-port`);
+    // The code (EADDRINUSE…) is kept: a renew gives up only on a port someone else holds.
+    throw Object.assign(new Error(`cannot bind the ${name} port at ${endpoint} (${why}): is another kq or program using it? choose another with --${name}-port`),
+      { code: (err as { code?: string }).code });
   }
 }

@@ -79,7 +79,7 @@ export class Kq {
     this.proc.all?.on('data', (d: Buffer) => { this.output += d.toString(); });
     const exited = this.proc.then((r) => r);
     await Promise.race([
-      waitFor('kq.json', () => fs.existsSync(infoFile) && JSON.parse(fs.readFileSync(infoFile, 'utf8')).pid === this.proc!.pid),
+      waitFor('kq.json', () => fs.lstatSync(infoFile, { throwIfNoEntry: false })?.isFile() && JSON.parse(fs.readFileSync(infoFile, 'utf8')).pid === this.proc!.pid),
       exited.then((r) => { throw new Error(`kq exited (${r.exitCode}) before it was ready: ${this.output}`); }),
     ]);
     this.info = JSON.parse(fs.readFileSync(infoFile, 'utf8')) as DaemonInfo;
