@@ -4,8 +4,18 @@ import os from 'node:os';
 
 /** Resident set size in MB, or null if the process is gone. */
 export function rssMb(pid: number): number | null {
+  return statusMb(pid, 'VmRSS');
+}
+
+/** The process's peak resident memory (VmHWM) in MB, or null when it is gone. */
+export function peakRssMb(pid: number): number | null {
+  return statusMb(pid, 'VmHWM');
+}
+
+/** A kB field of /proc/PID/status, in MB. */
+function statusMb(pid: number, field: 'VmRSS' | 'VmHWM'): number | null {
   try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) / 1024 : null;
   } catch {
     return null;
@@ -13,16 +23,6 @@ export function rssMb(pid: number): number | null {
 }
 
 /** Open file descriptors (entries of /proc/PID/fd), or null if the process is gone. */
-/** The process's peak resident memory (VmHWM) in MB, or null when it is gone. */
-export function peakRssMb(pid: number): number | null {
-  try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : null;
-  } catch {
-    return null;
-  }
-}
-
 export function openFds(pid: number): number | null {
   try {
     return fs.readdirSync(`/proc/${pid}/fd`).length;
