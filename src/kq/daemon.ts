@@ -84,7 +84,7 @@ export class Daemon {
   private requests!: RequestHandler;
   private autoscaler: Autoscaler | null = null;
   info!: DaemonInfo;
-  /** kq cannot go on (it lost a port it listens on): main stops it and exits with EXIT_FATAL. */
+  /** kq cannot go on (it lost a port it listens on): main stops it and exits with EXIT_LOST_PORT (3). */
   onFatal: (message: string) => void = () => undefined;
 
   constructor(private readonly o: DaemonOptions) {

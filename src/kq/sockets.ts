@@ -107,7 +107,7 @@ export async function bindSockets(o: BindOptions): Promise<DaemonSockets> {
   let renewing: Promise<void> = Promise.resolve();
   const renewOnce = async () => {
     // Until the new sockets exist (opening one fails when kq is out of file descriptors) the old ones stay,
-    // connections and all; a renew that gives up rejects, and kq must then stop (see Daemon.fatal).
+    // connections and all; a renew that gives up rejects, and kq must then stop (see Daemon.onFatal).
     let old: Sockets | null = current;
     const deadline = Date.now() + RENEW_PATIENCE_MS;
     for (let delay = 50; ; delay = Math.min(2 * delay, 2000)) {
