@@ -50,6 +50,8 @@ type RegisterAnswer = { reply: RegisterReply } | { refused: string } | null;
 type UpdateBody = Update extends infer U ? (U extends unknown ? Omit<U, 'v' | 'agentId' | 'session'> : never) : never;
 
 const LOG_FLUSH_MS = 50;
+/** Withdrawals of assignments not yet arrived that the agent remembers (a handful are ever in flight). */
+const WITHDRAWN_REMEMBERED = 256;
 /** How long a Slurm agent's render's unexplained failure waits for the agent's own stop signal before it is reported. */
 const OUTSIDE_KILL_SETTLE_MS = 500;
 
@@ -67,6 +69,12 @@ export class Agent {
   /** The prefetched task: started the moment `current` ends, unless kq withdraws it first (stop-task). */
   private queued: TaskAssignment | null = null;
   private readonly abandoned = new Set<TaskRun>();
+  /**
+   * Task attempts kq withdrew that were not here yet: stop-task (broadcast socket) can overtake its assign
+   * (request socket), and such an assign must never start. kq never reuses an attempt number, so a
+   * remembered pair cannot match a later, real assignment; the oldest are forgotten past the bound.
+   */
+  private readonly withdrawnUnseen = new Set<string>();
   /** Kills this agent's render groups if the agent dies without ending them itself. */
   private readonly guard: RenderGuard;
   private pendingReplies = new Map<string, (reply: RegisterAnswer) => void>();
@@ -175,6 +183,9 @@ export class Agent {
         // An outcome that came in while this register was on its way was not in it: keep it for the next heartbeat.
         if (this.lastOutcome === sentOutcome) this.lastOutcome = null;
         if (this.priorOutcome === sentPrior) this.priorOutcome = null;
+        // kq gives each registration a new session and takes back what it had assigned to the old one, so
+        // assignments withdrawn before are not coming (a kq on a new data root even numbers tasks from 1 again).
+        this.withdrawnUnseen.clear();
         this.session = reply.session;
         this.heartbeatMs = reply.heartbeatMs;
         if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
@@ -268,7 +279,11 @@ export class Agent {
           this.log.info({ task: msg.taskId, reason: msg.reason }, 'prefetched task withdrawn');
           this.queued = null;
         }
-        if (this.current && this.current.task.taskId === msg.taskId && this.current.task.attempt === msg.attempt) this.current.stop(`stopped: ${msg.reason}`);
+        else if (this.current && this.current.task.taskId === msg.taskId && this.current.task.attempt === msg.attempt) this.current.stop(`stopped: ${msg.reason}`);
+        else {
+          this.rememberWithdrawn(attemptKey(msg));
+          this.log.info({ task: msg.taskId, attempt: msg.attempt, reason: msg.reason }, 'withdrawn before its assignment arrived: it will not start');
+        }
         return;
       case 'reregister':
         if (this.state === 'running') void this.register();
@@ -306,8 +321,23 @@ export class Agent {
     void run.done.finally(() => this.abandoned.delete(run));
   }
 
+  private rememberWithdrawn(key: string): void {
+    this.withdrawnUnseen.add(key);
+    if (this.withdrawnUnseen.size > WITHDRAWN_REMEMBERED) this.withdrawnUnseen.delete(this.withdrawnUnseen.values().next().value!);
+  }
+
   private onAssign(task: TaskAssignment): void {
     if (this.state === 'stopping' || this.state === 'stopped') return;
+    if (this.state === 'registering') {
+      // Sent to the registration being replaced: kq takes back whatever this new one does not report.
+      this.log.info({ task: task.taskId, attempt: task.attempt }, 'assignment dropped unstarted: it came while registering again');
+      return;
+    }
+    if (this.withdrawnUnseen.delete(attemptKey(task))) {
+      this.log.info({ task: task.taskId, attempt: task.attempt }, 'assignment dropped unstarted: kq withdrew it before it arrived');
+      this.heartbeat(); // kq hears at once what this agent runs and holds (and that it is free, if it is)
+      return;
+    }
     if (this.current && this.o.prefetch !== false) {
       // kq prefetches only into a free slot; one still held here was withdrawn (the withdrawal is on its way).
       if (this.queued) this.log.info({ task: this.queued.taskId, by: task.taskId }, 'prefetched task replaced (kq withdrew it)');
@@ -405,6 +435,10 @@ function safeJson(frame: Buffer | undefined): Record<string, unknown> | null {
   } catch {
     return null;
   }
+}
+
+function attemptKey(ref: { taskId: number; attempt: number }): string {
+  return `${ref.taskId}.${ref.attempt}`;
 }
 
 function clip(text: string, max: number): string {
