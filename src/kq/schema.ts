@@ -135,6 +135,9 @@ const AFTER_MIGRATION = `
 CREATE INDEX IF NOT EXISTS tasks_ready ON tasks (state, held, priority DESC, job_id, seq);
 -- dispatch looks for idle agents after every finished task: without scanning a big farm's every agent
 CREATE INDEX IF NOT EXISTS agents_idle ON agents (epoch, last_seen) WHERE state = 'idle' AND confirmed = 1;
+-- and, with prefetch, for busy agents with a free slot (a farm's busy agents are most of it)
+CREATE INDEX IF NOT EXISTS agents_prefetchable ON agents (epoch, last_seen)
+  WHERE state = 'busy' AND prefetch = 1 AND task_id IS NOT NULL AND next_task_id IS NULL AND confirmed = 1;
 `;
 
 export function addMissingColumns(db: { prepare(sql: string): { all(): unknown[] }; exec(sql: string): unknown }): void {
