@@ -4,9 +4,10 @@
  * Each simulated agent does what src/agent/agent.ts does on the wire, minus the renders: its own DEALER to
  * kq's request port (assignments are routed to the connection that registered) and its own PUSH to the
  * update port; it registers, confirms the registration with a first heartbeat, heartbeats every
- * `heartbeatMs` (reporting the task it runs and its last outcome, as a real agent does), answers an
- * assignment with `started`, "renders" for `renderMs` (a timer, no process), reports `finished`, and says
- * `bye` at the end. One SUB socket, subscribed to every simulated agent's topic, serves them all (kq's
+ * `heartbeatMs` (reporting the task it runs, the one it holds and its last outcomes, as a real agent does),
+ * answers an assignment with `started`, "renders" for `renderMs` (a timer, no process), reports `finished`,
+ * and says `bye` at the end. Like a real agent (prefetch is its default) it registers with `prefetch: true`:
+ * an assignment that comes while it renders is held and started the moment that render ends. One SUB socket, subscribed to every simulated agent's topic, serves them all (kq's
  * broadcasts to agents are per-agent topics; one subscriber hears them all the same).
  *
  * Run as a child of bench/scenarios/s-farm.ts, which steers it over IPC:
@@ -27,7 +28,7 @@ interface Outcome extends Task { exitCode: number | null; signal: string | null;
 
 const now = (): number => Number(process.hrtime.bigint()) / 1e6;
 
-/** The window being measured: assignments received, and finished → next assign gaps per agent. */
+/** The window being measured: assignments received, and per agent the gap between a render's end and the next one's start. */
 class Window {
   readonly startedAt = now();
   assigns = 0;
@@ -54,8 +55,11 @@ class SimAgent {
   heartbeatMs = 2000;
   private timer: NodeJS.Timeout | null = null;
   current: Task | null = null;
+  /** The prefetched assignment, started when `current` ends. */
+  private queued: Task | null = null;
   private lastOutcome: Outcome | null = null;
-  /** When `finished` went out: the next assign's arrival minus this is the assign latency. */
+  private priorOutcome: Outcome | null = null;
+  /** When `finished` went out: the next render's start minus this is the assign latency (≈ 0 when one was held). */
   private finishedAt = 0;
   private renderTimer: NodeJS.Timeout | null = null;
   private pushBusy: Promise<void> = Promise.resolve();
@@ -74,7 +78,7 @@ class SimAgent {
       const rid = `${this.id}.${attempt}`;
       await this.dealer.send(JSON.stringify({
         v: PROTOCOL_VERSION, rid, type: 'register', agentId: this.id, host: this.host, pid: this.pid, local: false,
-        running: null, lastOutcome: null, session: this.session, slurm: null,
+        running: null, lastOutcome: null, session: this.session, slurm: null, prefetch: true, queued: null,
       }));
       const reply = await this.nextReply(rid, 30_000);
       if (!reply) continue;
@@ -136,50 +140,62 @@ class SimAgent {
 
   private onAssign(task: Task, at: number): void {
     if (stopping) return;
-    this.lastOutcome = null; // kq assigns only to an agent whose last outcome it has recorded
+    if (window) window.assigns++;
     if (this.current) {
-      if (window) window.refused++;
-      this.send({ type: 'refused', taskId: task.taskId, attempt: task.attempt, running: this.current });
+      // Held, as agent.ts holds it (a second one replaces the first: kq withdrew that one).
+      if (this.queued && window) window.refused++;
+      this.queued = { taskId: task.taskId, attempt: task.attempt };
       return;
     }
-    if (window) {
-      window.assigns++;
-      if (this.finishedAt > 0 && this.finishedAt >= window.startedAt) window.latencies.push(at - this.finishedAt);
-    }
+    this.lastOutcome = this.priorOutcome = null; // kq assigns to an idle agent only once it recorded its outcomes
+    this.start(task, at);
+  }
+
+  private start(task: Task, at: number): void {
+    if (window && this.finishedAt > 0 && this.finishedAt >= window.startedAt) window.latencies.push(at - this.finishedAt);
     this.current = { taskId: task.taskId, attempt: task.attempt };
     const started = now();
     this.send({ type: 'started', taskId: task.taskId, attempt: task.attempt, pid: this.pid });
     const finish = () => {
       this.renderTimer = null;
       if (stopping || this.current?.taskId !== task.taskId) return;
-      this.current = null;
-      this.lastOutcome = { taskId: task.taskId, attempt: task.attempt, exitCode: 0, signal: null, durationMs: Math.round(now() - started), reason: null, stderrTail: [] };
-      this.finishedAt = now();
-      if (window) window.finishes++;
-      this.send({ type: 'finished', ...this.lastOutcome });
+      this.end({ taskId: task.taskId, attempt: task.attempt, exitCode: 0, signal: null, durationMs: Math.round(now() - started), reason: null, stderrTail: [] });
     };
     // 0 ms: the next turn of the event loop (a render that exits at once still costs a turn).
     if (renderMs > 0) this.renderTimer = setTimeout(finish, renderMs);
     else setImmediate(finish);
   }
 
+  /** The current render ended: report it, then start the held one (its `started` after this `finished`). */
+  private end(outcome: Outcome): void {
+    this.current = null;
+    this.priorOutcome = this.lastOutcome;
+    this.lastOutcome = outcome;
+    this.finishedAt = now();
+    if (window) window.finishes++;
+    this.send({ type: 'finished', ...outcome });
+    const next = this.queued;
+    this.queued = null;
+    if (next && !stopping) this.start(next, now());
+  }
+
   /** kq asked (stop-task, reregister, superseded, kq-stopping). */
   onBroadcast(msg: { type?: string; taskId?: number; attempt?: number }): void {
     const task = this.current;
-    if (msg.type === 'stop-task' && task && task.taskId === msg.taskId && task.attempt === msg.attempt) {
+    if (msg.type === 'stop-task' && this.queued && this.queued.taskId === msg.taskId && this.queued.attempt === msg.attempt) {
+      this.queued = null; // withdrawn before it started
+    } else if (msg.type === 'stop-task' && task && task.taskId === msg.taskId && task.attempt === msg.attempt) {
       // A killed render reports its end, as a real agent does.
       if (this.renderTimer) clearTimeout(this.renderTimer);
       this.renderTimer = null;
-      this.current = null;
-      this.lastOutcome = { ...task, exitCode: null, signal: 'SIGTERM', durationMs: 0, reason: 'stopped: job stopped', stderrTail: [] };
-      this.send({ type: 'finished', ...this.lastOutcome });
+      this.end({ ...task, exitCode: null, signal: 'SIGTERM', durationMs: 0, reason: 'stopped: job stopped', stderrTail: [] });
     } else if (msg.type && msg.type !== 'stop-task' && !stopping) {
       noteUnexpected(`${this.id} got broadcast ${msg.type}`);
     }
   }
 
   heartbeat(): void {
-    this.send({ type: 'heartbeat', running: this.current, lastOutcome: this.lastOutcome });
+    this.send({ type: 'heartbeat', running: this.current, queued: this.queued, lastOutcome: this.lastOutcome, priorOutcome: this.priorOutcome });
   }
 
   /** One update on this agent's PUSH, in order (zeromq.js allows one pending send per socket). */

@@ -5,7 +5,7 @@
  * Phases: 500 agents register and idle (kq's CPU on their heartbeats, queue empty) → the queue is paused
  * and the job submitted (submit time, time until every task row is inserted) → idle again with the
  * backlog (heartbeat CPU, `kqctl list`) → resumed: for each simulated render time, a warm-up and a
- * measured window (assignments per second, finished → next assign latency per agent, kq's CPU per task)
+ * measured window (assignments per second, per agent a render's end → the next one's start, kq's CPU per task)
  * → `kqctl list` while the farm dispatches → daemon RSS.
  *
  * Little's law decides which phase measures what: 500 agents that never wait on a render ask for work
@@ -172,8 +172,8 @@ export async function scenarioS(ctx: Context, o: FarmOptions = {}): Promise<Scen
       metrics[`${k}KqCpuWaitPct`] = round((kqWait / r.ms) * 100, 0);
       metrics[`${k}Load`] = loadavg1();
       metrics[`${k}Busy`] = r.busy;
-      if (r.refused > 0) notes.push(`${r.refused} assignments refused (agent busy) during the ${renderMs} ms window`);
-      rows.push(row(`assign latency, ${renderMs} ms renders (finished → next assign)`, 'kq', r.latencies.length ? [median(r.latencies)] : [],
+      if (r.refused > 0) notes.push(`${r.refused} held assignments replaced (kq withdrew them) during the ${renderMs} ms window`);
+      rows.push(row(`assign latency, ${renderMs} ms renders (render end → next start)`, 'kq', r.latencies.length ? [median(r.latencies)] : [],
         { note: `p99 ${round(p99, 2)} ms, ${round(tps, 0)} tasks/s` }));
       ctx.log(`  ${renderMs} ms renders: ${tps.toFixed(0)} tasks/s, assign latency p50 ${p50.toFixed(2)} ms, p99 ${p99.toFixed(2)} ms, kq ${(cpu / Math.max(1, r.assigns)).toFixed(3)} ms CPU per task (${((cpu / r.ms) * 100).toFixed(0)}% of a core), simulator ${((simCpu / r.ms) * 100).toFixed(0)}% of a core; kq waited for a CPU ${((kqWait / r.ms) * 100).toFixed(0)}% of the time (load ${loadavg1()})`);
     }
