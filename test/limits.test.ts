@@ -97,14 +97,10 @@ describe('message limits', () => {
     const zmq = await import('zeromq');
     const frame = Buffer.from(JSON.stringify({ v: PROTOCOL_VERSION, type: 'log', agentId: 'x', session: 'f'.repeat(32), taskId: 1, attempt: 1, lines: ['z'.repeat(900 * 1024)] }));
     let flooding = true;
-    const pushes = [0, 1, 2, 3].map(async () => {
-      const push = new zmq.Push({ linger: 0, sendHighWaterMark: 10_000 });
+    const sockets = [0, 1, 2, 3].map(() => new zmq.Push({ linger: 0 }));
+    const pushes = sockets.map(async (push) => {
       push.connect(`tcp://127.0.0.1:${kq.info.updatePort}`);
-      try {
-        while (flooding) await push.send(frame);
-      } finally {
-        push.close();
-      }
+      while (flooding) await push.send(frame);
     });
     try {
       await sleep(1500);
@@ -116,7 +112,9 @@ describe('message limits', () => {
         expect(r.exitCode).toBe(0);
       }
     } finally {
+      // Closed, not waited for: a send blocked on a full pipe would wait for kq for good.
       flooding = false;
+      for (const push of sockets) push.close();
       await Promise.allSettled(pushes);
     }
   });
