@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Kq, cleanupAll, isRunning, tempDir, waitFor } from './helpers/kq.js';
+import { Kq, cleanupAll, isRunning, startAgent, tempDir, waitFor } from './helpers/kq.js';
 
 const kqs: Kq[] = [];
 /** Processes that left their render's group on purpose (setsid): killed at the end. */
@@ -124,5 +124,30 @@ describe.each(paths)('renders started by $name', ({ env, parent }) => {
     const next = await kq.submit('--', 'sh', '-c', 'echo "parent=$(cat /proc/$PPID/comm)"');
     expect((await kq.waitJob(next)).state).toBe('Completed');
     expect(await logText(kq, next)).toContain('parent=kq-spawn-helper');
+  });
+});
+
+describe('the helper itself', () => {
+  it('leaves no zombie behind after many renders, and leaves with its agent (kill -9)', async () => {
+    const kq = await Kq.start({ numAgents: 0, args: ['--heartbeat', '250ms'] });
+    kqs.push(kq);
+    const agent = startAgent(['--host-name', 'helped', ...kq.agentArgs()]);
+    await waitFor('agent', async () => (await kq.agents()).length === 1);
+    await kq.waitJob(await kq.submit('--frames', '1-40', '--', 'true'));
+    const id = await kq.submit('--retries', '0', '--', 'sh', '-c', 'echo "helper=$PPID"; sleep 60');
+    const helper = Number(await waitFor('the render to report its helper', async () => /helper=(\d+)/.exec(await logText(kq, id))?.[1]));
+    const children = fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e)).map((e) => {
+      try {
+        const stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
+        const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        return Number(ppid) === helper ? state : null;
+      } catch {
+        return null;
+      }
+    }).filter((s) => s !== null);
+    expect(children.length).toBe(1); // the running render only: the 40 earlier ones were all reaped
+    expect(children).not.toContain('Z');
+    process.kill(agent.pid!, 'SIGKILL');
+    await waitFor('the helper to leave with its agent', () => !isRunning(helper), 20_000);
   });
 });
