@@ -6,7 +6,8 @@
  * exactly as Node's spawn with `detached: true` and stdio ['ignore', 'pipe', 'pipe'] would, then relays its
  * output, its start and its end over stdout. It never blocks on a render: render pipes are non-blocking,
  * SIGCHLD arrives through a signalfd, children are reaped with WNOHANG. It exits when its stdin closes
- * (the agent is gone), or when it cannot write to the agent.
+ * (the agent is gone: it SIGKILLs the groups of the renders it has not reaped), or when it cannot write
+ * to the agent.
  *
  * Frames, both ways: u8 type, u32 id (little endian), u32 payload length, payload.
  *   agent -> helper  'R' run:   u32 argc, u32 envc, u8 hasCwd, then NUL-terminated strings: [cwd], argv..., env...
@@ -323,8 +324,11 @@ int main(void) {
       }
       ssize_t n = read(0, in + inlen, READ_CHUNK);
       if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
+        /* The agent is gone. Its guard kills the groups it was told of; a render whose start the agent may
+         * not have heard yet is ended here. Only unreaped leaders: their group number cannot be reused. */
+        for (size_t i = 0; i < nrenders; i++) if (renders[i].pid) kill(-renders[i].pid, SIGKILL);
         flush_out();
-        return 0; /* the agent is gone */
+        return 0;
       }
       if (n > 0) inlen += (size_t)n;
       size_t off = 0;
