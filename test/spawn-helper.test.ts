@@ -150,4 +150,23 @@ describe('the helper itself', () => {
     process.kill(agent.pid!, 'SIGKILL');
     await waitFor('the helper to leave with its agent', () => !isRunning(helper), 20_000);
   });
+
+  it('a render outlives no helper: killed with it even while its agent cannot act (the agent may not know its pid yet)', async () => {
+    const kq = await Kq.start({ numAgents: 0, args: ['--heartbeat', '250ms'] });
+    kqs.push(kq);
+    const agent = startAgent(['--host-name', 'frozen', ...kq.agentArgs()]);
+    await waitFor('agent', async () => (await kq.agents()).length === 1);
+    const pidFile = path.join(tempDir(), 'render.pid');
+    const id = await kq.submit('--retries', '0', '--', 'sh', '-c', `echo $$ > ${pidFile}; echo "helper=$PPID"; sleep 60`);
+    const helper = Number(await waitFor('the render to report its helper', async () => /helper=(\d+)/.exec(await logText(kq, id))?.[1]));
+    const render = Number(fs.readFileSync(pidFile, 'utf8'));
+    // The agent frozen: neither it nor its guard will end the render; only the helper's death can.
+    process.kill(agent.pid!, 'SIGSTOP');
+    try {
+      process.kill(helper, 'SIGKILL');
+      await waitFor('the render to die with its helper', () => !isRunning(render), 10_000);
+    } finally {
+      process.kill(agent.pid!, 'SIGCONT');
+    }
+  });
 });

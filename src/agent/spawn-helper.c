@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -130,9 +131,12 @@ static void exec_search(const char *file, char **argv, char **envp) {
 }
 
 /* In the child: what Node's spawn (libuv) does before exec. Reports errno on errpipe if anything fails. */
-static void child(int errpipe, int outw, int errw, const char *cwd, char **argv, char **envp) {
+static void child(int errpipe, int outw, int errw, pid_t helper, const char *cwd, char **argv, char **envp) {
   int err;
   setsid(); /* its own session and process group, as with detached: true */
+  /* If the helper dies before the agent has heard this render's pid, nobody could end it: it dies too.
+   * (Checked after: the helper may have died before the request took effect.) */
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != helper) { err = errno; goto report; }
   if (dup2(devnull, 0) < 0 || dup2(outw, 1) < 0 || dup2(errw, 2) < 0) goto fail;
   if (cwd && chdir(cwd) < 0) goto fail;
   struct sigaction dfl;
@@ -146,6 +150,7 @@ static void child(int errpipe, int outw, int errw, const char *cwd, char **argv,
   exec_search(argv[0], argv, envp);
 fail:
   err = errno;
+report:
   while (write(errpipe, &err, sizeof err) < 0 && errno == EINTR) {}
   _exit(127);
 }
@@ -176,8 +181,9 @@ static void run(uint32_t id, const unsigned char *p, uint32_t len) {
   if (pipe2(errp, O_CLOEXEC) < 0) { frame_ints('F', id, errno, 0, 1); goto done; }
   if (pipe2(o, O_CLOEXEC) < 0) { frame_ints('F', id, errno, 0, 1); close(errp[0]); close(errp[1]); goto done; }
   if (pipe2(e, O_CLOEXEC) < 0) { frame_ints('F', id, errno, 0, 1); close(errp[0]); close(errp[1]); close(o[0]); close(o[1]); goto done; }
+  pid_t self = getpid();
   pid_t pid = fork();
-  if (pid == 0) child(errp[1], o[1], e[1], cwd, argv, envp);
+  if (pid == 0) child(errp[1], o[1], e[1], self, cwd, argv, envp);
   int forkerr = errno;
   close(errp[1]); close(o[1]); close(e[1]);
   if (pid < 0) {
