@@ -7,8 +7,9 @@
  * `heartbeatMs` (reporting the task it runs, the one it holds and its last outcomes, as a real agent does),
  * answers an assignment with `started`, "renders" for `renderMs` (a timer, no process), reports `finished`,
  * and says `bye` at the end. Like a real agent (prefetch is its default) it registers with `prefetch: true`:
- * an assignment that comes while it renders is held and started the moment that render ends. One SUB socket, subscribed to every simulated agent's topic, serves them all (kq's
- * broadcasts to agents are per-agent topics; one subscriber hears them all the same).
+ * an assignment that comes while it renders is held and started the moment that render ends. One SUB
+ * socket, subscribed to every simulated agent's topic, serves them all (kq's broadcasts to agents are
+ * per-agent topics; one subscriber hears them all the same).
  *
  * Run as a child of bench/scenarios/s-farm.ts, which steers it over IPC:
  *   → { cmd: 'start', agents, ports, host }     ← { ev: 'registered', agents, ms }
@@ -34,7 +35,8 @@ class Window {
   assigns = 0;
   finishes = 0;
   readonly latencies: number[] = [];
-  refused = 0;
+  /** Held assignments replaced by a newer one (kq had withdrawn them). */
+  replaced = 0;
 }
 
 let window: Window | null = null;
@@ -143,7 +145,7 @@ class SimAgent {
     if (window) window.assigns++;
     if (this.current) {
       // Held, as agent.ts holds it (a second one replaces the first: kq withdrew that one).
-      if (this.queued && window) window.refused++;
+      if (this.queued && window) window.replaced++;
       this.queued = { taskId: task.taskId, attempt: task.attempt };
       return;
     }
@@ -260,7 +262,7 @@ function report(): object {
   window = null;
   const ms = now() - w.startedAt;
   return {
-    ev: 'report', ms, assigns: w.assigns, finishes: w.finishes, refused: w.refused, latencies: w.latencies,
+    ev: 'report', ms, assigns: w.assigns, finishes: w.finishes, replaced: w.replaced, latencies: w.latencies,
     busy: agents.filter((a) => a.current !== null).length, unexpected, unexpectedSamples,
   };
 }

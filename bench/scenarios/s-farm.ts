@@ -32,7 +32,7 @@ export interface FarmOptions {
   renderMs?: number[];
 }
 
-interface SimReport { ms: number; assigns: number; finishes: number; refused: number; latencies: number[]; busy: number; unexpected: number; unexpectedSamples: string[] }
+interface SimReport { ms: number; assigns: number; finishes: number; replaced: number; latencies: number[]; busy: number; unexpected: number; unexpectedSamples: string[] }
 
 /** The simulator child and a way to wait for its next event of a kind. */
 class Sim {
@@ -172,7 +172,7 @@ export async function scenarioS(ctx: Context, o: FarmOptions = {}): Promise<Scen
       metrics[`${k}KqCpuWaitPct`] = round((kqWait / r.ms) * 100, 0);
       metrics[`${k}Load`] = loadavg1();
       metrics[`${k}Busy`] = r.busy;
-      if (r.refused > 0) notes.push(`${r.refused} held assignments replaced (kq withdrew them) during the ${renderMs} ms window`);
+      if (r.replaced > 0) notes.push(`${r.replaced} held assignments replaced (kq withdrew them) during the ${renderMs} ms window`);
       rows.push(row(`assign latency, ${renderMs} ms renders (render end → next start)`, 'kq', r.latencies.length ? [median(r.latencies)] : [],
         { note: `p99 ${round(p99, 2)} ms, ${round(tps, 0)} tasks/s` }));
       ctx.log(`  ${renderMs} ms renders: ${tps.toFixed(0)} tasks/s, assign latency p50 ${p50.toFixed(2)} ms, p99 ${p99.toFixed(2)} ms, kq ${(cpu / Math.max(1, r.assigns)).toFixed(3)} ms CPU per task (${((cpu / r.ms) * 100).toFixed(0)}% of a core), simulator ${((simCpu / r.ms) * 100).toFixed(0)}% of a core; kq waited for a CPU ${((kqWait / r.ms) * 100).toFixed(0)}% of the time (load ${loadavg1()})`);

@@ -278,8 +278,7 @@ export class Agent {
         if (this.queued && this.queued.taskId === msg.taskId && this.queued.attempt === msg.attempt) {
           this.log.info({ task: msg.taskId, reason: msg.reason }, 'prefetched task withdrawn');
           this.queued = null;
-        }
-        else if (this.current && this.current.task.taskId === msg.taskId && this.current.task.attempt === msg.attempt) this.current.stop(`stopped: ${msg.reason}`);
+        } else if (this.current && this.current.task.taskId === msg.taskId && this.current.task.attempt === msg.attempt) this.current.stop(`stopped: ${msg.reason}`);
         else {
           this.rememberWithdrawn(attemptKey(msg));
           this.log.info({ task: msg.taskId, attempt: msg.attempt, reason: msg.reason }, 'withdrawn before its assignment arrived: it will not start');

@@ -7,6 +7,9 @@ export class DeafTime {
   /** Spans [start, end] in ms, oldest first, not overlapping (at most the last 1000). */
   private readonly spans: Array<{ start: number; end: number }> = [];
 
+  /** Spans still going on (kq renewing its sockets): each ends when `begin`'s returned function is called. */
+  private readonly ongoing = new Set<{ start: number }>();
+
   /** A span still going on (kq renewing its sockets): deaf from `start` until the function returned is called. */
   begin(start = Date.now()): () => void {
     const span = { start };
@@ -16,8 +19,6 @@ export class DeafTime {
       this.add(span.start, Date.now());
     };
   }
-
-  private readonly ongoing = new Set<{ start: number }>();
 
   /** Deaf right now: no silence can be judged until kq listens again. */
   get deafNow(): boolean {
