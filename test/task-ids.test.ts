@@ -10,6 +10,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { PROTOCOL_VERSION } from '../src/protocol/version.js';
+import { Topics } from '../src/protocol/constants.js';
 import { Kq, sleep, waitFor, kqStarter } from './helpers/kq.js';
 import { Store } from '../src/kq/store.js';
 import { prepareJob } from '../src/kq/submit.js';
@@ -181,5 +182,48 @@ describe('task ids are never reused', () => {
     expect(t.sql).toMatch(/AUTOINCREMENT/);
     expect(t.rows).toBe(rows);
     expect(fs.existsSync(dbFile)).toBe(true);
+  });
+});
+
+describe('kq withdraws only attempts it handed out', () => {
+  it('a heartbeat or started naming a later attempt, or a task that never was, gets no stop-task: the agent would drop that attempt when it comes', async () => {
+    // A peer holding an agent's session (or a confused agent) reports attempts kq never assigned. Were
+    // kq to echo a stop-task for them, the real agent would remember them as withdrawn and drop the real
+    // assignment when it came.
+    const kq = await start({ numAgents: 0 });
+    const agent = await scriptedAgent(kq, 'scripted');
+    const zmq = await import('zeromq');
+    const sub = new zmq.Subscriber({ linger: 0 });
+    sub.subscribe(Topics.agent('scripted'));
+    sub.connect(`tcp://127.0.0.1:${kq.info.broadcastPort}`);
+    const stops: Array<{ taskId: number; attempt: number }> = [];
+    void (async () => { for await (const [, frame] of sub) { const m = JSON.parse(frame!.toString()); if (m.type === 'stop-task') stops.push(m); } })().catch(() => undefined);
+    try {
+      await sleep(500); // the slow joiner
+      await agent.heartbeat(null);
+      const job = await kq.submit('--retries', '1', '--', 'sh', '-c', 'exit 1');
+      const a1 = await agent.nextAssign();
+      const t = a1.task.taskId as number;
+      expect(a1.task.attempt).toBe(1);
+      await agent.update({ type: 'started', taskId: t, attempt: 1, pid: 99999 });
+      // Attempt 2 of this task and a task id beyond every one kq has made, reported as queued, running and started.
+      const never = [{ taskId: t, attempt: 2 }, { taskId: t + 1000, attempt: 1 }];
+      for (const n of never) {
+        await agent.update({ type: 'heartbeat', running: { taskId: t, attempt: 1 }, queued: n, lastOutcome: null });
+        await agent.update({ type: 'started', ...n, pid: 99998 });
+      }
+      await agent.heartbeat(never[0]!);
+      // A control: an attempt kq did hand out and no longer counts as this agent's is withdrawn.
+      await agent.update({ type: 'finished', taskId: t, attempt: 1, exitCode: 1, signal: null, durationMs: 5, reason: null, stderrTail: [] });
+      const a2 = await agent.nextAssign();
+      expect([a2.task.taskId, a2.task.attempt]).toEqual([t, 2]);
+      await agent.update({ type: 'heartbeat', running: { taskId: t, attempt: 2 }, queued: { taskId: t, attempt: 1 }, lastOutcome: null });
+      await waitFor('the stop-task for attempt 1', () => stops.some((s) => s.taskId === t && s.attempt === 1), 20_000);
+      expect(stops.filter((s) => s.attempt !== 1 || s.taskId !== t)).toEqual([]);
+      expect((await kq.json('show', String(job))).taskList[0].state).toBe('running');
+    } finally {
+      sub.close();
+      agent.close();
+    }
   });
 });

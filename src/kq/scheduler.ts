@@ -151,9 +151,13 @@ export class Scheduler {
     this.afterChange([jobId]);
   }
 
-  /** Kill the renders of these task attempts (the agents get `stop-task` on their topic). */
+  /**
+   * Kill the renders of these task attempts (the agents get `stop-task` on their topic). An attempt kq
+   * never handed out is not withdrawn: the agent would remember it and drop the real one when it came.
+   */
   stopRenders(refs: TaskRef[], reason: string): void {
     for (const r of refs) {
+      if (!this.d.store.wasHandedOut(r)) continue;
       this.d.publisher.publish(Topics.agent(r.agentId), { v: PROTOCOL_VERSION, type: 'stop-task', taskId: r.taskId, attempt: r.attempt, reason });
     }
   }

@@ -692,6 +692,17 @@ export class Store {
     return this.currentTask(ref) !== null;
   }
 
+  /**
+   * Did kq ever hand out this attempt? (Attempt numbers only grow, task ids are never reused: an attempt
+   * above the task's count, or a task id above every one made, was never assigned to anyone.)
+   */
+  wasHandedOut(ref: TaskRef): boolean {
+    const row = this.stmt.task.get(ref.taskId) as TaskRow | undefined;
+    if (row) return ref.attempt >= 1 && ref.attempt <= row.attempts;
+    const made = this.cached(`SELECT seq FROM sqlite_sequence WHERE name = 'tasks'`).get() as { seq: number } | undefined;
+    return ref.taskId <= (made?.seq ?? 0);
+  }
+
   /** Process ids of the renders this agent runs (each leads its own process group). */
   renderPidsOf(agentId: string): number[] {
     return (this.stmt.runningByAgent.all(agentId) as TaskRow[]).map((t) => t.pid).filter((p): p is number => p !== null && p > 0);
