@@ -39,10 +39,15 @@ function writeCache(key, script) {
   const tmp = `${cacheFile}.${process.pid}.tmp`;
   try {
     const payload = script.createCachedData();
-    fs.writeFileSync(tmp, Buffer.concat([Buffer.from(`${key} ${payload.length}\n`, 'latin1'), payload]), { mode: 0o644 });
+    // 'wx': a file already there (planted, or left by a crashed kqctl of the same pid) is never written through.
+    fs.writeFileSync(tmp, Buffer.concat([Buffer.from(`${key} ${payload.length}\n`, 'latin1'), payload]), { mode: 0o644, flag: 'wx' });
+  } catch {
+    return;
+  }
+  try {
     fs.renameSync(tmp, cacheFile);
   } catch {
-    try { fs.unlinkSync(tmp); } catch { /* never written */ }
+    try { fs.unlinkSync(tmp); } catch { /* gone */ }
   }
 }
 

@@ -100,4 +100,17 @@ describe('kqctl code cache', () => {
     }
     expect(fs.readdirSync(path.dirname(cache)).sort()).toEqual(['kqctl.cjs', 'kqctl.cjs.cache']);
   }, 60_000);
+
+  it('never writes through a file planted where its temp file goes (a symlink to another file stays untouched)', async () => {
+    const { bin, cache } = install();
+    const victim = path.join(tempDir(), 'victim');
+    fs.writeFileSync(victim, 'precious\n');
+    // The planting runs first in kqctl's own process (its pid names the temp file), as another process would.
+    const plant = path.join(tempDir(), 'plant.cjs');
+    fs.writeFileSync(plant, `require('node:fs').symlinkSync(${JSON.stringify(victim)}, ${JSON.stringify(cache)} + '.' + process.pid + '.tmp');\n`);
+    const r = await execa(process.execPath, ['--require', plant, bin, 'submit', '--help'], { reject: false, timeout: 60_000 });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout).toBe(expected);
+    expect(fs.readFileSync(victim, 'utf8')).toBe('precious\n');
+  }, 60_000);
 });
