@@ -152,8 +152,10 @@ export class KqUnderTest {
     return times;
   }
 
+  /** The local agents' pids, and their kq-spawn-helpers' (which fork the renders: agent-side CPU too). */
   async agentPids(): Promise<number[]> {
-    return (await this.agents()).filter((a) => a.local && (a.state === 'idle' || a.state === 'busy')).map((a) => a.pid);
+    const agents = (await this.agents()).filter((a) => a.local && (a.state === 'idle' || a.state === 'busy')).map((a) => a.pid);
+    return [...agents, ...childrenNamed(agents, 'kq-spawn-helper')];
   }
 
   submit(job: JobSubmit): Promise<JobSummary> {
@@ -254,4 +256,19 @@ export async function until(what: string, fn: () => boolean | Promise<boolean>, 
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
+}
+
+/** Processes whose parent is one of `parents` and whose name (comm) is `comm`. */
+function childrenNamed(parents: number[], comm: string): number[] {
+  const out: number[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (name === comm && parents.includes(ppid)) out.push(Number(entry));
+    } catch { /* gone */ }
+  }
+  return out;
 }

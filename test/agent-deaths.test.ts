@@ -8,12 +8,14 @@ import { describe, expect, it } from 'vitest';
 import { kqStarter, waitFor } from './helpers/kq.js';
 
 const start = kqStarter(['--heartbeat', '250ms', '--agent-timeout', '5s', '--kill-grace', '1s']);
+/** The render's agent: its parent, or its parent's parent when the agent's fork helper (kq-spawn-helper) started it. */
+const AGENT = `$(p=$PPID; [ "$(cat /proc/$p/comm)" = kq-spawn-helper ] && p=$(cut -d' ' -f4 /proc/$p/stat); echo $p)`;
 const interruptions = (log: string) => (log.match(/^\[kq\] task 1 attempt \d+ interrupted/gm) ?? []).length;
 
 describe('renders that kill their agent', () => {
   it('a render that kill -9s its agent fails after 3 such deaths, with the reason, whatever --retries 0 says', async () => {
     const kq = await start({ numAgents: 1 });
-    const id = await kq.submit('--retries', '0', '--', 'sh', '-c', 'sleep 0.3; kill -9 $PPID; sleep 30');
+    const id = await kq.submit('--retries', '0', '--', 'sh', '-c', `sleep 0.3; kill -9 ${AGENT}; sleep 30`);
     const job = await kq.waitJob(id, 90_000);
     expect(job.state).toBe('Failed');
     const task = job.taskList[0];
@@ -32,7 +34,7 @@ describe('renders that kill their agent', () => {
 
   it('an agent stopped politely (SIGTERM: it hands its task back) is not counted', async () => {
     const kq = await start({ numAgents: 1 });
-    const id = await kq.submit('--retries', '0', '--', 'sh', '-c', 'kill -TERM $PPID; sleep 30');
+    const id = await kq.submit('--retries', '0', '--', 'sh', '-c', `kill -TERM ${AGENT}; sleep 30`);
     await waitFor('the task handed back 4 times', async () => interruptions((await kq.ctl('log', String(id))).stdout) >= 4, 90_000, 200);
     const job = await kq.json('show', String(id));
     expect(job.state).not.toBe('Failed');

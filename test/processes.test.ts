@@ -121,6 +121,26 @@ function childrenOf(pid: number): number[] {
   return children;
 }
 
+/** A process's name (comm), or null once it is gone. */
+function commOf(pid: number): string | null {
+  try {
+    return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return null;
+  }
+}
+
+/** An agent's children other than its fork helper (kq-spawn-helper), which starts its renders. */
+function childrenBesidesHelper(agentPid: number): number[] {
+  return childrenOf(agentPid).filter((p) => commOf(p) !== 'kq-spawn-helper');
+}
+
+/** What an agent started: its children, and the renders its fork helper (kq-spawn-helper) started. */
+function startedBy(agentPid: number): number[] {
+  const children = childrenOf(agentPid);
+  return [...children, ...children.filter((p) => commOf(p) === 'kq-spawn-helper').flatMap(childrenOf)];
+}
+
 describe('the render guard', () => {
   it('killed itself, is replaced, and the new one still takes the renders down with a killed agent', async () => {
     const kq = await start({ numAgents: 0 });
@@ -129,10 +149,10 @@ describe('the render guard', () => {
     const dir = tempDir();
     await kq.submit(...stubbornRender(dir, true));
     const [leader, child] = await pidsWrittenTo(path.join(dir, 'pids'), 2);
-    const [guard] = childrenOf(agent.pid!).filter((p) => p !== leader);
+    const [guard] = childrenBesidesHelper(agent.pid!).filter((p) => p !== leader);
     expect(guard).toBeDefined();
     process.kill(guard!, 'SIGKILL');
-    await waitFor('a new guard', () => childrenOf(agent.pid!).some((p) => p !== leader && p !== guard), 30_000);
+    await waitFor('a new guard', () => childrenBesidesHelper(agent.pid!).some((p) => p !== leader && p !== guard), 30_000);
     process.kill(agent.pid!, 'SIGKILL');
     await waitFor('the render group gone', () => groupMembers(leader!).length === 0, 30_000);
     expect(isRunning(child!)).toBe(false);
@@ -169,7 +189,7 @@ describe('an agent stopped politely hands its task back', () => {
     const id = await kq.submit('--retries', '0', '--cwd', dir, '--', 'sh', '-c',
       'if [ "$KQ_AGENT_HOST" = first ]; then echo $$ >> pids; sleep 60; fi; echo rendered');
     const [render] = await pidsWrittenTo(path.join(dir, 'pids'), 1);
-    const children = childrenOf(a.pid!); // the render's leader and the agent's render guard
+    const children = startedBy(a.pid!); // the render's leader, the agent's render guard (and fork helper)
     expect(children).toContain(render);
     expect(children.length).toBeGreaterThanOrEqual(2);
     process.kill(a.pid!, 'SIGTERM');

@@ -16,6 +16,7 @@ import { SendQueue } from '../common/send-queue.js';
 import { curveSocketOptions, type CurveClient } from '../common/curve-client.js';
 import { TaskRun } from './runner.js';
 import { RenderGuard } from './render-guard.js';
+import { Spawner } from './spawner.js';
 import { LogBatch } from './log-batch.js';
 
 export interface AgentOptions {
@@ -77,6 +78,8 @@ export class Agent {
   private readonly withdrawnUnseen = new Set<string>();
   /** Kills this agent's render groups if the agent dies without ending them itself. */
   private readonly guard: RenderGuard;
+  /** Forks renders (through kq-spawn-helper when built, else Node's spawn). */
+  private readonly spawner: Spawner;
   private pendingReplies = new Map<string, (reply: RegisterAnswer) => void>();
   private registering: Promise<void> | null = null;
   private stopped: Promise<void> | null = null;
@@ -110,6 +113,7 @@ export class Agent {
     this.dealerQueue = new SendQueue(this.dealer);
     this.pushQueue = new SendQueue(this.push);
     this.guard = new RenderGuard(this.log.child({ component: 'guard' }));
+    this.spawner = new Spawner(this.log.child({ component: 'spawner' }));
   }
 
   async start(): Promise<void> {
@@ -145,6 +149,7 @@ export class Agent {
     if (this.endCause === 'stopped') await this.send({ type: 'bye' }).catch(() => undefined);
     for (const s of [this.dealer, this.sub, this.push]) if (!s.closed) s.close();
     this.guard.close();
+    this.spawner.close();
     this.state = 'stopped';
     this.onEnd?.();
   }
@@ -361,6 +366,7 @@ export class Agent {
       },
       minimalEnv: this.o.minimalEnv,
       killGraceMs: this.o.killGraceMs,
+      spawn: (spec, output) => this.spawner.spawn(spec, output),
       onGroup: (pgid, alive) => (alive ? this.guard.watch(pgid) : this.guard.forget(pgid)),
       onStarted: (pid) => void this.send({ type: 'started', ...ref, pid }),
       onLines: (lines) => {

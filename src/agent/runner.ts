@@ -3,12 +3,12 @@
  * However a command ends (exit, failure, stop, timeout, agent stopping), its whole process group is ended
  * with it (SIGTERM, the grace period, SIGKILL) before the task is reported: nothing it started lives on.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import type { TaskAssignment } from '../protocol/index.js';
 import { terminateGroup } from '../common/processes.js';
 import { LineSplitter } from './lines.js';
 import { StderrTail } from './stderr-tail.js';
+import { spawnWithNode, type RenderEnd, type RenderOutput, type RenderProcess, type RenderSpec, type RenderStream } from './render-process.js';
 
 export interface RunOptions {
   /** Variables describing the task (KQ_JOB_ID, KQ_FRAMES, …), set for every render. */
@@ -19,6 +19,8 @@ export interface RunOptions {
   /** A render process group exists (its leader's pid), and when it is gone: the agent's guard follows both. */
   onGroup(pgid: number, alive: boolean): void;
   onLines(lines: string[]): void;
+  /** Starts each command (the agent's spawn helper); Node's spawn by default. Throws as Node's spawn does. */
+  spawn?(spec: RenderSpec, output: RenderOutput): RenderProcess;
 }
 
 export interface RunResult {
@@ -36,6 +38,8 @@ const MINIMAL_ENV_KEYS = ['PATH', 'HOME', 'USER', 'LOGNAME', 'LANG', 'LC_ALL', '
 const MAX_LINE = 64 * 1024;
 /** How long a line ended by \r waits for a \n (then it is a redraw). */
 const PENDING_CR_MS = 30;
+/** After the render's group is gone, how long its pipes may stay open (a process that left the group holds them). */
+const DRAIN_MS = 200;
 
 export class TaskRun {
   private endReason: string | null = null;
@@ -86,58 +90,59 @@ export class TaskRun {
   private async runOne(command: string[], started: number): Promise<Omit<RunResult, 'stderrTail'>> {
     const [file, ...args] = this.task.shell ? ['/bin/sh', '-c', command.join(' ')] : command;
     const base = this.o.minimalEnv ? pick(process.env, MINIMAL_ENV_KEYS) : process.env;
-    let child: ChildProcess;
+    const spec: RenderSpec = { file: file!, args, cwd: this.task.cwd ?? undefined, env: { ...base, ...this.o.env, ...this.task.env } };
+    // The render's process group, known once it runs (before any of its output).
+    const running: { group: { pgid: number; ending: Promise<boolean> | null } | null } = { group: null };
+    const onStarted = (pid: number) => {
+      const group = { pgid: pid, ending: null };
+      running.group = this.group = group;
+      this.o.onGroup(group.pgid, true);
+      this.o.onStarted(group.pgid);
+      if (this.endReason !== null) void this.endGroup(group); // stopped while it was being started
+    };
+    let render: RenderProcess;
     try {
-      child = spawn(file!, args, {
-        cwd: this.task.cwd ?? undefined,
-        env: { ...base, ...this.o.env, ...this.task.env },
-        detached: true, // its own process group: however the task ends, the whole render tree is ended
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
+      render = (this.o.spawn ?? spawnWithNode)(spec, this.outputTo(onStarted));
     } catch (err) {
       // A NUL byte, an environment too big for exec, a cwd that is a file: spawn throws. The task fails.
       return { exitCode: null, signal: null, durationMs: Date.now() - started, reason: this.cannotStart(command, err as NodeJS.ErrnoException) };
     }
-    const group = child.pid !== undefined ? { pgid: child.pid, ending: null } : null;
-    if (group) {
-      this.group = group;
-      this.o.onGroup(group.pgid, true);
-      this.o.onStarted(group.pgid);
-      if (this.endReason !== null) void this.endGroup(group); // stopped while it was being started
-    }
-    // One splitter per stream, so stdout and stderr lines never interleave mid-line.
-    for (const stream of [child.stdout!, child.stderr!]) {
-      const lines = new LineSplitter(MAX_LINE);
-      const emit = (complete: string[]) => {
-        if (complete.length === 0) return;
-        if (stream === child.stderr) this.stderr.push(complete);
-        this.o.onLines(complete);
-      };
-      // A chunk ending in \r may be half of \r\n: the splitter waits for the next chunk, or this moment.
-      let pending: NodeJS.Timeout | null = null;
-      stream.on('data', (chunk: Buffer) => {
-        if (pending) clearTimeout(pending);
-        pending = null;
-        emit(lines.push(chunk));
-        if (lines.hasPending) pending = setTimeout(() => { pending = null; emit(lines.flushPending()); }, PENDING_CR_MS);
-      });
-      stream.on('end', () => {
-        if (pending) clearTimeout(pending);
-        emit(lines.end());
-      });
-    }
-    const ended = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; error: NodeJS.ErrnoException | null }>((resolve) => {
-      child.once('error', (error: NodeJS.ErrnoException) => resolve({ code: null, signal: null, error }));
-      child.once('exit', (code, signal) => resolve({ code, signal, error: null }));
-    });
+    const ended: RenderEnd = await render.ended;
     // The leader is gone; whatever it left in its group (background children) goes too, before reporting.
-    if (group) await this.endGroup(group);
-    await outputDrained(child);
+    if (running.group) await this.endGroup(running.group);
+    await render.drained(DRAIN_MS);
     return {
       exitCode: ended.code,
       signal: ended.signal,
       durationMs: Date.now() - started,
-      reason: ended.error ? this.cannotStart(command, ended.error) : null,
+      reason: ended.lost ?? (ended.error ? this.cannotStart(command, ended.error) : null),
+    };
+  }
+
+  /** One line splitter per stream, so stdout and stderr lines never interleave mid-line. */
+  private outputTo(onStarted: (pid: number) => void): RenderOutput {
+    const streams = new Map<RenderStream, { lines: LineSplitter; pending: NodeJS.Timeout | null }>();
+    const emit = (name: RenderStream, complete: string[]) => {
+      if (complete.length === 0) return;
+      if (name === 'stderr') this.stderr.push(complete);
+      this.o.onLines(complete);
+    };
+    for (const name of ['stdout', 'stderr'] as const) streams.set(name, { lines: new LineSplitter(MAX_LINE), pending: null });
+    return {
+      onStarted,
+      onData: (name, chunk) => {
+        const s = streams.get(name)!;
+        if (s.pending) clearTimeout(s.pending);
+        s.pending = null;
+        emit(name, s.lines.push(chunk));
+        // A chunk ending in \r may be half of \r\n: the splitter waits for the next chunk, or this moment.
+        if (s.lines.hasPending) s.pending = setTimeout(() => { s.pending = null; emit(name, s.lines.flushPending()); }, PENDING_CR_MS);
+      },
+      onEnd: (name) => {
+        const s = streams.get(name)!;
+        if (s.pending) clearTimeout(s.pending);
+        emit(name, s.lines.end());
+      },
     };
   }
 
@@ -158,30 +163,6 @@ function isDirectory(p: string): boolean {
   } catch {
     return false;
   }
-}
-
-/**
- * After the render's group is gone, read what is left in its pipes; a process that left the group
- * (setsid) may hold them open forever, so stop waiting after a moment.
- */
-function outputDrained(child: ChildProcess, graceMs = 200): Promise<void> {
-  const streams = [child.stdout!, child.stderr!].filter((s) => !s.readableEnded && !s.destroyed);
-  if (streams.length === 0) return Promise.resolve();
-  return new Promise((resolve) => {
-    let open = streams.length;
-    const timer = setTimeout(() => {
-      for (const s of streams) s.destroy();
-      resolve();
-    }, graceMs);
-    for (const s of streams) {
-      s.once('close', () => {
-        if (--open === 0) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-    }
-  });
 }
 
 function pick(env: NodeJS.ProcessEnv, keys: string[]): NodeJS.ProcessEnv {

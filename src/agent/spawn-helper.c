@@ -1,0 +1,357 @@
+/*
+ * kq-spawn-helper: a small long-lived process that forks and execs renders for one kq-agent.
+ *
+ * Node pays 1.5-3 ms of CPU per child_process.spawn (it forks a large process); this fork is cheap. The
+ * agent computes everything (argv, environment, cwd) and asks over stdin; the helper starts the render
+ * exactly as Node's spawn with `detached: true` and stdio ['ignore', 'pipe', 'pipe'] would, then relays its
+ * output, its start and its end over stdout. It never blocks on a render: render pipes are non-blocking,
+ * SIGCHLD arrives through a signalfd, children are reaped with WNOHANG. It exits when its stdin closes
+ * (the agent is gone: it SIGKILLs the groups of the renders it has not reaped), or when it cannot write
+ * to the agent.
+ *
+ * Frames, both ways: u8 type, u32 id (little endian), u32 payload length, payload.
+ *   agent -> helper  'R' run:   u32 argc, u32 envc, u8 hasCwd, then NUL-terminated strings: [cwd], argv..., env...
+ *                    'C' close: stop relaying this render's output (its pipes are closed; later output is dropped)
+ *   helper -> agent  'S' started: i32 pid          'F' failed to start: i32 errno
+ *                    'O' / 'E' stdout / stderr bytes   'o' / 'e' end of stdout / stderr
+ *                    'X' exited: i32 exit code (-1 if signalled), i32 signal number (0 if exited)
+ * Ids are the agent's and never reused, so output of a render whose pipes were closed is never another's.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define MAX_FRAME (512u * 1024u * 1024u)
+#define READ_CHUNK 65536
+
+struct render {
+  uint32_t id;
+  pid_t pid;    /* 0 once reaped */
+  int fd[2];    /* stdout, stderr read ends; -1 once at end of file or closed */
+};
+
+static struct render *renders;
+static size_t nrenders, caprenders;
+static int devnull = -1;
+
+static unsigned char *out;
+static size_t outlen, outcap;
+
+static void die(const char *what) {
+  fprintf(stderr, "kq-spawn-helper: %s: %s\n", what, strerror(errno));
+  exit(1);
+}
+
+static void *grow(void *p, size_t n) {
+  void *q = realloc(p, n);
+  if (!q) die("out of memory");
+  return q;
+}
+
+static void put_u32(unsigned char *p, uint32_t v) {
+  p[0] = v & 0xff; p[1] = (v >> 8) & 0xff; p[2] = (v >> 16) & 0xff; p[3] = (v >> 24) & 0xff;
+}
+
+static uint32_t get_u32(const unsigned char *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Reserve room for one frame in the output buffer; returns where its payload goes. */
+static unsigned char *frame(char type, uint32_t id, uint32_t len) {
+  if (outlen + 9 + len > outcap) {
+    outcap = (outlen + 9 + len) * 2;
+    out = grow(out, outcap);
+  }
+  unsigned char *p = out + outlen;
+  p[0] = (unsigned char)type;
+  put_u32(p + 1, id);
+  put_u32(p + 5, len);
+  outlen += 9 + len;
+  return p + 9;
+}
+
+static void frame_ints(char type, uint32_t id, int a, int b, int n) {
+  unsigned char *p = frame(type, id, 4u * (uint32_t)n);
+  put_u32(p, (uint32_t)a);
+  if (n > 1) put_u32(p + 4, (uint32_t)b);
+}
+
+/* One write per turn of the loop; blocking: the agent always reads. An agent gone ends the helper. */
+static void flush_out(void) {
+  size_t done = 0;
+  while (done < outlen) {
+    ssize_t n = write(1, out + done, outlen - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) exit(0);
+    done += (size_t)n;
+  }
+  outlen = 0;
+}
+
+/* PATH lookup from the render's own environment, as libuv (Node's spawn) does it. */
+static void exec_search(const char *file, char **argv, char **envp) {
+  if (strchr(file, '/')) {
+    execve(file, argv, envp);
+    return;
+  }
+  const char *path = NULL;
+  for (char **e = envp; *e; e++) if (strncmp(*e, "PATH=", 5) == 0) { path = *e + 5; break; }
+  if (!path) path = "/usr/bin:/bin";
+  size_t flen = strlen(file);
+  int eacces = 0;
+  for (const char *p = path;;) {
+    const char *end = strchr(p, ':');
+    size_t dlen = end ? (size_t)(end - p) : strlen(p);
+    char buf[4096 + 256];
+    if (dlen + flen + 2 <= sizeof buf) {
+      if (dlen == 0) { buf[0] = '.'; dlen = 1; } else memcpy(buf, p, dlen);
+      buf[dlen] = '/';
+      memcpy(buf + dlen + 1, file, flen + 1);
+      execve(buf, argv, envp);
+      if (errno == EACCES) eacces = 1;
+      else if (errno != ENOENT && errno != ENOTDIR) return;
+    }
+    if (!end) break;
+    p = end + 1;
+  }
+  errno = eacces ? EACCES : ENOENT;
+}
+
+/* In the child: what Node's spawn (libuv) does before exec. Reports errno on errpipe if anything fails. */
+static void child(int errpipe, int outw, int errw, pid_t helper, const char *cwd, char **argv, char **envp) {
+  int err;
+  setsid(); /* its own session and process group, as with detached: true */
+  /* If the helper dies before the agent has heard this render's pid, nobody could end it: it dies too.
+   * (Checked after: the helper may have died before the request took effect.) */
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != helper) { err = errno; goto report; }
+  if (dup2(devnull, 0) < 0 || dup2(outw, 1) < 0 || dup2(errw, 2) < 0) goto fail;
+  if (cwd && chdir(cwd) < 0) goto fail;
+  struct sigaction dfl;
+  memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  for (int s = 1; s < _NSIG; s++) sigaction(s, &dfl, NULL);
+  sigset_t none;
+  sigemptyset(&none);
+  if (sigprocmask(SIG_SETMASK, &none, NULL) < 0) goto fail;
+  environ = envp;
+  exec_search(argv[0], argv, envp);
+fail:
+  err = errno;
+report:
+  while (write(errpipe, &err, sizeof err) < 0 && errno == EINTR) {}
+  _exit(127);
+}
+
+static void run(uint32_t id, const unsigned char *p, uint32_t len) {
+  if (len < 9) { fprintf(stderr, "kq-spawn-helper: short run request\n"); exit(2); }
+  uint32_t argc = get_u32(p), envc = get_u32(p + 4);
+  int hascwd = p[8];
+  size_t nstr = (size_t)argc + envc + (hascwd ? 1 : 0);
+  if (argc < 1 || nstr > len) { fprintf(stderr, "kq-spawn-helper: bad run request\n"); exit(2); }
+  char **strs = grow(NULL, (nstr + 2) * sizeof(char *));
+  const char *q = (const char *)p + 9, *end = (const char *)p + len;
+  for (size_t i = 0; i < nstr; i++) {
+    const char *z = memchr(q, 0, (size_t)(end - q));
+    if (!z) { fprintf(stderr, "kq-spawn-helper: unterminated string in run request\n"); exit(2); }
+    strs[i] = (char *)q;
+    q = z + 1;
+  }
+  const char *cwd = hascwd ? strs[0] : NULL;
+  char **argv = strs + (hascwd ? 1 : 0);
+  /* argv and env each need a NULL after them: copy env behind a NULL-terminated argv. */
+  char **envp = grow(NULL, (envc + 1) * sizeof(char *));
+  memcpy(envp, argv + argc, envc * sizeof(char *));
+  envp[envc] = NULL;
+  argv[argc] = NULL;
+
+  int errp[2], o[2], e[2];
+  if (pipe2(errp, O_CLOEXEC) < 0) { frame_ints('F', id, errno, 0, 1); goto done; }
+  if (pipe2(o, O_CLOEXEC) < 0) { frame_ints('F', id, errno, 0, 1); close(errp[0]); close(errp[1]); goto done; }
+  if (pipe2(e, O_CLOEXEC) < 0) { frame_ints('F', id, errno, 0, 1); close(errp[0]); close(errp[1]); close(o[0]); close(o[1]); goto done; }
+  pid_t self = getpid();
+  pid_t pid = fork();
+  if (pid == 0) child(errp[1], o[1], e[1], self, cwd, argv, envp);
+  int forkerr = errno;
+  close(errp[1]); close(o[1]); close(e[1]);
+  if (pid < 0) {
+    close(errp[0]); close(o[0]); close(e[0]);
+    frame_ints('F', id, forkerr, 0, 1);
+    goto done;
+  }
+  /* The error pipe closes at exec (success) or carries errno (failure): libuv's technique. */
+  int childerr = 0;
+  ssize_t n;
+  do n = read(errp[0], &childerr, sizeof childerr); while (n < 0 && errno == EINTR);
+  close(errp[0]);
+  if (n == (ssize_t)sizeof childerr) {
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {} /* no zombie: it is _exiting */
+    close(o[0]); close(e[0]);
+    frame_ints('F', id, childerr, 0, 1);
+    goto done;
+  }
+  fcntl(o[0], F_SETFL, O_NONBLOCK);
+  fcntl(e[0], F_SETFL, O_NONBLOCK);
+  if (nrenders == caprenders) {
+    caprenders = caprenders ? caprenders * 2 : 8;
+    renders = grow(renders, caprenders * sizeof *renders);
+  }
+  renders[nrenders++] = (struct render){ .id = id, .pid = pid, .fd = { o[0], e[0] } };
+  frame_ints('S', id, pid, 0, 1);
+done:
+  free(envp);
+  free(strs);
+}
+
+static struct render *find_id(uint32_t id) {
+  for (size_t i = 0; i < nrenders; i++) if (renders[i].id == id) return &renders[i];
+  return NULL;
+}
+
+static void close_render(uint32_t id) {
+  struct render *r = find_id(id);
+  if (!r) return;
+  for (int s = 0; s < 2; s++) if (r->fd[s] >= 0) { close(r->fd[s]); r->fd[s] = -1; }
+  /* Still unreaped (the agent gave up on it): the SIGCHLD handler reaps it, no frame is sent. */
+  if (r->pid) r->id = 0;
+}
+
+/* Forget renders with nothing left to report (reaped and both streams ended or closed). */
+static void sweep(void) {
+  size_t j = 0;
+  for (size_t i = 0; i < nrenders; i++) {
+    struct render *r = &renders[i];
+    if (r->pid == 0 && r->fd[0] < 0 && r->fd[1] < 0) continue;
+    renders[j++] = *r;
+  }
+  nrenders = j;
+}
+
+static void reap(void) {
+  int status;
+  pid_t pid;
+  while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+    for (size_t i = 0; i < nrenders; i++) {
+      struct render *r = &renders[i];
+      if (r->pid != pid) continue;
+      r->pid = 0;
+      if (r->id == 0) break; /* closed by the agent: nobody listens */
+      if (WIFEXITED(status)) frame_ints('X', r->id, WEXITSTATUS(status), 0, 2);
+      else frame_ints('X', r->id, -1, WIFSIGNALED(status) ? WTERMSIG(status) : 0, 2);
+      break;
+    }
+  }
+}
+
+static void pump(struct render *r, int s) {
+  static unsigned char buf[READ_CHUNK];
+  ssize_t n;
+  do n = read(r->fd[s], buf, sizeof buf); while (n < 0 && errno == EINTR);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+  if (n > 0) {
+    memcpy(frame(s ? 'E' : 'O', r->id, (uint32_t)n), buf, (size_t)n);
+    return;
+  }
+  close(r->fd[s]);
+  r->fd[s] = -1;
+  frame(s ? 'e' : 'o', r->id, 0);
+}
+
+int main(void) {
+  signal(SIGPIPE, SIG_IGN);
+  /* The agent decides when renders end; a terminal's Ctrl-C or a stop reaching its group does not end the helper. */
+  signal(SIGINT, SIG_IGN);
+  signal(SIGTERM, SIG_IGN);
+  signal(SIGHUP, SIG_IGN);
+  signal(SIGQUIT, SIG_IGN);
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  if (sigprocmask(SIG_BLOCK, &chld, NULL) < 0) die("sigprocmask");
+  int sfd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (sfd < 0) die("signalfd");
+  devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (devnull < 0) die("/dev/null");
+  int fl = fcntl(1, F_GETFL);
+  if (fl >= 0) fcntl(1, F_SETFL, fl & ~O_NONBLOCK);
+  fcntl(0, F_SETFD, FD_CLOEXEC);
+  fcntl(1, F_SETFD, FD_CLOEXEC);
+
+  unsigned char *in = NULL;
+  size_t inlen = 0, incap = 0;
+  struct pollfd *pfd = NULL;
+  size_t *owner = NULL; /* pfd index -> render index * 2 + stream */
+  size_t pcap = 0;
+
+  for (;;) {
+    size_t need = 2 + nrenders * 2;
+    if (need > pcap) {
+      pcap = need * 2;
+      pfd = grow(pfd, pcap * sizeof *pfd);
+      owner = grow(owner, pcap * sizeof *owner);
+    }
+    size_t np = 0;
+    pfd[np++] = (struct pollfd){ .fd = 0, .events = POLLIN };
+    pfd[np++] = (struct pollfd){ .fd = sfd, .events = POLLIN };
+    for (size_t i = 0; i < nrenders; i++)
+      for (int s = 0; s < 2; s++)
+        if (renders[i].fd[s] >= 0) {
+          owner[np] = i * 2 + (size_t)s;
+          pfd[np++] = (struct pollfd){ .fd = renders[i].fd[s], .events = POLLIN };
+        }
+    if (poll(pfd, np, -1) < 0) {
+      if (errno == EINTR) continue;
+      die("poll");
+    }
+    /* Output first: what a render wrote before it exited goes out before its exit. */
+    for (size_t k = 2; k < np; k++)
+      if (pfd[k].revents) pump(&renders[owner[k] / 2], (int)(owner[k] % 2));
+    if (pfd[1].revents) {
+      struct signalfd_siginfo si;
+      while (read(sfd, &si, sizeof si) > 0) {}
+      reap();
+    }
+    if (pfd[0].revents) {
+      if (inlen + READ_CHUNK > incap) {
+        incap = (inlen + READ_CHUNK) * 2;
+        in = grow(in, incap);
+      }
+      ssize_t n = read(0, in + inlen, READ_CHUNK);
+      if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
+        /* The agent is gone. Its guard kills the groups it was told of; a render whose start the agent may
+         * not have heard yet is ended here. Only unreaped leaders: their group number cannot be reused. */
+        for (size_t i = 0; i < nrenders; i++) if (renders[i].pid) kill(-renders[i].pid, SIGKILL);
+        flush_out();
+        return 0;
+      }
+      if (n > 0) inlen += (size_t)n;
+      size_t off = 0;
+      while (inlen - off >= 9) {
+        uint32_t id = get_u32(in + off + 1), len = get_u32(in + off + 5);
+        if (len > MAX_FRAME) { fprintf(stderr, "kq-spawn-helper: request too large\n"); return 2; }
+        if (inlen - off < 9 + (size_t)len) break;
+        unsigned char type = in[off];
+        if (type == 'R') run(id, in + off + 9, len);
+        else if (type == 'C') close_render(id);
+        else { fprintf(stderr, "kq-spawn-helper: unknown request %d\n", type); return 2; }
+        off += 9 + (size_t)len;
+      }
+      memmove(in, in + off, inlen - off);
+      inlen -= off;
+    }
+    sweep();
+    flush_out();
+  }
+}

@@ -1,0 +1,243 @@
+/**
+ * Starts renders for one agent through kq-spawn-helper (src/agent/spawn-helper.c, built to dist/): one small
+ * long-lived C process that forks and execs each render exactly as Node's spawn would (argv, env, cwd,
+ * stdin /dev/null, stdout and stderr pipes, its own session, signals reset), relays its output and reports
+ * its start and end. Node's own spawn costs the agent 1.5-3 ms of CPU per render; this costs a pipe write.
+ * Without the helper (no C compiler at build time, or it keeps dying) renders start with Node's spawn.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { Logger } from 'pino';
+import { spawnWithNode, type RenderEnd, type RenderOutput, type RenderProcess, type RenderSpec } from './render-process.js';
+
+/** Set (to 1) to start renders with Node's spawn even when the helper is built: for tests of the fallback. */
+export const NODE_SPAWN_ENV = 'KQ_AGENT_NODE_SPAWN';
+
+/** Where `npm run build` puts the helper: dist/ beside dist/src/ (built code), or dist/ under the root (sources run directly). */
+const HELPER_CANDIDATES = ['../../kq-spawn-helper', '../../dist/kq-spawn-helper'].map((p) => fileURLToPath(new URL(p, import.meta.url)));
+/** This many helper deaths within DEATH_WINDOW_MS and the agent goes back to Node's spawn for good. */
+const MAX_DEATHS = 3;
+const DEATH_WINDOW_MS = 60_000;
+const HEADER = 9;
+
+const SIGNAL_NAMES = new Map<number, NodeJS.Signals>();
+for (const [name, n] of Object.entries(os.constants.signals)) if (!SIGNAL_NAMES.has(n)) SIGNAL_NAMES.set(n, name as NodeJS.Signals);
+const ERRNO_NAMES = new Map<number, string>();
+for (const [name, n] of Object.entries(os.constants.errno)) if (!ERRNO_NAMES.has(n)) ERRNO_NAMES.set(n, name);
+
+export class Spawner {
+  private helper: SpawnHelper | null = null;
+  private binary: string | null;
+  private deaths: number[] = [];
+  private fallbackSaid = false;
+
+  constructor(private readonly log: Logger, useHelper = process.env[NODE_SPAWN_ENV] !== '1') {
+    this.binary = useHelper ? HELPER_CANDIDATES.find(isExecutable) ?? null : null;
+    if (!useHelper) this.fallBack(`${NODE_SPAWN_ENV}=1`);
+    else if (!this.binary) this.fallBack('kq-spawn-helper is not built (no C compiler when kq was built?)');
+  }
+
+  /** Start a render; throws as Node's spawn does for what can never be exec'd (a NUL byte). */
+  spawn(spec: RenderSpec, output: RenderOutput): RenderProcess {
+    if (this.binary === null || !expressible(spec)) return spawnWithNode(spec, output);
+    this.helper ??= new SpawnHelper(this.binary, (why) => this.helperDied(why));
+    return this.helper.spawn(spec, output);
+  }
+
+  /** The agent stops: the helper exits at end of file (as it does if the agent dies). */
+  close(): void {
+    this.helper?.close();
+    this.helper = null;
+  }
+
+  private helperDied(why: string): void {
+    this.helper = null;
+    const now = Date.now();
+    this.deaths = [...this.deaths.filter((t) => now - t < DEATH_WINDOW_MS), now];
+    this.log.error(`kq-spawn-helper ${why}; renders running through it are failed, the next starts another`);
+    if (this.deaths.length >= MAX_DEATHS) {
+      this.binary = null;
+      this.fallBack(`kq-spawn-helper died ${MAX_DEATHS} times within ${DEATH_WINDOW_MS / 1000} s`);
+    }
+  }
+
+  private fallBack(why: string): void {
+    if (this.fallbackSaid) return;
+    this.fallbackSaid = true;
+    this.log.warn(`renders start with Node's spawn (slower per task): ${why}`);
+  }
+}
+
+function isExecutable(file: string): boolean {
+  try {
+    fs.accessSync(file, fs.constants.X_OK);
+    return fs.statSync(file).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** Node's spawn refuses NUL bytes with its own error (the task's reason): leave those to it. */
+function expressible(spec: RenderSpec): boolean {
+  if (spec.file === '' || spec.file.includes('\0') || spec.args.some((a) => a.includes('\0')) || spec.cwd?.includes('\0')) return false;
+  for (const [k, v] of Object.entries(spec.env)) if (v !== undefined && (k.includes('\0') || v.includes('\0'))) return false;
+  return true;
+}
+
+/** One render started through the helper, as the client tracks it until its pipes end or are closed. */
+interface HelperRender {
+  output: RenderOutput;
+  resolveEnded(end: RenderEnd): void;
+  /** Streams not yet at end of file. */
+  open: number;
+  exited: boolean;
+  onDrained: (() => void) | null;
+}
+
+class SpawnHelper {
+  private readonly child: ChildProcess;
+  private readonly renders = new Map<number, HelperRender>();
+  private nextId = 1;
+  private pending: Buffer = Buffer.alloc(0);
+  private gone: string | null = null;
+  private closing = false;
+
+  constructor(binary: string, private readonly onDeath: (why: string) => void) {
+    // No environment of its own (each render's comes with its request), so a big one cannot stop it starting.
+    // In the agent's process group, ignoring INT/TERM/HUP: it exits when the agent is gone (end of file on its
+    // stdin), however the agent ends, after a clean stop has ended the renders.
+    this.child = spawn(binary, [], { stdio: ['pipe', 'pipe', 'inherit'], env: {} });
+    this.child.unref();
+    for (const s of [this.child.stdin, this.child.stdout] as const) (s as unknown as { unref?(): void }).unref?.();
+    this.child.stdin!.on('error', () => undefined); // it died: its close handler says so
+    this.child.stdout!.on('data', (chunk: Buffer) => this.receive(chunk));
+    this.child.on('error', (err) => this.die(`could not run (${err.message})`));
+    // 'close', not 'exit': the frames it wrote before dying are read first.
+    this.child.on('close', (code, signal) => this.die(signal ? `was killed by ${signal}` : `exited with code ${code}`));
+  }
+
+  spawn(spec: RenderSpec, output: RenderOutput): RenderProcess {
+    const id = this.nextId++;
+    let resolveEnded!: (end: RenderEnd) => void;
+    const ended = new Promise<RenderEnd>((r) => { resolveEnded = r; });
+    const render: HelperRender = { output, resolveEnded, open: 2, exited: false, onDrained: null };
+    if (this.gone !== null) {
+      resolveEnded(this.lost());
+      return { ended, drained: () => Promise.resolve() };
+    }
+    this.renders.set(id, render);
+    this.send('R', id, runPayload(spec));
+    return { ended, drained: (graceMs) => this.drained(id, render, graceMs) };
+  }
+
+  close(): void {
+    this.closing = true;
+    this.child.stdin!.end();
+  }
+
+  private drained(id: number, render: HelperRender, graceMs: number): Promise<void> {
+    if (render.open === 0 || !this.renders.has(id)) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        // Whatever still holds its pipes (a process that left the group) is no longer heard.
+        this.renders.delete(id);
+        if (this.gone === null) this.send('C', id, Buffer.alloc(0));
+        resolve();
+      }, graceMs);
+      render.onDrained = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  private send(type: 'R' | 'C', id: number, payload: Buffer): void {
+    const header = Buffer.allocUnsafe(HEADER);
+    header.writeUInt8(type.charCodeAt(0), 0);
+    header.writeUInt32LE(id, 1);
+    header.writeUInt32LE(payload.length, 5);
+    this.child.stdin!.write(payload.length ? Buffer.concat([header, payload]) : header);
+  }
+
+  private receive(chunk: Buffer): void {
+    let buf = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
+    let off = 0;
+    while (buf.length - off >= HEADER) {
+      const len = buf.readUInt32LE(off + 5);
+      if (buf.length - off < HEADER + len) break;
+      this.frame(String.fromCharCode(buf[off]!), buf.readUInt32LE(off + 1), buf.subarray(off + HEADER, off + HEADER + len));
+      off += HEADER + len;
+    }
+    buf = buf.subarray(off);
+    // Keep a copy of a partial frame only: the chunk's buffer is not ours to hold on to beyond this call.
+    this.pending = buf.length ? Buffer.from(buf) : Buffer.alloc(0);
+  }
+
+  private frame(type: string, id: number, payload: Buffer): void {
+    const render = this.renders.get(id);
+    if (!render) return; // its pipes were closed: late output is dropped, never someone else's
+    switch (type) {
+      case 'S':
+        render.output.onStarted(payload.readInt32LE(0));
+        return;
+      case 'F': {
+        const errno = payload.readInt32LE(0);
+        const code = ERRNO_NAMES.get(errno) ?? `errno ${errno}`;
+        const error = Object.assign(new Error(`spawn ${code}`), { code, errno: -errno }) as NodeJS.ErrnoException;
+        this.renders.delete(id);
+        render.resolveEnded({ code: null, signal: null, error, lost: null });
+        return;
+      }
+      case 'O': case 'E':
+        render.output.onData(type === 'O' ? 'stdout' : 'stderr', payload);
+        return;
+      case 'o': case 'e':
+        render.output.onEnd(type === 'o' ? 'stdout' : 'stderr');
+        if (--render.open > 0) return;
+        render.onDrained?.();
+        if (render.exited) this.renders.delete(id);
+        return;
+      case 'X': {
+        const code = payload.readInt32LE(0);
+        const signal = payload.readInt32LE(4);
+        render.resolveEnded(code >= 0 ? { code, signal: null, error: null, lost: null } : { code: null, signal: SIGNAL_NAMES.get(signal) ?? null, error: null, lost: null });
+        render.exited = true;
+        if (render.open === 0) this.renders.delete(id);
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  private die(why: string): void {
+    if (this.gone !== null) return;
+    this.gone = why;
+    const end = this.lost();
+    for (const render of this.renders.values()) {
+      render.resolveEnded(end);
+      render.onDrained?.();
+    }
+    this.renders.clear();
+    if (!this.closing) this.onDeath(why);
+  }
+
+  private lost(): RenderEnd {
+    return { code: null, signal: null, error: null, lost: `kq-spawn-helper (which started this render) ${this.gone}; its outcome is unknown` };
+  }
+}
+
+/** The 'R' payload: u32 argc, u32 envc, u8 hasCwd, then NUL-terminated [cwd], argv…, env… as Node's spawn would pass them. */
+function runPayload(spec: RenderSpec): Buffer {
+  const argv = [spec.file, ...spec.args];
+  const env: string[] = [];
+  for (const [k, v] of Object.entries(spec.env)) if (v !== undefined) env.push(`${k}=${v}`);
+  const strings = [...(spec.cwd !== undefined ? [spec.cwd] : []), ...argv, ...env];
+  const head = Buffer.alloc(9);
+  head.writeUInt32LE(argv.length, 0);
+  head.writeUInt32LE(env.length, 4);
+  head.writeUInt8(spec.cwd !== undefined ? 1 : 0, 8);
+  return Buffer.concat([head, Buffer.from(strings.join('\0') + '\0')]);
+}

@@ -1,0 +1,172 @@
+/**
+ * Issue 16, item 2: renders forked by kq-spawn-helper (src/agent/spawn-helper.c) behave exactly as with
+ * Node's spawn, which the agent falls back to (KQ_AGENT_NODE_SPAWN=1 forces it here). Both paths run the
+ * same cases with real kq, agents and renders: a missing program, a missing cwd, binary output without a
+ * newline, a setsid'd child that keeps the render's stdout open; and the helper's own death.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Kq, cleanupAll, isRunning, startAgent, tempDir, waitFor } from './helpers/kq.js';
+
+const kqs: Kq[] = [];
+/** Processes that left their render's group on purpose (setsid): killed at the end. */
+const escapees: number[] = [];
+afterAll(async () => {
+  for (const pid of escapees) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+  await cleanupAll(kqs);
+});
+
+async function logText(kq: Kq, id: number): Promise<string> {
+  return (await kq.json('log', String(id))).text as string;
+}
+
+function agentLogs(kq: Kq): string {
+  const dir = path.join(kq.dataRoot, 'logs');
+  return fs.readdirSync(dir).filter((f) => f.includes('agent')).map((f) => fs.readFileSync(path.join(dir, f), 'utf8')).join('\n');
+}
+
+const paths = [
+  { name: 'kq-spawn-helper', env: {}, parent: 'kq-spawn-helper' },
+  { name: "Node's spawn (fallback)", env: { KQ_AGENT_NODE_SPAWN: '1' }, parent: null },
+];
+
+describe.each(paths)('renders started by $name', ({ env, parent }) => {
+  let kq: Kq;
+  it('start kq with one agent; renders have the expected parent', async () => {
+    kq = await Kq.start({ numAgents: 1, env, args: ['--heartbeat', '250ms'] });
+    kqs.push(kq);
+    const id = await kq.submit('--retries', '0', '--', 'sh', '-c', 'echo "parent=$(cat /proc/$PPID/comm)"');
+    expect((await kq.waitJob(id)).state).toBe('Completed');
+    const text = await logText(kq, id);
+    if (parent) expect(text).toContain(`parent=${parent}`);
+    else expect(text).not.toContain('parent=kq-spawn-helper');
+    if (parent) expect(agentLogs(kq)).not.toContain("renders start with Node's spawn");
+    else expect(agentLogs(kq)).toContain("renders start with Node's spawn (slower per task): KQ_AGENT_NODE_SPAWN=1");
+  });
+
+  it('a program that does not exist fails with ENOENT, and the agent takes the next task', async () => {
+    const id = await kq.submit('--retries', '0', '--', 'kq-no-such-program-anywhere', 'x');
+    const job = await kq.waitJob(id);
+    expect(job.state).toBe('Failed');
+    expect(job.taskList[0].reason).toBe('cannot start "kq-no-such-program-anywhere": no such program on this host (ENOENT; is it installed and on PATH?)');
+    const file = path.join(tempDir(), 'not-executable');
+    fs.writeFileSync(file, '#!/bin/sh\necho hi\n', { mode: 0o644 });
+    const noExec = await kq.waitJob(await kq.submit('--retries', '0', '--', file));
+    expect(noExec.taskList[0].reason).toBe(`cannot start ${JSON.stringify(file)}: EACCES`);
+    expect((await kq.waitJob(await kq.submit('--', 'true'))).state).toBe('Completed');
+  });
+
+  it('a missing cwd is named; a cwd that is a file too', async () => {
+    const missing = path.join(tempDir(), 'no such dir');
+    const job = await kq.waitJob(await kq.submit('--retries', '0', '--cwd', missing, '--', 'true'));
+    expect(job.taskList[0].reason).toBe(`cannot start "true": working directory ${JSON.stringify(missing)} does not exist on this host`);
+    const file = path.join(tempDir(), 'a-file');
+    fs.writeFileSync(file, '');
+    const notDir = await kq.waitJob(await kq.submit('--retries', '0', '--cwd', file, '--', 'true'));
+    expect(notDir.taskList[0].reason).toBe(`cannot start "true": working directory ${JSON.stringify(file)} is not a directory on this host`);
+  });
+
+  it('argv, cwd, environment and PATH lookup are the ones asked for; stdin is empty; signals are reset', async () => {
+    const dir = tempDir();
+    const id = await kq.submit('--retries', '0', '--cwd', dir, '--env', 'KQ_T=a b  c', '--', 'sh', '-c',
+      'printf "<%s>" "$@"; echo; pwd; echo "env=$KQ_T"; cat; echo "stdin-end"; grep -E "^(SigBlk|SigIgn)" /proc/self/status; ' +
+      'echo "pgid=$(cut -d" " -f5 /proc/self/stat) sid=$(cut -d" " -f6 /proc/self/stat) pid=$$"', 'argv0', 'one two', '', '*', '$HOME');
+    expect((await kq.waitJob(id)).state).toBe('Completed');
+    const text = await logText(kq, id);
+    expect(text).toContain('<one two><><*><$HOME>');
+    expect(text).toContain(`\n${fs.realpathSync(dir)}\n`);
+    expect(text).toContain('env=a b  c');
+    expect(text).toContain('stdin-end');
+    expect(text).toMatch(/SigBlk:\s+0+\n/);
+    expect(text).toMatch(/SigIgn:\s+0+\n/);
+    const [, pgid, sid, pid] = /pgid=(\d+) sid=(\d+) pid=(\d+)/.exec(text)!;
+    expect(pgid).toBe(pid); // its own group and session (detached: true)
+    expect(sid).toBe(pid);
+  });
+
+  it('binary output with NULs and no final newline reaches the log whole; a large burst too', async () => {
+    const id = await kq.submit('--retries', '0', '--', 'sh', '-c',
+      'printf "bin:\\000\\001\\377:end"; printf "err-no-newline" >&2; head -c 300000 /dev/zero | tr "\\0" "x"');
+    expect((await kq.waitJob(id)).state).toBe('Completed');
+    const text = await logText(kq, id);
+    expect(text).toContain('err-no-newline');
+    expect(text).toContain('bin:');
+    expect(text).toContain(':end');
+    expect(text.split('x').length - 1).toBeGreaterThanOrEqual(64 * 1024); // cut into lines of at most 64 KiB
+  });
+
+  it("a setsid'd child holding stdout: the task still ends, and its later output is in no other task's log", async () => {
+    const pidFile = path.join(tempDir(), 'escapee.pid');
+    const first = await kq.submit('--retries', '0', '--', 'sh', '-c',
+      `setsid sh -c 'echo $$ > ${pidFile}; sleep 1; echo LATE-ESCAPEE-OUTPUT; sleep 1; echo LATE-AGAIN' & echo first-done`);
+    const second = await kq.submit('--retries', '0', '--', 'sh', '-c', 'echo second-start; sleep 3; echo second-end');
+    expect((await kq.waitJob(first)).state).toBe('Completed');
+    escapees.push(Number(fs.readFileSync(pidFile, 'utf8')));
+    expect((await kq.waitJob(second)).state).toBe('Completed');
+    expect(await logText(kq, first)).toContain('first-done');
+    const secondLog = await logText(kq, second);
+    expect(secondLog).toContain('second-end');
+    expect(secondLog).not.toContain('LATE');
+    expect(await logText(kq, first)).not.toContain('LATE-AGAIN');
+  });
+
+  it.runIf(parent !== null)('the helper killed mid-render: the task fails with a clear reason, its render is ended, the next task runs', async () => {
+    const pidFile = path.join(tempDir(), 'render.pid');
+    const id = await kq.submit('--retries', '0', '--', 'sh', '-c', `echo $$ > ${pidFile}; echo "helper=$PPID"; sleep 60`);
+    const helper = await waitFor('the render to report its helper', async () => /helper=(\d+)/.exec(await logText(kq, id))?.[1]);
+    const render = Number(fs.readFileSync(pidFile, 'utf8'));
+    process.kill(Number(helper), 'SIGKILL');
+    const job = await kq.waitJob(id);
+    expect(job.state).toBe('Failed');
+    expect(job.taskList[0].reason).toMatch(/kq-spawn-helper \(which started this render\) was killed by SIGKILL; its outcome is unknown/);
+    await waitFor('the render to be ended', () => !isRunning(render));
+    const next = await kq.submit('--', 'sh', '-c', 'echo "parent=$(cat /proc/$PPID/comm)"');
+    expect((await kq.waitJob(next)).state).toBe('Completed');
+    expect(await logText(kq, next)).toContain('parent=kq-spawn-helper');
+  });
+});
+
+describe('the helper itself', () => {
+  it('leaves no zombie behind after many renders, and leaves with its agent (kill -9)', async () => {
+    const kq = await Kq.start({ numAgents: 0, args: ['--heartbeat', '250ms'] });
+    kqs.push(kq);
+    const agent = startAgent(['--host-name', 'helped', ...kq.agentArgs()]);
+    await waitFor('agent', async () => (await kq.agents()).length === 1);
+    await kq.waitJob(await kq.submit('--frames', '1-40', '--', 'true'));
+    const id = await kq.submit('--retries', '0', '--', 'sh', '-c', 'echo "helper=$PPID"; sleep 60');
+    const helper = Number(await waitFor('the render to report its helper', async () => /helper=(\d+)/.exec(await logText(kq, id))?.[1]));
+    const children = fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e)).map((e) => {
+      try {
+        const stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
+        const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        return Number(ppid) === helper ? state : null;
+      } catch {
+        return null;
+      }
+    }).filter((s) => s !== null);
+    expect(children.length).toBe(1); // the running render only: the 40 earlier ones were all reaped
+    expect(children).not.toContain('Z');
+    process.kill(agent.pid!, 'SIGKILL');
+    await waitFor('the helper to leave with its agent', () => !isRunning(helper), 20_000);
+  });
+
+  it('a render outlives no helper: killed with it even while its agent cannot act (the agent may not know its pid yet)', async () => {
+    const kq = await Kq.start({ numAgents: 0, args: ['--heartbeat', '250ms'] });
+    kqs.push(kq);
+    const agent = startAgent(['--host-name', 'frozen', ...kq.agentArgs()]);
+    await waitFor('agent', async () => (await kq.agents()).length === 1);
+    const pidFile = path.join(tempDir(), 'render.pid');
+    const id = await kq.submit('--retries', '0', '--', 'sh', '-c', `echo $$ > ${pidFile}; echo "helper=$PPID"; sleep 60`);
+    const helper = Number(await waitFor('the render to report its helper', async () => /helper=(\d+)/.exec(await logText(kq, id))?.[1]));
+    const render = Number(fs.readFileSync(pidFile, 'utf8'));
+    // The agent frozen: neither it nor its guard will end the render; only the helper's death can.
+    process.kill(agent.pid!, 'SIGSTOP');
+    try {
+      process.kill(helper, 'SIGKILL');
+      await waitFor('the render to die with its helper', () => !isRunning(render), 10_000);
+    } finally {
+      process.kill(agent.pid!, 'SIGCONT');
+    }
+  });
+});
