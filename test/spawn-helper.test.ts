@@ -111,6 +111,22 @@ describe.each(paths)('renders started by $name', ({ env, parent }) => {
     expect(await logText(kq, first)).not.toContain('LATE-AGAIN');
   });
 
+  it('a script without a #! line runs through /bin/sh, by path and found on PATH (as execvp does)', async () => {
+    const dir = tempDir();
+    fs.writeFileSync(path.join(dir, 'kq-no-shebang'), 'echo "no-shebang:$0:$*"\n', { mode: 0o755 });
+    const byPathId = await kq.submit('--retries', '0', '--', path.join(dir, 'kq-no-shebang'), 'a', 'b c');
+    expect((await kq.waitJob(byPathId)).state).toBe('Completed');
+    expect(await logText(kq, byPathId)).toContain(`no-shebang:${path.join(dir, 'kq-no-shebang')}:a b c`);
+    const onPathId = await kq.submit('--retries', '0', '--env', `PATH=/kq-no-such-dir:${dir}:/usr/bin:/bin`, '--', 'kq-no-shebang', 'x');
+    expect((await kq.waitJob(onPathId)).state).toBe('Completed');
+    expect(await logText(kq, onPathId)).toContain(`no-shebang:${path.join(dir, 'kq-no-shebang')}:x`);
+  });
+
+  it('a PATH entry longer than any path is passed over; the program is found further on', async () => {
+    const job = await kq.waitJob(await kq.submit('--retries', '0', '--env', `PATH=/${'d'.repeat(5000)}:/usr/bin:/bin`, '--', 'true'));
+    expect(job.state).toBe('Completed');
+  });
+
   it.runIf(parent !== null)('the helper killed mid-render: the task fails with a clear reason, its render is ended, the next task runs', async () => {
     const pidFile = path.join(tempDir(), 'render.pid');
     const id = await kq.submit('--retries', '0', '--', 'sh', '-c', `echo $$ > ${pidFile}; echo "helper=$PPID"; sleep 60`);

@@ -101,10 +101,25 @@ static void flush_out(void) {
   outlen = 0;
 }
 
-/* PATH lookup from the render's own environment, as libuv (Node's spawn) does it. */
+/* Exec a file the kernel would not (no #! line, not ELF): through /bin/sh, as glibc's execvp and libuv do. */
+static void exec_file(const char *file, char **argv, char **envp) {
+  execve(file, argv, envp);
+  if (errno != ENOEXEC) return;
+  size_t argc = 0;
+  while (argv[argc]) argc++;
+  char **shargv = malloc((argc + 2) * sizeof(char *));
+  if (!shargv) { errno = ENOMEM; return; }
+  shargv[0] = (char *)"/bin/sh";
+  shargv[1] = (char *)file;
+  for (size_t i = 1; i <= argc; i++) shargv[i + 1] = argv[i]; /* argv[argc] is the NULL */
+  execve("/bin/sh", shargv, envp);
+  free(shargv);
+}
+
+/* PATH lookup from the render's own environment, as libuv (Node's spawn, glibc's execvp rules) does it. */
 static void exec_search(const char *file, char **argv, char **envp) {
   if (strchr(file, '/')) {
-    execve(file, argv, envp);
+    exec_file(file, argv, envp);
     return;
   }
   const char *path = NULL;
@@ -120,9 +135,12 @@ static void exec_search(const char *file, char **argv, char **envp) {
       if (dlen == 0) { buf[0] = '.'; dlen = 1; } else memcpy(buf, p, dlen);
       buf[dlen] = '/';
       memcpy(buf + dlen + 1, file, flen + 1);
-      execve(buf, argv, envp);
-      if (errno == EACCES) eacces = 1;
-      else if (errno != ENOENT && errno != ENOTDIR) return;
+      exec_file(buf, argv, envp);
+      switch (errno) {
+        case EACCES: eacces = 1; break;
+        case ENOENT: case ENOTDIR: case ESTALE: case ENODEV: case ETIMEDOUT: break; /* as glibc: try the next */
+        default: return;
+      }
     }
     if (!end) break;
     p = end + 1;
