@@ -127,6 +127,12 @@ describe.each(paths)('renders started by $name', ({ env, parent }) => {
     expect(job.state).toBe('Completed');
   });
 
+  it.runIf(parent !== null)('a PATH made only of a too-long entry: ENAMETOOLONG, not "no such program"', async () => {
+    const job = await kq.waitJob(await kq.submit('--retries', '0', '--env', `PATH=/${'d'.repeat(5000)}`, '--', 'true'));
+    expect(job.state).toBe('Failed');
+    expect(job.taskList[0].reason).toBe('cannot start "true": ENAMETOOLONG');
+  });
+
   it.runIf(parent !== null)('the helper killed mid-render: the task fails with a clear reason, its render is ended, the next task runs', async () => {
     const pidFile = path.join(tempDir(), 'render.pid');
     const id = await kq.submit('--retries', '0', '--', 'sh', '-c', `echo $$ > ${pidFile}; echo "helper=$PPID"; sleep 60`);

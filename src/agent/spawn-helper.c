@@ -20,6 +20,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
@@ -126,12 +127,15 @@ static void exec_search(const char *file, char **argv, char **envp) {
   for (char **e = envp; *e; e++) if (strncmp(*e, "PATH=", 5) == 0) { path = *e + 5; break; }
   if (!path) path = "/usr/bin:/bin";
   size_t flen = strlen(file);
-  int eacces = 0;
+  if (flen > NAME_MAX) { errno = ENAMETOOLONG; return; }
+  int eacces = 0, toolong = 0;
   for (const char *p = path;;) {
     const char *end = strchr(p, ':');
     size_t dlen = end ? (size_t)(end - p) : strlen(p);
-    char buf[4096 + 256];
-    if (dlen + flen + 2 <= sizeof buf) {
+    char buf[PATH_MAX + NAME_MAX + 2];
+    if (dlen >= PATH_MAX) {
+      toolong = 1; /* no such path can exist: skipped like execvp does, but said if nothing else is found */
+    } else {
       if (dlen == 0) { buf[0] = '.'; dlen = 1; } else memcpy(buf, p, dlen);
       buf[dlen] = '/';
       memcpy(buf + dlen + 1, file, flen + 1);
@@ -145,7 +149,7 @@ static void exec_search(const char *file, char **argv, char **envp) {
     if (!end) break;
     p = end + 1;
   }
-  errno = eacces ? EACCES : ENOENT;
+  errno = eacces ? EACCES : toolong ? ENAMETOOLONG : ENOENT;
 }
 
 /* In the child: what Node's spawn (libuv) does before exec. Reports errno on errpipe if anything fails. */
