@@ -158,7 +158,8 @@ static void child(int errpipe, int outw, int errw, pid_t helper, const char *cwd
   setsid(); /* its own session and process group, as with detached: true */
   /* If the helper dies before the agent has heard this render's pid, nobody could end it: it dies too.
    * (Checked after: the helper may have died before the request took effect.) */
-  if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != helper) { err = errno; goto report; }
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) goto fail;
+  if (getppid() != helper) { err = ESRCH; goto report; }
   if (dup2(devnull, 0) < 0 || dup2(outw, 1) < 0 || dup2(errw, 2) < 0) goto fail;
   if (cwd && chdir(cwd) < 0) goto fail;
   struct sigaction dfl;
