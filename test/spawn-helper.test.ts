@@ -133,6 +133,14 @@ describe.each(paths)('renders started by $name', ({ env, parent }) => {
     expect(job.taskList[0].reason).toBe('cannot start "true": ENAMETOOLONG');
   });
 
+  it.runIf(parent !== null)('a render killed by a real-time signal fails, saying which (Node would call it exit code 0)', async () => {
+    for (const signal of [34, 40]) {
+      const job = await kq.waitJob(await kq.submit('--retries', '0', '--', 'sh', '-c', `kill -${signal} $$`));
+      expect(job.state).toBe('Failed');
+      expect(job.taskList[0].reason).toBe(`killed by signal ${signal}`);
+    }
+  });
+
   it.runIf(parent !== null)('the helper killed mid-render: the task fails with a clear reason, its render is ended, the next task runs', async () => {
     const pidFile = path.join(tempDir(), 'render.pid');
     const id = await kq.submit('--retries', '0', '--', 'sh', '-c', `echo $$ > ${pidFile}; echo "helper=$PPID"; sleep 60`);

@@ -27,6 +27,8 @@ export interface RenderEnd {
   error: NodeJS.ErrnoException | null;
   /** Its end is unknown: the process that watched it died (a clear reason for the task). */
   lost: string | null;
+  /** Why it failed when code and signal cannot say (a signal Node has no name for, e.g. real-time 34-64). */
+  reason: string | null;
 }
 
 export interface RenderProcess {
@@ -50,8 +52,8 @@ export function spawnWithNode(spec: RenderSpec, output: RenderOutput): RenderPro
     stream.on('end', () => output.onEnd(name));
   }
   const ended = new Promise<RenderEnd>((resolve) => {
-    child.once('error', (error: NodeJS.ErrnoException) => resolve({ code: null, signal: null, error, lost: null }));
-    child.once('exit', (code, signal) => resolve({ code, signal, error: null, lost: null }));
+    child.once('error', (error: NodeJS.ErrnoException) => resolve({ code: null, signal: null, error, lost: null, reason: null }));
+    child.once('exit', (code, signal) => resolve({ code, signal, error: null, lost: null, reason: null }));
   });
   return { ended, drained: (graceMs) => outputDrained(child, graceMs) };
 }

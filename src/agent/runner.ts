@@ -115,7 +115,7 @@ export class TaskRun {
       exitCode: ended.code,
       signal: ended.signal,
       durationMs: Date.now() - started,
-      reason: ended.lost ?? (ended.error ? this.cannotStart(command, ended.error) : null),
+      reason: ended.lost ?? ended.reason ?? (ended.error ? this.cannotStart(command, ended.error) : null),
     };
   }
 

@@ -187,7 +187,7 @@ class SpawnHelper {
         const code = ERRNO_NAMES.get(errno) ?? `errno ${errno}`;
         const error = Object.assign(new Error(`spawn ${code}`), { code, errno: -errno }) as NodeJS.ErrnoException;
         this.renders.delete(id);
-        render.resolveEnded({ code: null, signal: null, error, lost: null });
+        render.resolveEnded({ code: null, signal: null, error, lost: null, reason: null });
         return;
       }
       case 'O': case 'E':
@@ -200,9 +200,7 @@ class SpawnHelper {
         if (render.exited) this.renders.delete(id);
         return;
       case 'X': {
-        const code = payload.readInt32LE(0);
-        const signal = payload.readInt32LE(4);
-        render.resolveEnded(code >= 0 ? { code, signal: null, error: null, lost: null } : { code: null, signal: SIGNAL_NAMES.get(signal) ?? null, error: null, lost: null });
+        render.resolveEnded(exitEnd(payload.readInt32LE(0), payload.readInt32LE(4)));
         render.exited = true;
         if (render.open === 0) this.renders.delete(id);
         return;
@@ -225,8 +223,18 @@ class SpawnHelper {
   }
 
   private lost(): RenderEnd {
-    return { code: null, signal: null, error: null, lost: `kq-spawn-helper (which started this render) ${this.gone}; its outcome is unknown` };
+    return { code: null, signal: null, error: null, lost: `kq-spawn-helper (which started this render) ${this.gone}; its outcome is unknown`, reason: null };
   }
+}
+
+/**
+ * The 'X' frame as a RenderEnd. Node has no name for real-time signals (34 to 64): its spawn reports such a
+ * death as exit code 0, which would complete the task. Here it is a failure that says which signal.
+ */
+function exitEnd(code: number, signal: number): RenderEnd {
+  if (code >= 0) return { code, signal: null, error: null, lost: null, reason: null };
+  const name = SIGNAL_NAMES.get(signal) ?? null;
+  return { code: null, signal: name, error: null, lost: null, reason: name ? null : `killed by signal ${signal}` };
 }
 
 /** The 'R' payload: u32 argc, u32 envc, u8 hasCwd, then NUL-terminated [cwd], argv…, env… as Node's spawn would pass them. */
