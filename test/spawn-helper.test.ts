@@ -200,3 +200,21 @@ describe('the helper itself', () => {
     }
   });
 });
+
+describe('a helper that cannot run here, or lies', () => {
+  it('a helper binary that cannot run on this host: no task is lost, renders start with Node\'s spawn (said once)', async () => {
+    const fake = path.join(tempDir(), 'kq-spawn-helper');
+    fs.writeFileSync(fake, '#!/bin/false\n', { mode: 0o755 }); // as a binary for another CPU or C library: exits at once
+    const kq = await Kq.start({ numAgents: 1, env: { KQ_AGENT_SPAWN_HELPER: fake }, args: ['--heartbeat', '250ms'] });
+    kqs.push(kq);
+    const id = await kq.submit('--retries', '0', '--frames', '1-4', '--', 'sh', '-c', 'echo "parent=$(cat /proc/$PPID/comm)"');
+    const job = await kq.waitJob(id);
+    expect(job.taskList.map((t: { state: string }) => t.state)).toEqual(['completed', 'completed', 'completed', 'completed']);
+    expect(job.state).toBe('Completed');
+    expect(await logText(kq, id)).not.toContain('parent=kq-spawn-helper');
+    const said = agentLogs(kq).split('\n').filter((l) => l.includes("renders start with Node's spawn"));
+    expect(said).toHaveLength(1);
+    expect(said[0]).toContain('before it could start anything');
+  });
+});
+

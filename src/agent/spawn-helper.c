@@ -12,7 +12,8 @@
  * Frames, both ways: u8 type, u32 id (little endian), u32 payload length, payload.
  *   agent -> helper  'R' run:   u32 argc, u32 envc, u8 hasCwd, then NUL-terminated strings: [cwd], argv..., env...
  *                    'C' close: stop relaying this render's output (its pipes are closed; later output is dropped)
- *   helper -> agent  'S' started: i32 pid          'F' failed to start: i32 errno
+ *   helper -> agent  'H' hello (id 0, first frame: it runs on this host; nothing is forked before it)
+ *                    'S' started: i32 pid          'F' failed to start: i32 errno
  *                    'O' / 'E' stdout / stderr bytes   'o' / 'e' end of stdout / stderr
  *                    'X' exited: i32 exit code (-1 if signalled), i32 signal number (0 if exited)
  * Ids are the agent's and never reused, so output of a render whose pipes were closed is never another's.
@@ -311,6 +312,9 @@ int main(void) {
   if (fl >= 0) fcntl(1, F_SETFL, fl & ~O_NONBLOCK);
   fcntl(0, F_SETFD, FD_CLOEXEC);
   fcntl(1, F_SETFD, FD_CLOEXEC);
+  /* Hello: this binary runs on this host. Until the agent reads it, it knows nothing was forked here. */
+  frame('H', 0, 0);
+  flush_out();
 
   unsigned char *in = NULL;
   size_t inlen = 0, incap = 0;

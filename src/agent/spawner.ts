@@ -14,12 +14,13 @@ import { spawnWithNode, type RenderEnd, type RenderOutput, type RenderProcess, t
 
 /** Set (to 1) to start renders with Node's spawn even when the helper is built: for tests of the fallback. */
 export const NODE_SPAWN_ENV = 'KQ_AGENT_NODE_SPAWN';
+/** Another helper binary to run instead of the built one: for tests of a helper that cannot run or misbehaves. */
+export const HELPER_PATH_ENV = 'KQ_AGENT_SPAWN_HELPER';
 
 /** Where `npm run build` puts the helper: dist/ beside dist/src/ (built code), or dist/ under the root (sources run directly). */
 const HELPER_CANDIDATES = ['../../kq-spawn-helper', '../../dist/kq-spawn-helper'].map((p) => fileURLToPath(new URL(p, import.meta.url)));
-/** This many helper deaths within DEATH_WINDOW_MS and the agent goes back to Node's spawn for good. */
-const MAX_DEATHS = 3;
-const DEATH_WINDOW_MS = 60_000;
+/** This many helper deaths in a row with no render completed between them and the agent goes back to Node's spawn for good. */
+const MAX_DEATHS_IN_A_ROW = 3;
 const HEADER = 9;
 
 const SIGNAL_NAMES = new Map<number, NodeJS.Signals>();
@@ -30,11 +31,12 @@ for (const [name, n] of Object.entries(os.constants.errno)) if (!ERRNO_NAMES.has
 export class Spawner {
   private helper: SpawnHelper | null = null;
   private binary: string | null;
-  private deaths: number[] = [];
+  private deathsInARow = 0;
   private fallbackSaid = false;
 
   constructor(private readonly log: Logger, useHelper = process.env[NODE_SPAWN_ENV] !== '1') {
-    this.binary = useHelper ? HELPER_CANDIDATES.find(isExecutable) ?? null : null;
+    const chosen = process.env[HELPER_PATH_ENV];
+    this.binary = useHelper ? (chosen ? chosen : HELPER_CANDIDATES.find(isExecutable) ?? null) : null;
     if (!useHelper) this.fallBack(`${NODE_SPAWN_ENV}=1`);
     else if (!this.binary) this.fallBack('kq-spawn-helper is not built (no C compiler when kq was built?)');
   }
@@ -42,7 +44,18 @@ export class Spawner {
   /** Start a render; throws as Node's spawn does for what can never be exec'd (a NUL byte). */
   spawn(spec: RenderSpec, output: RenderOutput): RenderProcess {
     if (this.binary === null || !expressible(spec)) return spawnWithNode(spec, output);
-    this.helper ??= new SpawnHelper(this.binary, (why) => this.helperDied(why));
+    if (!this.helper) {
+      try {
+        this.helper = new SpawnHelper(this.binary, {
+          died: (why, helloSeen) => this.helperDied(why, helloSeen),
+          renderEnded: () => { this.deathsInARow = 0; },
+        });
+      } catch (err) {
+        // Like a helper that dies before its hello: nothing was forked; this render starts with Node's spawn.
+        this.helperDied(`could not be started (${(err as Error).message})`, false);
+        return spawnWithNode(spec, output);
+      }
+    }
     return this.helper.spawn(spec, output);
   }
 
@@ -52,15 +65,24 @@ export class Spawner {
     this.helper = null;
   }
 
-  private helperDied(why: string): void {
+  private helperDied(why: string, helloSeen: boolean): void {
     this.helper = null;
-    const now = Date.now();
-    this.deaths = [...this.deaths.filter((t) => now - t < DEATH_WINDOW_MS), now];
-    this.log.error(`kq-spawn-helper ${why}; renders running through it are failed, the next starts another`);
-    if (this.deaths.length >= MAX_DEATHS) {
+    if (!helloSeen) {
+      // It never ran here (wrong CPU or C library on a shared install, a broken file): it forked nothing, and
+      // the renders waiting for it start with Node's spawn (the SpawnHelper hands them over).
       this.binary = null;
-      this.fallBack(`kq-spawn-helper died ${MAX_DEATHS} times within ${DEATH_WINDOW_MS / 1000} s`);
+      this.fallBack(`kq-spawn-helper ${this.binaryName()}${why} before it could start anything`);
+      return;
     }
+    this.log.error(`kq-spawn-helper ${why}; renders running through it are failed, the next starts another`);
+    if (++this.deathsInARow >= MAX_DEATHS_IN_A_ROW) {
+      this.binary = null;
+      this.fallBack(`kq-spawn-helper died ${MAX_DEATHS_IN_A_ROW} times in a row with no render ending between`);
+    }
+  }
+
+  private binaryName(): string {
+    return process.env[HELPER_PATH_ENV] ? `(${process.env[HELPER_PATH_ENV]}) ` : '';
   }
 
   private fallBack(why: string): void {
@@ -88,12 +110,22 @@ function expressible(spec: RenderSpec): boolean {
 
 /** One render started through the helper, as the client tracks it until its pipes end or are closed. */
 interface HelperRender {
+  spec: RenderSpec;
   output: RenderOutput;
   resolveEnded(end: RenderEnd): void;
   /** Streams not yet at end of file. */
   open: number;
   exited: boolean;
   onDrained: (() => void) | null;
+  /** Started with Node's spawn instead: the helper died before its hello. */
+  instead: RenderProcess | null;
+}
+
+interface HelperEvents {
+  /** It is gone; `helloSeen` false: it never ran, nothing was forked (waiting renders went to Node's spawn). */
+  died(why: string, helloSeen: boolean): void;
+  /** A render it started ended (the helper works). */
+  renderEnded(): void;
 }
 
 class SpawnHelper {
@@ -103,8 +135,12 @@ class SpawnHelper {
   private pending: Buffer = Buffer.alloc(0);
   private gone: string | null = null;
   private closing = false;
+  /** Its hello arrived: it runs on this host. Until then run requests wait here (ids in order). */
+  private helloSeen = false;
+  private waiting: number[] = [];
 
-  constructor(binary: string, private readonly onDeath: (why: string) => void) {
+  /** Throws as Node's spawn does (synchronously) when it cannot be started at all. */
+  constructor(binary: string, private readonly events: HelperEvents) {
     // No environment of its own (each render's comes with its request), so a big one cannot stop it starting.
     // In the agent's process group, ignoring INT/TERM/HUP: it exits when the agent is gone (end of file on its
     // stdin), however the agent ends, after a clean stop has ended the renders.
@@ -122,14 +158,15 @@ class SpawnHelper {
     const id = this.nextId++;
     let resolveEnded!: (end: RenderEnd) => void;
     const ended = new Promise<RenderEnd>((r) => { resolveEnded = r; });
-    const render: HelperRender = { output, resolveEnded, open: 2, exited: false, onDrained: null };
+    const render: HelperRender = { spec, output, resolveEnded, open: 2, exited: false, onDrained: null, instead: null };
     if (this.gone !== null) {
       resolveEnded(this.lost());
       return { ended, drained: () => Promise.resolve() };
     }
     this.renders.set(id, render);
-    this.send('R', id, runPayload(spec));
-    return { ended, drained: (graceMs) => this.drained(id, render, graceMs) };
+    if (this.helloSeen) this.send('R', id, runPayload(spec));
+    else this.waiting.push(id);
+    return { ended, drained: (graceMs) => render.instead ? render.instead.drained(graceMs) : this.drained(id, render, graceMs) };
   }
 
   close(): void {
@@ -165,9 +202,10 @@ class SpawnHelper {
     let buf = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
     let off = 0;
     while (buf.length - off >= HEADER) {
+      const type = String.fromCharCode(buf[off]!);
       const len = buf.readUInt32LE(off + 5);
       if (buf.length - off < HEADER + len) break;
-      this.frame(String.fromCharCode(buf[off]!), buf.readUInt32LE(off + 1), buf.subarray(off + HEADER, off + HEADER + len));
+      this.frame(type, buf.readUInt32LE(off + 1), buf.subarray(off + HEADER, off + HEADER + len));
       off += HEADER + len;
     }
     buf = buf.subarray(off);
@@ -176,6 +214,15 @@ class SpawnHelper {
   }
 
   private frame(type: string, id: number, payload: Buffer): void {
+    if (type === 'H') {
+      this.helloSeen = true;
+      for (const waiting of this.waiting) {
+        const render = this.renders.get(waiting);
+        if (render) this.send('R', waiting, runPayload(render.spec));
+      }
+      this.waiting = [];
+      return;
+    }
     const render = this.renders.get(id);
     if (!render) return; // its pipes were closed: late output is dropped, never someone else's
     switch (type) {
@@ -203,6 +250,7 @@ class SpawnHelper {
         render.resolveEnded(exitEnd(payload.readInt32LE(0), payload.readInt32LE(4)));
         render.exited = true;
         if (render.open === 0) this.renders.delete(id);
+        this.events.renderEnded();
         return;
       }
       default:
@@ -213,17 +261,38 @@ class SpawnHelper {
   private die(why: string): void {
     if (this.gone !== null) return;
     this.gone = why;
+    if (!this.helloSeen && !this.closing) {
+      // It never ran: nothing was forked. The renders waiting for it start with Node's spawn, as if it never was.
+      this.events.died(why, false);
+      for (const render of this.renders.values()) startWithNode(render);
+      this.renders.clear();
+      this.waiting = [];
+      return;
+    }
     const end = this.lost();
     for (const render of this.renders.values()) {
       render.resolveEnded(end);
       render.onDrained?.();
     }
     this.renders.clear();
-    if (!this.closing) this.onDeath(why);
+    if (!this.closing) this.events.died(why, true);
   }
 
   private lost(): RenderEnd {
     return { code: null, signal: null, error: null, lost: `kq-spawn-helper (which started this render) ${this.gone}; its outcome is unknown`, reason: null };
+  }
+}
+
+/** A render the helper never got to: Node's spawn starts it, and its end is the helper render's end. */
+function startWithNode(render: HelperRender): void {
+  try {
+    render.instead = spawnWithNode(render.spec, render.output);
+    void render.instead.ended.then(render.resolveEnded);
+  } catch (err) {
+    // What Node's spawn throws for (the runner says "cannot start"), as if it had been called directly.
+    const end: RenderEnd = { code: null, signal: null, error: err as NodeJS.ErrnoException, lost: null, reason: null };
+    render.instead = { ended: Promise.resolve(end), drained: () => Promise.resolve() };
+    render.resolveEnded(end);
   }
 }
 
