@@ -216,5 +216,20 @@ describe('a helper that cannot run here, or lies', () => {
     expect(said).toHaveLength(1);
     expect(said[0]).toContain('before it could start anything');
   });
+
+  it('a helper that sends a malformed frame is a dead helper, not a dead agent; three in a row and Node\'s spawn takes over', async () => {
+    const fake = path.join(tempDir(), 'kq-spawn-helper');
+    // Hello, then a 'started' frame with no pid in it (payload length 0) for the render it was asked for.
+    fs.writeFileSync(fake, "#!/bin/sh\nprintf 'H\\000\\000\\000\\000\\000\\000\\000\\000'\nhead -c 9 >/dev/null\nprintf 'S\\001\\000\\000\\000\\000\\000\\000\\000'\nexec cat >/dev/null\n", { mode: 0o755 });
+    const kq = await Kq.start({ numAgents: 0, args: ['--heartbeat', '250ms'] });
+    kqs.push(kq);
+    const agent = startAgent(['--host-name', 'lied-to', ...kq.agentArgs()], { KQ_AGENT_SPAWN_HELPER: fake });
+    await waitFor('agent', async () => (await kq.agents()).length === 1);
+    const id = await kq.submit('--retries', '5', '--', 'sh', '-c', 'echo "parent=$(cat /proc/$PPID/comm)"');
+    const job = await kq.waitJob(id);
+    expect(job.state).toBe('Completed');
+    expect(isRunning(agent.pid!)).toBe(true);
+    expect(await logText(kq, id)).toMatch(/sent a malformed frame/);
+  });
 });
 

@@ -22,6 +22,11 @@ const HELPER_CANDIDATES = ['../../kq-spawn-helper', '../../dist/kq-spawn-helper'
 /** This many helper deaths in a row with no render completed between them and the agent goes back to Node's spawn for good. */
 const MAX_DEATHS_IN_A_ROW = 3;
 const HEADER = 9;
+/** Each helper frame's payload length: exact for the fixed ones (a peer that lies is a dead helper, not a crash). */
+const PAYLOAD_LENGTH: Record<string, (len: number) => boolean> = {
+  H: (n) => n === 0, S: (n) => n === 4, F: (n) => n === 4, X: (n) => n === 8,
+  O: (n) => n > 0 && n <= 1 << 20, E: (n) => n > 0 && n <= 1 << 20, o: (n) => n === 0, e: (n) => n === 0,
+};
 
 const SIGNAL_NAMES = new Map<number, NodeJS.Signals>();
 for (const [name, n] of Object.entries(os.constants.signals)) if (!SIGNAL_NAMES.has(n)) SIGNAL_NAMES.set(n, name as NodeJS.Signals);
@@ -199,11 +204,20 @@ class SpawnHelper {
   }
 
   private receive(chunk: Buffer): void {
+    if (this.gone !== null) return;
     let buf = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
     let off = 0;
     while (buf.length - off >= HEADER) {
       const type = String.fromCharCode(buf[off]!);
       const len = buf.readUInt32LE(off + 5);
+      // Checked on the header: a wrong type or length is a broken helper (never an exception here, which would
+      // end the agent, nor a wait for gigabytes that never come).
+      const fits = PAYLOAD_LENGTH[type];
+      const firstIsHello = this.helloSeen === (type !== 'H');
+      if (!fits || !fits(len) || !firstIsHello) {
+        this.kill(`sent a malformed frame (type ${buf[off]}, ${len} bytes)`);
+        return;
+      }
       if (buf.length - off < HEADER + len) break;
       this.frame(type, buf.readUInt32LE(off + 1), buf.subarray(off + HEADER, off + HEADER + len));
       off += HEADER + len;
@@ -211,6 +225,14 @@ class SpawnHelper {
     buf = buf.subarray(off);
     // Keep a copy of a partial frame only: the chunk's buffer is not ours to hold on to beyond this call.
     this.pending = buf.length ? Buffer.from(buf) : Buffer.alloc(0);
+  }
+
+  /** It misbehaves: it is ended (its renders die with it, PR_SET_PDEATHSIG) and counted as a death. */
+  private kill(why: string): void {
+    try {
+      this.child.kill('SIGKILL');
+    } catch { /* already gone */ }
+    this.die(why);
   }
 
   private frame(type: string, id: number, payload: Buffer): void {
