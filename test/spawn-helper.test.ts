@@ -233,3 +233,50 @@ describe('a helper that cannot run here, or lies', () => {
   });
 });
 
+describe('the helper and a stalled agent', () => {
+  it('agent killed -9 while the helper cannot write to it (and no guard): the render group is still ended', async () => {
+    const kq = await Kq.start({ numAgents: 0, args: ['--heartbeat', '250ms'] });
+    kqs.push(kq);
+    const agent = startAgent(['--host-name', 'stalled', ...kq.agentArgs()]);
+    await waitFor('agent', async () => (await kq.agents()).length === 1);
+    const dir = tempDir();
+    // The leader floods stdout once told to; its child (same group, outside PR_SET_PDEATHSIG's reach) just waits.
+    await kq.submit('--retries', '0', '--cwd', dir, '--', 'sh', '-c',
+      'echo $$ >> pids; sh -c \'echo $$ >> pids; exec sleep 60\' & while [ ! -e go ]; do sleep 0.05; done; exec head -c 50000000 /dev/zero');
+    const pids = await waitFor('2 pids', () => {
+      const p = fs.existsSync(path.join(dir, 'pids')) ? fs.readFileSync(path.join(dir, 'pids'), 'utf8').split('\n').filter((l) => /^\d+$/.test(l)).map(Number) : [];
+      return p.length >= 2 ? p : null;
+    });
+    const [leader, child] = pids as [number, number];
+    escapees.push(leader, child);
+    // The guard is the agent's child; the helper is not (its own group, started detached). Take the guard away
+    // while the agent is frozen (it cannot start another), so only the helper can end the render.
+    process.kill(agent.pid!, 'SIGSTOP');
+    for (const guard of childrenOf(agent.pid!).filter((p) => readOr(`/proc/${p}/comm`) !== 'kq-spawn-helper')) process.kill(guard, 'SIGKILL');
+    fs.writeFileSync(path.join(dir, 'go'), '');
+    // The render blocks on its full pipe: nobody reads it (the agent is frozen, the helper is full or blocked).
+    await waitFor('the render stalled on its output', () => /pipe_write$/.test(readOr(`/proc/${leader}/wchan`)), 60_000);
+    process.kill(agent.pid!, 'SIGKILL');
+    await waitFor('the render group gone', () => !isRunning(leader) && !isRunning(child), 30_000);
+  });
+});
+
+function readOr(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+/** Live children of `pid` (read from /proc: only the process we name). */
+function childrenOf(pid: number): number[] {
+  const children: number[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = readOr(`/proc/${entry}/stat`);
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (fields[0] && fields[0] !== 'Z' && Number(fields[1]) === pid) children.push(Number(entry));
+  }
+  return children;
+}

@@ -4,10 +4,12 @@
  * Node pays 1.5-3 ms of CPU per child_process.spawn (it forks a large process); this fork is cheap. The
  * agent computes everything (argv, environment, cwd) and asks over stdin; the helper starts the render
  * exactly as Node's spawn with `detached: true` and stdio ['ignore', 'pipe', 'pipe'] would, then relays its
- * output, its start and its end over stdout. It never blocks on a render: render pipes are non-blocking,
- * SIGCHLD arrives through a signalfd, children are reaped with WNOHANG. It exits when its stdin closes
- * (the agent is gone: it SIGKILLs the groups of the renders it has not reaped), or when it cannot write
- * to the agent.
+ * output, its start and its end over stdout. It never blocks: render pipes and its stdout are non-blocking,
+ * SIGCHLD arrives through a signalfd, children are reaped with WNOHANG; while more than MAX_QUEUED bytes
+ * wait for the agent it stops reading renders (they wait on their full pipes). It exits when its stdin
+ * closes (the agent is gone), when it cannot write to the agent, or on a bad request; every way out
+ * SIGKILLs the groups of the renders it has not reaped. The agent starts it in its own process group, so
+ * a kill of the agent's group leaves it the moment to do that.
  *
  * Frames, both ways: u8 type, u32 id (little endian), u32 payload length, payload.
  *   agent -> helper  'R' run:   u32 argc, u32 envc, u8 hasCwd, then NUL-terminated strings: [cwd], argv..., env...
@@ -38,6 +40,8 @@ extern char **environ;
 
 #define MAX_FRAME (512u * 1024u * 1024u)
 #define READ_CHUNK 65536
+/* Output waiting for the agent beyond which renders are not read (bounded memory when the agent stalls). */
+#define MAX_QUEUED (1024u * 1024u)
 
 struct render {
   uint32_t id;
@@ -52,9 +56,24 @@ static int devnull = -1;
 static unsigned char *out;
 static size_t outlen, outcap;
 
+/*
+ * Every way out goes through here. The agent may not have read a render's 'S' frame (its pid) yet, so
+ * neither it nor its guard could end that render: SIGKILL the groups of the renders not reaped yet. Only
+ * those: a reaped leader's group number may be another process's by now.
+ */
+static void leave(int code) {
+  for (size_t i = 0; i < nrenders; i++) if (renders[i].pid) kill(-renders[i].pid, SIGKILL);
+  exit(code);
+}
+
 static void die(const char *what) {
   fprintf(stderr, "kq-spawn-helper: %s: %s\n", what, strerror(errno));
-  exit(1);
+  leave(1);
+}
+
+static void bad_request(const char *what) {
+  fprintf(stderr, "kq-spawn-helper: %s\n", what);
+  leave(2);
 }
 
 static void *grow(void *p, size_t n) {
@@ -91,16 +110,21 @@ static void frame_ints(char type, uint32_t id, int a, int b, int n) {
   if (n > 1) put_u32(p + 4, (uint32_t)b);
 }
 
-/* One write per turn of the loop; blocking: the agent always reads. An agent gone ends the helper. */
+/*
+ * Write what the agent's pipe takes now (stdout is non-blocking: an agent that stops reading never stalls
+ * the loop, so its end of file on stdin is still seen). An agent gone ends the helper.
+ */
 static void flush_out(void) {
   size_t done = 0;
   while (done < outlen) {
     ssize_t n = write(1, out + done, outlen - done);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) exit(0);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (n <= 0) leave(0);
     done += (size_t)n;
   }
-  outlen = 0;
+  memmove(out, out + done, outlen - done);
+  outlen -= done;
 }
 
 /* Exec a file the kernel would not (no #! line, not ELF): through /bin/sh, as glibc's execvp and libuv do. */
@@ -180,16 +204,16 @@ report:
 }
 
 static void run(uint32_t id, const unsigned char *p, uint32_t len) {
-  if (len < 9) { fprintf(stderr, "kq-spawn-helper: short run request\n"); exit(2); }
+  if (len < 9) bad_request("short run request");
   uint32_t argc = get_u32(p), envc = get_u32(p + 4);
   int hascwd = p[8];
   size_t nstr = (size_t)argc + envc + (hascwd ? 1 : 0);
-  if (argc < 1 || nstr > len) { fprintf(stderr, "kq-spawn-helper: bad run request\n"); exit(2); }
+  if (argc < 1 || nstr > len) bad_request("bad run request");
   char **strs = grow(NULL, (nstr + 2) * sizeof(char *));
   const char *q = (const char *)p + 9, *end = (const char *)p + len;
   for (size_t i = 0; i < nstr; i++) {
     const char *z = memchr(q, 0, (size_t)(end - q));
-    if (!z) { fprintf(stderr, "kq-spawn-helper: unterminated string in run request\n"); exit(2); }
+    if (!z) bad_request("unterminated string in run request");
     strs[i] = (char *)q;
     q = z + 1;
   }
@@ -309,7 +333,7 @@ int main(void) {
   devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (devnull < 0) die("/dev/null");
   int fl = fcntl(1, F_GETFL);
-  if (fl >= 0) fcntl(1, F_SETFL, fl & ~O_NONBLOCK);
+  if (fl < 0 || fcntl(1, F_SETFL, fl | O_NONBLOCK) < 0) die("stdout");
   fcntl(0, F_SETFD, FD_CLOEXEC);
   fcntl(1, F_SETFD, FD_CLOEXEC);
   /* Hello: this binary runs on this host. Until the agent reads it, it knows nothing was forked here. */
@@ -323,27 +347,31 @@ int main(void) {
   size_t pcap = 0;
 
   for (;;) {
-    size_t need = 2 + nrenders * 2;
+    size_t need = 3 + nrenders * 2;
     if (need > pcap) {
       pcap = need * 2;
       pfd = grow(pfd, pcap * sizeof *pfd);
       owner = grow(owner, pcap * sizeof *owner);
     }
     size_t np = 0;
+    /* Always stdin (its end of file is the agent gone) and SIGCHLD; stdout while output waits for the agent. */
     pfd[np++] = (struct pollfd){ .fd = 0, .events = POLLIN };
     pfd[np++] = (struct pollfd){ .fd = sfd, .events = POLLIN };
-    for (size_t i = 0; i < nrenders; i++)
-      for (int s = 0; s < 2; s++)
-        if (renders[i].fd[s] >= 0) {
-          owner[np] = i * 2 + (size_t)s;
-          pfd[np++] = (struct pollfd){ .fd = renders[i].fd[s], .events = POLLIN };
-        }
+    pfd[np++] = (struct pollfd){ .fd = outlen ? 1 : -1, .events = POLLOUT };
+    /* Backpressure: renders are not read while the agent is this far behind (their pipes fill, they wait). */
+    if (outlen < MAX_QUEUED)
+      for (size_t i = 0; i < nrenders; i++)
+        for (int s = 0; s < 2; s++)
+          if (renders[i].fd[s] >= 0) {
+            owner[np] = i * 2 + (size_t)s;
+            pfd[np++] = (struct pollfd){ .fd = renders[i].fd[s], .events = POLLIN };
+          }
     if (poll(pfd, np, -1) < 0) {
       if (errno == EINTR) continue;
       die("poll");
     }
     /* Output first: what a render wrote before it exited goes out before its exit. */
-    for (size_t k = 2; k < np; k++)
+    for (size_t k = 3; k < np; k++)
       if (pfd[k].revents) pump(&renders[owner[k] / 2], (int)(owner[k] % 2));
     if (pfd[1].revents) {
       struct signalfd_siginfo si;
@@ -357,28 +385,26 @@ int main(void) {
       }
       ssize_t n = read(0, in + inlen, READ_CHUNK);
       if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
-        /* The agent is gone. Its guard kills the groups it was told of; a render whose start the agent may
-         * not have heard yet is ended here. Only unreaped leaders: their group number cannot be reused. */
-        for (size_t i = 0; i < nrenders; i++) if (renders[i].pid) kill(-renders[i].pid, SIGKILL);
+        /* The agent is gone. Its guard kills the groups it was told of; leave() ends those it may not know. */
         flush_out();
-        return 0;
+        leave(0);
       }
       if (n > 0) inlen += (size_t)n;
       size_t off = 0;
       while (inlen - off >= 9) {
         uint32_t id = get_u32(in + off + 1), len = get_u32(in + off + 5);
-        if (len > MAX_FRAME) { fprintf(stderr, "kq-spawn-helper: request too large\n"); return 2; }
+        if (len > MAX_FRAME) bad_request("request too large");
         if (inlen - off < 9 + (size_t)len) break;
         unsigned char type = in[off];
         if (type == 'R') run(id, in + off + 9, len);
         else if (type == 'C') close_render(id);
-        else { fprintf(stderr, "kq-spawn-helper: unknown request %d\n", type); return 2; }
+        else bad_request("unknown request");
         off += 9 + (size_t)len;
       }
       memmove(in, in + off, inlen - off);
       inlen -= off;
     }
     sweep();
-    flush_out();
+    if (outlen) flush_out();
   }
 }

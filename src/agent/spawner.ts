@@ -147,9 +147,9 @@ class SpawnHelper {
   /** Throws as Node's spawn does (synchronously) when it cannot be started at all. */
   constructor(binary: string, private readonly events: HelperEvents) {
     // No environment of its own (each render's comes with its request), so a big one cannot stop it starting.
-    // In the agent's process group, ignoring INT/TERM/HUP: it exits when the agent is gone (end of file on its
-    // stdin), however the agent ends, after a clean stop has ended the renders.
-    this.child = spawn(binary, [], { stdio: ['pipe', 'pipe', 'inherit'], env: {} });
+    // Its own process group (as the render guard): a SIGKILL to the agent's group leaves it alive to kill the
+    // renders the agent had not heard of; it exits at end of file on its stdin, however the agent ends.
+    this.child = spawn(binary, [], { stdio: ['pipe', 'pipe', 'inherit'], env: {}, detached: true });
     this.child.unref();
     for (const s of [this.child.stdin, this.child.stdout] as const) (s as unknown as { unref?(): void }).unref?.();
     this.child.stdin!.on('error', () => undefined); // it died: its close handler says so
