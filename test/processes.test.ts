@@ -10,6 +10,8 @@ import { isRunning, startAgent, tempDir, waitFor, kqStarter } from './helpers/kq
 
 const FAST = ['--heartbeat', '250ms', '--agent-timeout', '5s', '--kill-grace', '1s'];
 const start = kqStarter(FAST);
+/** An agent that starts renders with Node's spawn, so that only its render guard can end them once it is dead. */
+const GUARD_ONLY = { KQ_AGENT_NODE_SPAWN: '1' };
 
 /** Pids a render's script wrote to `file` (one a line), once it has written `count` of them. */
 async function pidsWrittenTo(file: string, count: number): Promise<number[]> {
@@ -96,7 +98,8 @@ describe('no render outlives its task', () => {
 
   it('a remote agent killed with -9: its render and the render\'s children die with it', async () => {
     const kq = await start({ numAgents: 0 });
-    const agent = startAgent(['--host-name', 'doomed', ...kq.agentArgs()]);
+    // Node's spawn: the fork helper's end-of-file kill would also end this group; only the guard may here.
+    const agent = startAgent(['--host-name', 'doomed', ...kq.agentArgs()], GUARD_ONLY);
     await waitFor('agent', async () => (await kq.agents()).length === 1);
     const dir = tempDir();
     await kq.submit(...stubbornRender(dir, true));
@@ -144,7 +147,7 @@ function startedBy(agentPid: number): number[] {
 describe('the render guard', () => {
   it('killed itself, is replaced, and the new one still takes the renders down with a killed agent', async () => {
     const kq = await start({ numAgents: 0 });
-    const agent = startAgent(['--host-name', 'guarded', ...kq.agentArgs()]);
+    const agent = startAgent(['--host-name', 'guarded', ...kq.agentArgs()], GUARD_ONLY);
     await waitFor('agent', async () => (await kq.agents()).length === 1);
     const dir = tempDir();
     await kq.submit(...stubbornRender(dir, true));
@@ -156,6 +159,21 @@ describe('the render guard', () => {
     process.kill(agent.pid!, 'SIGKILL');
     await waitFor('the render group gone', () => groupMembers(leader!).length === 0, 30_000);
     expect(isRunning(child!)).toBe(false);
+  });
+
+  it('renders forked by the helper: a leader gone, its background child left in the group, the agent killed -9: the guard ends it', async () => {
+    const kq = await start({ numAgents: 0 });
+    // A long kill grace: the agent is still waiting to SIGKILL the group when it dies. The helper reaped the
+    // leader, so it may not kill the group (its number may be reused): only the guard ends the child.
+    const agent = startAgent(['--host-name', 'leaderless', '--kill-grace', '120s', ...kq.agentArgs()]);
+    await waitFor('agent', async () => (await kq.agents()).length === 1);
+    const dir = tempDir();
+    await kq.submit('--retries', '0', ...stubbornRender(dir, false));
+    const [leader, child] = await pidsWrittenTo(path.join(dir, 'pids'), 2);
+    await waitFor('the leader gone', () => !isRunning(leader!), 30_000);
+    expect(groupMembers(leader!)).toEqual([child]);
+    process.kill(agent.pid!, 'SIGKILL');
+    await waitFor('the child gone', () => !isRunning(child!), 30_000);
   });
 });
 
