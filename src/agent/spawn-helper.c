@@ -354,12 +354,14 @@ int main(void) {
       owner = grow(owner, pcap * sizeof *owner);
     }
     size_t np = 0;
-    /* Always stdin (its end of file is the agent gone) and SIGCHLD; stdout while output waits for the agent. */
+    /* Always stdin (its end of file is the agent gone); stdout while output waits for the agent. Backpressure:
+     * while the agent is MAX_QUEUED behind, renders are not read (their pipes fill, they wait) nor reaped (a
+     * render's exit is reported after the output it wrote before it). */
+    int reading = outlen < MAX_QUEUED;
     pfd[np++] = (struct pollfd){ .fd = 0, .events = POLLIN };
-    pfd[np++] = (struct pollfd){ .fd = sfd, .events = POLLIN };
+    pfd[np++] = (struct pollfd){ .fd = reading ? sfd : -1, .events = POLLIN };
     pfd[np++] = (struct pollfd){ .fd = outlen ? 1 : -1, .events = POLLOUT };
-    /* Backpressure: renders are not read while the agent is this far behind (their pipes fill, they wait). */
-    if (outlen < MAX_QUEUED)
+    if (reading)
       for (size_t i = 0; i < nrenders; i++)
         for (int s = 0; s < 2; s++)
           if (renders[i].fd[s] >= 0) {
