@@ -99,7 +99,9 @@ describe.each(paths)('renders started by $name', ({ env, parent }) => {
   it("a setsid'd child holding stdout: the task still ends, and its later output is in no other task's log", async () => {
     const pidFile = path.join(tempDir(), 'escapee.pid');
     const first = await kq.submit('--retries', '0', '--', 'sh', '-c',
-      `setsid sh -c 'echo $$ > ${pidFile}; sleep 1; echo LATE-ESCAPEE-OUTPUT; sleep 1; echo LATE-AGAIN' & echo first-done`);
+      `setsid sh -c 'echo $$ > ${pidFile}; sleep 1; echo LATE-ESCAPEE-OUTPUT; sleep 1; echo LATE-AGAIN' & ` +
+      // Out of the group before the leader ends (else the group's end may kill it before its setsid).
+      `while [ ! -s ${pidFile} ]; do sleep 0.05; done; echo first-done`);
     const second = await kq.submit('--retries', '0', '--', 'sh', '-c', 'echo second-start; sleep 3; echo second-end');
     expect((await kq.waitJob(first)).state).toBe('Completed');
     escapees.push(Number(fs.readFileSync(pidFile, 'utf8')));
