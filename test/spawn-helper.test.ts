@@ -204,9 +204,14 @@ describe('the helper itself', () => {
 });
 
 describe('a helper that cannot run here, or lies', () => {
-  it('a helper binary that cannot run on this host: no task is lost, renders start with Node\'s spawn (said once)', async () => {
-    const fake = path.join(tempDir(), 'kq-spawn-helper');
-    fs.writeFileSync(fake, '#!/bin/false\n', { mode: 0o755 }); // as a binary for another CPU or C library: exits at once
+  const unrunnable = [
+    // As a binary for another CPU or C library: it exits at once, before its hello.
+    { name: 'dies at once', make: (file: string) => { fs.writeFileSync(file, '#!/bin/false\n', { mode: 0o755 }); return file; } },
+    // A path under a regular file: Node's spawn throws ENOTDIR synchronously.
+    { name: 'cannot even be spawned', make: (file: string) => { fs.writeFileSync(file, ''); return path.join(file, 'kq-spawn-helper'); } },
+  ];
+  it.each(unrunnable)('a helper binary that $name: no task is lost, renders start with Node\'s spawn (said once)', async ({ make }) => {
+    const fake = make(path.join(tempDir(), 'kq-spawn-helper'));
     const kq = await Kq.start({ numAgents: 1, env: { KQ_AGENT_SPAWN_HELPER: fake }, args: ['--heartbeat', '250ms'] });
     kqs.push(kq);
     const id = await kq.submit('--retries', '0', '--frames', '1-4', '--', 'sh', '-c', 'echo "parent=$(cat /proc/$PPID/comm)"');
