@@ -4,6 +4,7 @@
  * same cases with real kq, agents and renders: a missing program, a missing cwd, binary output without a
  * newline, a setsid'd child that keeps the render's stdout open; and the helper's own death.
  */
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -12,8 +13,11 @@ import { Kq, cleanupAll, isRunning, startAgent, tempDir, waitFor } from './helpe
 const kqs: Kq[] = [];
 /** Processes that left their render's group on purpose (setsid): killed at the end. */
 const escapees: number[] = [];
+/** Fake helpers' process groups (each started detached): killed at the end. */
+const fakeGroups: number[] = [];
 afterAll(async () => {
   for (const pid of escapees) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+  for (const pgid of fakeGroups) try { process.kill(-pgid, 'SIGKILL'); } catch { /* gone */ }
   await cleanupAll(kqs);
 });
 
@@ -237,6 +241,80 @@ describe('a helper that cannot run here, or lies', () => {
     expect(job.state).toBe('Completed');
     expect(isRunning(agent.pid!)).toBe(true);
     expect(await logText(kq, id)).toMatch(/sent a malformed frame/);
+  });
+});
+
+/** A fake helper: a shell script that records its pid in `dir`/helper.pid, then runs `body`. */
+function fakeHelper(dir: string, body: string): string {
+  const file = path.join(dir, 'kq-spawn-helper');
+  fs.writeFileSync(file, `#!/bin/sh\necho $$ > ${path.join(dir, 'helper.pid')}\n${body}\n`, { mode: 0o755 });
+  return file;
+}
+
+async function fakeHelperPid(dir: string): Promise<number> {
+  const pid = Number(await waitFor('the fake helper to run', () => readOr(path.join(dir, 'helper.pid')) || null));
+  fakeGroups.push(pid);
+  return pid;
+}
+
+const HELLO = "printf 'H\\000\\000\\000\\000\\000\\000\\000\\000'";
+
+describe('a helper that hangs, lies about pids, or dies on its first request', () => {
+  it('a helper that never says hello: it is killed, the renders start with Node\'s spawn', async () => {
+    const dir = tempDir();
+    const fake = fakeHelper(dir, 'exec sleep 1000');
+    const kq = await Kq.start({ numAgents: 1, env: { KQ_AGENT_SPAWN_HELPER: fake }, args: ['--heartbeat', '250ms'] });
+    kqs.push(kq);
+    const id = await kq.submit('--retries', '0', '--frames', '1-2', '--', 'sh', '-c', 'echo "parent=$(cat /proc/$PPID/comm)"');
+    const helper = await fakeHelperPid(dir);
+    const job = await kq.waitJob(id);
+    expect(job.state).toBe('Completed');
+    expect(await logText(kq, id)).not.toContain('parent=kq-spawn-helper');
+    await waitFor('the silent helper killed', () => !isRunning(helper), 20_000);
+  });
+
+  it('a helper that says hello and then ignores the agent: killed when kq stops', async () => {
+    const dir = tempDir();
+    const fake = fakeHelper(dir, `${HELLO}\nexec sleep 1000`);
+    const kq = await Kq.start({ numAgents: 1, env: { KQ_AGENT_SPAWN_HELPER: fake }, args: ['--heartbeat', '250ms'] });
+    kqs.push(kq);
+    await kq.submit('--retries', '0', '--', 'true');
+    const helper = await fakeHelperPid(dir);
+    await kq.stop();
+    await waitFor('the deaf helper killed', () => !isRunning(helper), 20_000);
+  });
+
+  it('a helper that says hello and exits on its first request: the render starts with Node\'s spawn (nothing lost)', async () => {
+    const dir = tempDir();
+    const fake = fakeHelper(dir, `${HELLO}\nhead -c 9 >/dev/null`);
+    const kq = await Kq.start({ numAgents: 1, env: { KQ_AGENT_SPAWN_HELPER: fake }, args: ['--heartbeat', '250ms'] });
+    kqs.push(kq);
+    const id = await kq.submit('--retries', '0', '--', 'sh', '-c', 'echo "parent=$(cat /proc/$PPID/comm)"');
+    await fakeHelperPid(dir);
+    const job = await kq.waitJob(id);
+    expect(job.state).toBe('Completed');
+    expect(await logText(kq, id)).not.toContain('parent=kq-spawn-helper');
+  });
+
+  // pid 0 would have the agent signal its own group; pid 1 (kill(-1)) every process of the user.
+  it.each([0, 1])("a helper that says a render started as pid %i: a malformed helper, nothing outside is signalled, the task runs with Node's spawn", async (pid) => {
+    const dir = tempDir();
+    const le = (n: number) => [0, 8, 16, 24].map((b) => `\\${((n >> b) & 0xff).toString(8).padStart(3, '0')}`).join('');
+    const fake = fakeHelper(dir, `${HELLO}\nhead -c 9 >/dev/null\nprintf 'S${le(1)}${le(4)}${le(pid)}'\nexec cat >/dev/null`);
+    const sentinel = spawn('sleep', ['1000'], { detached: true, stdio: 'ignore' });
+    fakeGroups.push(sentinel.pid!);
+    const kq = await Kq.start({ numAgents: 0, args: ['--heartbeat', '250ms'] });
+    kqs.push(kq);
+    const agent = startAgent(['--host-name', `told-pid-${pid}`, ...kq.agentArgs()], { KQ_AGENT_SPAWN_HELPER: fake });
+    await waitFor('agent', async () => (await kq.agents()).length === 1);
+    // A timeout: without a check, the agent would end the "group" of that pid when it fires.
+    const id = await kq.submit('--retries', '0', '--timeout', '3s', '--', 'sh', '-c', 'echo "parent=$(cat /proc/$PPID/comm)"');
+    await fakeHelperPid(dir);
+    const job = await kq.waitJob(id);
+    expect(job.state).toBe('Completed');
+    expect(await logText(kq, id)).not.toContain('parent=kq-spawn-helper');
+    expect(isRunning(agent.pid!)).toBe(true);
+    expect(isRunning(sentinel.pid!)).toBe(true);
   });
 });
 

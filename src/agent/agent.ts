@@ -149,7 +149,7 @@ export class Agent {
     if (this.endCause === 'stopped') await this.send({ type: 'bye' }).catch(() => undefined);
     for (const s of [this.dealer, this.sub, this.push]) if (!s.closed) s.close();
     this.guard.close();
-    this.spawner.close();
+    await this.spawner.close(); // a hung helper is killed
     this.state = 'stopped';
     this.onEnd?.();
   }

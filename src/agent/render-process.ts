@@ -35,6 +35,8 @@ export interface RenderProcess {
   readonly ended: Promise<RenderEnd>;
   /** Wait for its output to end, at most `graceMs` (a process that left the group may hold the pipes). */
   drained(graceMs: number): Promise<void>;
+  /** Its task is stopped before it was started (still waiting for its starter): drop it, and it ends now. */
+  cancel?(): boolean;
 }
 
 /** Start a render with Node's child_process.spawn; throws as spawn does (a NUL byte, a cwd that is a file…). */

@@ -46,6 +46,8 @@ export class TaskRun {
   /** The running command's process group, and its ending once begun (one per command). */
   private group: { pgid: number; ending: Promise<boolean> | null } | null = null;
   private timeoutTimer: NodeJS.Timeout | null = null;
+  /** The command asked for but not started yet (its starter has no pid for it): a stop drops it. */
+  private unstarted: RenderProcess | null = null;
   private readonly stderr = new StderrTail();
   readonly done: Promise<RunResult>;
 
@@ -58,7 +60,8 @@ export class TaskRun {
   stop(reason: string): void {
     if (this.endReason !== null) return;
     this.endReason = reason;
-    if (this.group) void this.endGroup(this.group);
+    if (this.unstarted) this.unstarted.cancel?.();
+    else if (this.group) void this.endGroup(this.group);
   }
 
   private endGroup(group: { pgid: number; ending: Promise<boolean> | null }): Promise<boolean> {
@@ -96,6 +99,7 @@ export class TaskRun {
     const onStarted = (pid: number) => {
       const group = { pgid: pid, ending: null };
       running.group = this.group = group;
+      this.unstarted = null;
       this.o.onGroup(group.pgid, true);
       this.o.onStarted(group.pgid);
       if (this.endReason !== null) void this.endGroup(group); // stopped while it was being started
@@ -107,7 +111,9 @@ export class TaskRun {
       // A NUL byte, an environment too big for exec, a cwd that is a file: spawn throws. The task fails.
       return { exitCode: null, signal: null, durationMs: Date.now() - started, reason: this.cannotStart(command, err as NodeJS.ErrnoException) };
     }
+    if (!running.group) this.unstarted = render;
     const ended: RenderEnd = await render.ended;
+    this.unstarted = null;
     // The leader is gone; whatever it left in its group (background children) goes too, before reporting.
     if (running.group) await this.endGroup(running.group);
     await render.drained(DRAIN_MS);

@@ -21,6 +21,10 @@ export const HELPER_PATH_ENV = 'KQ_AGENT_SPAWN_HELPER';
 const HELPER_CANDIDATES = ['../../kq-spawn-helper', '../../dist/kq-spawn-helper'].map((p) => fileURLToPath(new URL(p, import.meta.url)));
 /** This many helper deaths in a row with no render completed between them and the agent goes back to Node's spawn for good. */
 const MAX_DEATHS_IN_A_ROW = 3;
+/** A helper silent this long after its start never ran here (or hangs): it is killed, as a death before hello. */
+const HELLO_TIMEOUT_MS = 2000;
+/** After its stdin ends, how long the helper has to leave (killing its renders) before its group is SIGKILLed. */
+const CLOSE_GRACE_MS = 1000;
 const HEADER = 9;
 /** Each helper frame's payload length: exact for the fixed ones (a peer that lies is a dead helper, not a crash). */
 const PAYLOAD_LENGTH: Record<string, (len: number) => boolean> = {
@@ -64,10 +68,11 @@ export class Spawner {
     return this.helper.spawn(spec, output);
   }
 
-  /** The agent stops: the helper exits at end of file (as it does if the agent dies). */
-  close(): void {
-    this.helper?.close();
+  /** The agent stops: the helper exits at end of file (as it does if the agent dies), or is killed soon after. */
+  async close(): Promise<void> {
+    const helper = this.helper;
     this.helper = null;
+    await helper?.close();
   }
 
   private helperDied(why: string, helloSeen: boolean): void {
@@ -124,6 +129,9 @@ interface HelperRender {
   onDrained: (() => void) | null;
   /** Started with Node's spawn instead: the helper died before its hello. */
   instead: RenderProcess | null;
+  /** Its 'S' or 'F' arrived: the helper took it. Until then it never ran (the helper forks and execs only after
+   * its 'S' frame is written), so if the helper dies it starts with Node's spawn instead. */
+  acked: boolean;
 }
 
 interface HelperEvents {
@@ -143,6 +151,7 @@ class SpawnHelper {
   /** Its hello arrived: it runs on this host. Until then run requests wait here (ids in order). */
   private helloSeen = false;
   private waiting: number[] = [];
+  private helloTimer: NodeJS.Timeout | null = null;
 
   /** Throws as Node's spawn does (synchronously) when it cannot be started at all. */
   constructor(binary: string, private readonly events: HelperEvents) {
@@ -157,13 +166,15 @@ class SpawnHelper {
     this.child.on('error', (err) => this.die(`could not run (${err.message})`));
     // 'close', not 'exit': the frames it wrote before dying are read first.
     this.child.on('close', (code, signal) => this.die(signal ? `was killed by ${signal}` : `exited with code ${code}`));
+    this.helloTimer = setTimeout(() => this.kill(`said nothing within ${HELLO_TIMEOUT_MS / 1000} s`), HELLO_TIMEOUT_MS);
+    this.helloTimer.unref();
   }
 
   spawn(spec: RenderSpec, output: RenderOutput): RenderProcess {
     const id = this.nextId++;
     let resolveEnded!: (end: RenderEnd) => void;
     const ended = new Promise<RenderEnd>((r) => { resolveEnded = r; });
-    const render: HelperRender = { spec, output, resolveEnded, open: 2, exited: false, onDrained: null, instead: null };
+    const render: HelperRender = { spec, output, resolveEnded, open: 2, exited: false, onDrained: null, instead: null, acked: false };
     if (this.gone !== null) {
       resolveEnded(this.lost());
       return { ended, drained: () => Promise.resolve() };
@@ -171,12 +182,50 @@ class SpawnHelper {
     this.renders.set(id, render);
     if (this.helloSeen) this.send('R', id, runPayload(spec));
     else this.waiting.push(id);
-    return { ended, drained: (graceMs) => render.instead ? render.instead.drained(graceMs) : this.drained(id, render, graceMs) };
+    return {
+      ended,
+      drained: (graceMs) => render.instead ? render.instead.drained(graceMs) : this.drained(id, render, graceMs),
+      cancel: () => this.cancel(id, render),
+    };
   }
 
-  close(): void {
+  /** Its task was stopped: a render still waiting for the hello is dropped (it never ran) and ends now. */
+  private cancel(id: number, render: HelperRender): boolean {
+    const at = this.waiting.indexOf(id);
+    if (at < 0) return false;
+    this.waiting.splice(at, 1);
+    this.renders.delete(id);
+    render.resolveEnded({ code: null, signal: null, error: null, lost: null, reason: 'stopped before it started' });
+    return true;
+  }
+
+  /** End of file on its stdin: it kills its renders and exits; one that does not (hung) is SIGKILLed with its group. */
+  close(): Promise<void> {
     this.closing = true;
     this.child.stdin!.end();
+    if (this.exited()) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.killGroup();
+        resolve();
+      }, CLOSE_GRACE_MS);
+      this.child.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  private exited(): boolean {
+    return this.child.exitCode !== null || this.child.signalCode !== null;
+  }
+
+  /** Its group (it was started detached): only while it is not reaped, so the number is still its own. */
+  private killGroup(): void {
+    if (this.child.pid === undefined || this.exited()) return;
+    try {
+      process.kill(-this.child.pid, 'SIGKILL');
+    } catch { /* already gone */ }
   }
 
   private drained(id: number, render: HelperRender, graceMs: number): Promise<void> {
@@ -220,6 +269,7 @@ class SpawnHelper {
       }
       if (buf.length - off < HEADER + len) break;
       this.frame(type, buf.readUInt32LE(off + 1), buf.subarray(off + HEADER, off + HEADER + len));
+      if (this.gone !== null) return; // the frame showed it broken
       off += HEADER + len;
     }
     buf = buf.subarray(off);
@@ -227,17 +277,16 @@ class SpawnHelper {
     this.pending = buf.length ? Buffer.from(buf) : Buffer.alloc(0);
   }
 
-  /** It misbehaves: it is ended (its renders die with it, PR_SET_PDEATHSIG) and counted as a death. */
+  /** It misbehaves or hangs: it is ended with its group (its renders die with it, PR_SET_PDEATHSIG) and counted as a death. */
   private kill(why: string): void {
-    try {
-      this.child.kill('SIGKILL');
-    } catch { /* already gone */ }
+    this.killGroup();
     this.die(why);
   }
 
   private frame(type: string, id: number, payload: Buffer): void {
     if (type === 'H') {
       this.helloSeen = true;
+      if (this.helloTimer) clearTimeout(this.helloTimer);
       for (const waiting of this.waiting) {
         const render = this.renders.get(waiting);
         if (render) this.send('R', waiting, runPayload(render.spec));
@@ -248,10 +297,20 @@ class SpawnHelper {
     const render = this.renders.get(id);
     if (!render) return; // its pipes were closed: late output is dropped, never someone else's
     switch (type) {
-      case 'S':
-        render.output.onStarted(payload.readInt32LE(0));
+      case 'S': {
+        // Once, for a render it was asked for, and a pid that is a group of its own: 0 or 1 would have the agent
+        // signal its own group (kill(0)) or every process of the user (kill(-1)).
+        const pid = payload.readInt32LE(0);
+        if (pid < 2 || render.acked || this.waiting.includes(id)) {
+          this.kill(`sent a bad 'started' frame (pid ${pid} for render ${id})`);
+          return;
+        }
+        render.acked = true;
+        render.output.onStarted(pid);
         return;
+      }
       case 'F': {
+        render.acked = true;
         const errno = payload.readInt32LE(0);
         const code = ERRNO_NAMES.get(errno) ?? `errno ${errno}`;
         const error = Object.assign(new Error(`spawn ${code}`), { code, errno: -errno }) as NodeJS.ErrnoException;
@@ -283,6 +342,7 @@ class SpawnHelper {
   private die(why: string): void {
     if (this.gone !== null) return;
     this.gone = why;
+    if (this.helloTimer) clearTimeout(this.helloTimer);
     if (!this.helloSeen && !this.closing) {
       // It never ran: nothing was forked. The renders waiting for it start with Node's spawn, as if it never was.
       this.events.died(why, false);
@@ -293,6 +353,11 @@ class SpawnHelper {
     }
     const end = this.lost();
     for (const render of this.renders.values()) {
+      // Never acknowledged: it was never exec'd (the helper holds each child until its 'S' is written).
+      if (!render.acked && !this.closing) {
+        startWithNode(render);
+        continue;
+      }
       render.resolveEnded(end);
       render.onDrained?.();
     }
