@@ -228,7 +228,7 @@ describe('a helper that cannot run here, or lies', () => {
     expect(said[0]).toContain('before it could start anything');
   });
 
-  it('a helper that sends a malformed frame is a dead helper, not a dead agent; three in a row and Node\'s spawn takes over', async () => {
+  it('a helper that sends a malformed frame is a dead helper, not a dead agent; the render it never started runs with Node\'s spawn', async () => {
     const fake = path.join(tempDir(), 'kq-spawn-helper');
     // Hello, then a 'started' frame with no pid in it (payload length 0) for the render it was asked for.
     fs.writeFileSync(fake, "#!/bin/sh\nprintf 'H\\000\\000\\000\\000\\000\\000\\000\\000'\nhead -c 9 >/dev/null\nprintf 'S\\001\\000\\000\\000\\000\\000\\000\\000'\nexec cat >/dev/null\n", { mode: 0o755 });
@@ -236,11 +236,11 @@ describe('a helper that cannot run here, or lies', () => {
     kqs.push(kq);
     const agent = startAgent(['--host-name', 'lied-to', ...kq.agentArgs()], { KQ_AGENT_SPAWN_HELPER: fake });
     await waitFor('agent', async () => (await kq.agents()).length === 1);
-    const id = await kq.submit('--retries', '5', '--', 'sh', '-c', 'echo "parent=$(cat /proc/$PPID/comm)"');
+    const id = await kq.submit('--retries', '0', '--', 'sh', '-c', 'echo "parent=$(cat /proc/$PPID/comm)"');
     const job = await kq.waitJob(id);
     expect(job.state).toBe('Completed');
     expect(isRunning(agent.pid!)).toBe(true);
-    expect(await logText(kq, id)).toMatch(/sent a malformed frame/);
+    expect(await logText(kq, id)).not.toContain('parent=kq-spawn-helper');
   });
 });
 
@@ -315,6 +315,82 @@ describe('a helper that hangs, lies about pids, or dies on its first request', (
     expect(await logText(kq, id)).not.toContain('parent=kq-spawn-helper');
     expect(isRunning(agent.pid!)).toBe(true);
     expect(isRunning(sentinel.pid!)).toBe(true);
+  });
+});
+
+/** Children of `pid`, from its own /proc entry. */
+function childrenOfPid(pid: number): number[] {
+  const out: number[] = [];
+  for (const t of (() => { try { return fs.readdirSync(`/proc/${pid}/task`); } catch { return []; } })()) {
+    out.push(...readOr(`/proc/${pid}/task/${t}/children`).split(/\s+/).filter((x) => x !== '').map(Number));
+  }
+  return out;
+}
+
+/** A helper 'R' frame: run argv with env, no cwd. */
+function runFrame(id: number, argv: string[], env: string[]): Buffer {
+  const head = Buffer.alloc(9);
+  head.writeUInt32LE(argv.length, 0);
+  head.writeUInt32LE(env.length, 4);
+  const payload = Buffer.concat([head, Buffer.from([...argv, ...env].join('\0') + '\0')]);
+  const frame = Buffer.alloc(9);
+  frame.writeUInt8('R'.charCodeAt(0), 0);
+  frame.writeUInt32LE(id, 1);
+  frame.writeUInt32LE(payload.length, 5);
+  return Buffer.concat([frame, payload]);
+}
+
+describe('the helper driven directly (the test is its agent)', () => {
+  it('a render that enlarges its pipe, fills it and exits: its exit is reported after all its output', async () => {
+    const helper = spawn(path.resolve('dist/kq-spawn-helper'), [], { stdio: ['pipe', 'pipe', 'ignore'], detached: true, env: {} });
+    fakeGroups.push(helper.pid!);
+    const dir = tempDir();
+    // It writes 1 MiB and exits while the helper is stopped: the helper then sees its output and its exit at once.
+    const script = 'import fcntl, os, time\nfcntl.fcntl(1, 1031, 1 << 20)\nopen("pid", "w").write(str(os.getpid()))\n' +
+      'while not os.path.exists("go"): time.sleep(0.02)\nos.write(1, b"z" * (1 << 20))\n';
+    helper.stdin!.write(runFrame(1, ['sh', '-c', `cd ${dir} && exec python3 -c '${script}'`], [`PATH=${process.env.PATH}`]));
+    const render = Number(await waitFor('the render to run', () => readOr(path.join(dir, 'pid')) || null));
+    process.kill(helper.pid!, 'SIGSTOP');
+    fs.writeFileSync(path.join(dir, 'go'), '');
+    await waitFor('the render to exit', () => /^\d+ \(.*\) Z/.test(readOr(`/proc/${render}/stat`)), 30_000);
+    process.kill(helper.pid!, 'SIGCONT');
+    let pending = Buffer.alloc(0);
+    let outBytes = 0;
+    const atExit = await new Promise<number>((resolve) => {
+      helper.stdout!.on('data', (chunk: Buffer) => {
+        pending = Buffer.concat([pending, chunk]);
+        while (pending.length >= 9 && pending.length >= 9 + pending.readUInt32LE(5)) {
+          const type = String.fromCharCode(pending[0]!);
+          const len = pending.readUInt32LE(5);
+          if (type === 'O') outBytes += len;
+          if (type === 'X') resolve(outBytes);
+          pending = pending.subarray(9 + len);
+        }
+      });
+    });
+    helper.stdin!.end();
+    expect(atExit).toBe(1 << 20);
+  });
+
+  it("a render whose 'S' frame is not written yet (output queued for the agent) runs nothing: the helper killed -9 leaves no process of it", async () => {
+    const dir = tempDir();
+    const helper = spawn(path.resolve('dist/kq-spawn-helper'), [], { stdio: ['pipe', 'pipe', 'ignore'], detached: true, env: {} });
+    fakeGroups.push(helper.pid!);
+    helper.stdout!.pause(); // the agent reads nothing: output queues up in the helper
+    const env = [`PATH=${process.env.PATH}`];
+    helper.stdin!.write(runFrame(1, ['sh', '-c', 'exec head -c 20000000 /dev/zero'], env));
+    const flood = await waitFor('the flooding render', () => childrenOfPid(helper.pid!)[0] ?? null);
+    // More than the pipes and Node's buffer hold: the rest is queued in the helper now, and stays.
+    await waitFor('the flood queued', () => Number(/wchar: (\d+)/.exec(readOr(`/proc/${flood}/io`))?.[1] ?? 0) > 768 * 1024, 30_000);
+    const pids = path.join(dir, 'pids');
+    helper.stdin!.write(runFrame(2, ['sh', '-c', `sleep 60 & echo $! >> ${pids}; echo $$ >> ${pids}; wait`], env));
+    // Before the fix it is forked and runs at once; with it, it waits for the queue (nothing to wait for then).
+    await waitFor('the second render to run, if it does', () => fs.existsSync(pids) && readOr(pids).split('\n').length >= 2, 3000).catch(() => undefined);
+    const started = fs.existsSync(pids) ? readOr(pids).split('\n').filter((l) => /^\d+$/.test(l)).map(Number) : [];
+    escapees.push(...started);
+    process.kill(helper.pid!, 'SIGKILL');
+    await waitFor('the flooding render gone', () => !isRunning(flood), 20_000);
+    await waitFor('no process of the second render left', () => started.every((p) => !isRunning(p)), 10_000);
   });
 });
 

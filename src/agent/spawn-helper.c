@@ -13,7 +13,9 @@
  *
  * Frames, both ways: u8 type, u32 id (little endian), u32 payload length, payload.
  *   agent -> helper  'R' run:   u32 argc, u32 envc, u8 hasCwd, then NUL-terminated strings: [cwd], argv..., env...
- *                    'C' close: stop relaying this render's output (its pipes are closed; later output is dropped)
+ *                    'C' close: stop relaying this render's output (its pipes are closed; later output is dropped);
+ *                               one not reaped yet is SIGKILLed (the agent gave up on it before its 'S'), and
+ *                               a run request still queued for it is dropped
  *   helper -> agent  'H' hello (id 0, first frame: it runs on this host; nothing is forked before it)
  *                    'S' started: i32 pid          'F' failed to start: i32 errno
  *                    'O' / 'E' stdout / stderr bytes   'o' / 'e' end of stdout / stderr
@@ -47,6 +49,11 @@ struct render {
   uint32_t id;
   pid_t pid;    /* 0 once reaped */
   int fd[2];    /* stdout, stderr read ends; -1 once at end of file or closed */
+  int errfd;    /* carries errno if its exec fails; -1 once reaped */
+  int gofd;     /* one byte lets it exec, once its 'S' frame is written to the agent; -1 once sent */
+  uint64_t s_end; /* where its 'S' frame ends in the output stream */
+  int exited;   /* reaped, its 'X' not framed yet (its pipes are drained first) */
+  int status;
 };
 
 static struct render *renders;
@@ -55,6 +62,8 @@ static int devnull = -1;
 
 static unsigned char *out;
 static size_t outlen, outcap;
+/* Bytes ever framed / ever written to the agent: a render may exec once its 'S' frame is written. */
+static uint64_t framed, written;
 
 /*
  * Every way out goes through here. The agent may not have read a render's 'S' frame (its pid) yet, so
@@ -101,6 +110,7 @@ static unsigned char *frame(char type, uint32_t id, uint32_t len) {
   put_u32(p + 1, id);
   put_u32(p + 5, len);
   outlen += 9 + len;
+  framed += 9 + len;
   return p + 9;
 }
 
@@ -123,6 +133,7 @@ static void flush_out(void) {
     if (n <= 0) leave(0);
     done += (size_t)n;
   }
+  written += done;
   memmove(out, out + done, outlen - done);
   outlen -= done;
 }
@@ -178,8 +189,9 @@ static void exec_search(const char *file, char **argv, char **envp) {
 }
 
 /* In the child: what Node's spawn (libuv) does before exec. Reports errno on errpipe if anything fails. */
-static void child(int errpipe, int outw, int errw, pid_t helper, const char *cwd, char **argv, char **envp) {
+static void child(int errpipe, int gor, int gow, int outw, int errw, pid_t helper, const char *cwd, char **argv, char **envp) {
   int err;
+  close(gow);
   setsid(); /* its own session and process group, as with detached: true */
   /* If the helper dies before the agent has heard this render's pid, nobody could end it: it dies too.
    * (Checked after: the helper may have died before the request took effect.) */
@@ -194,6 +206,15 @@ static void child(int errpipe, int outw, int errw, pid_t helper, const char *cwd
   sigset_t none;
   sigemptyset(&none);
   if (sigprocmask(SIG_SETMASK, &none, NULL) < 0) goto fail;
+  /* Set up (its own group exists): the helper may now tell the agent its pid. */
+  int ready = 0;
+  while (write(errpipe, &ready, sizeof ready) < 0 && errno == EINTR) {}
+  /* Nothing runs until the agent can know this group: the helper sends the go byte once the 'S' frame (the
+   * pid) is written to the agent's pipe. End of file: the helper died first; nobody would know the group. */
+  char go;
+  ssize_t g;
+  do g = read(gor, &go, 1); while (g < 0 && errno == EINTR);
+  if (g != 1) _exit(127);
   environ = envp;
   exec_search(argv[0], argv, envp);
 fail:
@@ -225,42 +246,53 @@ static void run(uint32_t id, const unsigned char *p, uint32_t len) {
   envp[envc] = NULL;
   argv[argc] = NULL;
 
-  int errp[2], o[2], e[2];
-  if (pipe2(errp, O_CLOEXEC) < 0) { frame_ints('F', id, errno, 0, 1); goto done; }
-  if (pipe2(o, O_CLOEXEC) < 0) { frame_ints('F', id, errno, 0, 1); close(errp[0]); close(errp[1]); goto done; }
-  if (pipe2(e, O_CLOEXEC) < 0) { frame_ints('F', id, errno, 0, 1); close(errp[0]); close(errp[1]); close(o[0]); close(o[1]); goto done; }
+  int pp[4][2]; /* error, go, stdout, stderr */
+  int made = 0;
+  for (; made < 4; made++) if (pipe2(pp[made], O_CLOEXEC) < 0) break;
+  if (made < 4) {
+    int err = errno;
+    for (int i = 0; i < made; i++) { close(pp[i][0]); close(pp[i][1]); }
+    frame_ints('F', id, err, 0, 1);
+    goto done;
+  }
   pid_t self = getpid();
   pid_t pid = fork();
-  if (pid == 0) child(errp[1], o[1], e[1], self, cwd, argv, envp);
+  if (pid == 0) child(pp[0][1], pp[1][0], pp[1][1], pp[2][1], pp[3][1], self, cwd, argv, envp);
   int forkerr = errno;
-  close(errp[1]); close(o[1]); close(e[1]);
+  close(pp[0][1]); close(pp[1][0]); close(pp[2][1]); close(pp[3][1]);
   if (pid < 0) {
-    close(errp[0]); close(o[0]); close(e[0]);
+    close(pp[0][0]); close(pp[1][1]); close(pp[2][0]); close(pp[3][0]);
     frame_ints('F', id, forkerr, 0, 1);
     goto done;
   }
-  /* The error pipe closes at exec (success) or carries errno (failure): libuv's technique. */
+  /* The error pipe carries errno if the set-up fails, else 0 once it is done (its group exists); then errno
+   * if exec fails (libuv's technique), read when the child is reaped. */
   int childerr = 0;
   ssize_t n;
-  do n = read(errp[0], &childerr, sizeof childerr); while (n < 0 && errno == EINTR);
-  close(errp[0]);
-  if (n == (ssize_t)sizeof childerr) {
+  do n = read(pp[0][0], &childerr, sizeof childerr); while (n < 0 && errno == EINTR);
+  if (n != (ssize_t)sizeof childerr || childerr != 0) {
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {} /* no zombie: it is _exiting */
-    close(o[0]); close(e[0]);
-    frame_ints('F', id, childerr, 0, 1);
+    close(pp[0][0]); close(pp[1][1]); close(pp[2][0]); close(pp[3][0]);
+    frame_ints('F', id, n == (ssize_t)sizeof childerr ? childerr : EIO, 0, 1);
     goto done;
   }
-  fcntl(o[0], F_SETFL, O_NONBLOCK);
-  fcntl(e[0], F_SETFL, O_NONBLOCK);
+  fcntl(pp[0][0], F_SETFL, O_NONBLOCK);
+  fcntl(pp[2][0], F_SETFL, O_NONBLOCK);
+  fcntl(pp[3][0], F_SETFL, O_NONBLOCK);
   if (nrenders == caprenders) {
     caprenders = caprenders ? caprenders * 2 : 8;
     renders = grow(renders, caprenders * sizeof *renders);
   }
-  renders[nrenders++] = (struct render){ .id = id, .pid = pid, .fd = { o[0], e[0] } };
   frame_ints('S', id, pid, 0, 1);
+  renders[nrenders++] = (struct render){ .id = id, .pid = pid, .fd = { pp[2][0], pp[3][0] }, .errfd = pp[0][0], .gofd = pp[1][1], .s_end = framed };
 done:
   free(envp);
   free(strs);
+}
+
+static void close_fd(int *fd) {
+  if (*fd >= 0) close(*fd);
+  *fd = -1;
 }
 
 static struct render *find_id(uint32_t id) {
@@ -272,16 +304,21 @@ static void close_render(uint32_t id) {
   struct render *r = find_id(id);
   if (!r) return;
   for (int s = 0; s < 2; s++) if (r->fd[s] >= 0) { close(r->fd[s]); r->fd[s] = -1; }
-  /* Still unreaped (the agent gave up on it): the SIGCHLD handler reaps it, no frame is sent. */
-  if (r->pid) r->id = 0;
+  /* Still unreaped: the agent gave up on it before it knew it (it may not exec yet: its go pipe ends). The
+   * SIGCHLD handler reaps it, no frame is sent. */
+  if (r->pid) {
+    kill(-r->pid, SIGKILL);
+    close_fd(&r->gofd);
+    r->id = 0;
+  }
 }
 
-/* Forget renders with nothing left to report (reaped and both streams ended or closed). */
+/* Forget renders with nothing left to report (reaped, 'X' framed and both streams ended or closed). */
 static void sweep(void) {
   size_t j = 0;
   for (size_t i = 0; i < nrenders; i++) {
     struct render *r = &renders[i];
-    if (r->pid == 0 && r->fd[0] < 0 && r->fd[1] < 0) continue;
+    if (r->pid == 0 && !r->exited && r->fd[0] < 0 && r->fd[1] < 0) continue;
     renders[j++] = *r;
   }
   nrenders = j;
@@ -295,26 +332,108 @@ static void reap(void) {
       struct render *r = &renders[i];
       if (r->pid != pid) continue;
       r->pid = 0;
+      close_fd(&r->gofd);
+      int childerr = 0;
+      ssize_t n = read(r->errfd, &childerr, sizeof childerr); /* written before it _exited, if at all */
+      close_fd(&r->errfd);
       if (r->id == 0) break; /* closed by the agent: nobody listens */
-      if (WIFEXITED(status)) frame_ints('X', r->id, WEXITSTATUS(status), 0, 2);
-      else frame_ints('X', r->id, -1, WIFSIGNALED(status) ? WTERMSIG(status) : 0, 2);
+      if (n == (ssize_t)sizeof childerr) {
+        /* exec failed (after its 'S': it may only exec once the agent can know it): it wrote nothing. */
+        close_fd(&r->fd[0]);
+        close_fd(&r->fd[1]);
+        frame_ints('F', r->id, childerr, 0, 1);
+        r->id = 0;
+        break;
+      }
+      r->exited = 1;
+      r->status = status;
       break;
     }
   }
 }
 
-static void pump(struct render *r, int s) {
+/* Read one chunk: 1 if it gave bytes, 0 if nothing now, -1 at end of file. */
+static int pump(struct render *r, int s) {
   static unsigned char buf[READ_CHUNK];
   ssize_t n;
   do n = read(r->fd[s], buf, sizeof buf); while (n < 0 && errno == EINTR);
-  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
   if (n > 0) {
     memcpy(frame(s ? 'E' : 'O', r->id, (uint32_t)n), buf, (size_t)n);
-    return;
+    return 1;
   }
-  close(r->fd[s]);
-  r->fd[s] = -1;
+  close_fd(&r->fd[s]);
   frame(s ? 'e' : 'o', r->id, 0);
+  return -1;
+}
+
+/*
+ * A reaped render's exit goes out after everything it wrote: its pipes are drained first (a pipe enlarged
+ * with F_SETPIPE_SZ holds far more than one read). If the agent is MAX_QUEUED behind, the 'X' waits.
+ */
+static void report_exits(void) {
+  for (size_t i = 0; i < nrenders; i++) {
+    struct render *r = &renders[i];
+    if (!r->exited) continue;
+    if (r->id == 0) { r->exited = 0; continue; }
+    int drained = 1;
+    for (int s = 0; s < 2; s++)
+      while (r->fd[s] >= 0) {
+        if (outlen >= MAX_QUEUED) { drained = 0; break; }
+        if (pump(r, s) == 0) break;
+      }
+    if (!drained) continue;
+    r->exited = 0;
+    if (WIFEXITED(r->status)) frame_ints('X', r->id, WEXITSTATUS(r->status), 0, 2);
+    else frame_ints('X', r->id, -1, WIFSIGNALED(r->status) ? WTERMSIG(r->status) : 0, 2);
+  }
+}
+
+/* Let each render whose 'S' frame is now written to the agent exec. */
+static void send_go(void) {
+  for (size_t i = 0; i < nrenders; i++) {
+    struct render *r = &renders[i];
+    if (r->gofd < 0 || r->s_end > written) continue;
+    char go = 1;
+    while (write(r->gofd, &go, 1) < 0 && errno == EINTR) {}
+    close_fd(&r->gofd);
+  }
+}
+
+/* A 'C' for this id among the complete requests after `off`. */
+static int closed_later(const unsigned char *in, size_t off, size_t inlen, uint32_t id) {
+  while (inlen - off >= 9) {
+    uint32_t len = get_u32(in + off + 5);
+    if (len > MAX_FRAME || inlen - off < 9 + (size_t)len) return 0;
+    if (in[off] == 'C' && get_u32(in + off + 1) == id) return 1;
+    off += 9 + (size_t)len;
+  }
+  return 0;
+}
+
+/*
+ * Handle the agent's requests. A run request waits while output is queued for the agent: its 'S' would sit
+ * behind that output, and the render cannot exec before its 'S' is written.
+ */
+static void handle_requests(unsigned char *in, size_t *inlen) {
+  size_t off = 0;
+  while (*inlen - off >= 9) {
+    uint32_t id = get_u32(in + off + 1), len = get_u32(in + off + 5);
+    if (len > MAX_FRAME) bad_request("request too large");
+    if (*inlen - off < 9 + (size_t)len) break;
+    unsigned char type = in[off];
+    if (type == 'R') {
+      if (outlen && !closed_later(in, off + 9 + (size_t)len, *inlen, id)) break;
+      if (outlen) { off += 9 + (size_t)len; continue; } /* given up on before it ran: dropped */
+      run(id, in + off + 9, len);
+      flush_out();
+      send_go();
+    } else if (type == 'C') close_render(id);
+    else bad_request("unknown request");
+    off += 9 + (size_t)len;
+  }
+  memmove(in, in + off, *inlen - off);
+  *inlen -= off;
 }
 
 int main(void) {
@@ -392,21 +511,11 @@ int main(void) {
         leave(0);
       }
       if (n > 0) inlen += (size_t)n;
-      size_t off = 0;
-      while (inlen - off >= 9) {
-        uint32_t id = get_u32(in + off + 1), len = get_u32(in + off + 5);
-        if (len > MAX_FRAME) bad_request("request too large");
-        if (inlen - off < 9 + (size_t)len) break;
-        unsigned char type = in[off];
-        if (type == 'R') run(id, in + off + 9, len);
-        else if (type == 'C') close_render(id);
-        else bad_request("unknown request");
-        off += 9 + (size_t)len;
-      }
-      memmove(in, in + off, inlen - off);
-      inlen -= off;
     }
-    sweep();
+    report_exits();
     if (outlen) flush_out();
+    send_go();
+    if (inlen) handle_requests(in, &inlen);
+    sweep();
   }
 }

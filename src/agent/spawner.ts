@@ -189,11 +189,15 @@ class SpawnHelper {
     };
   }
 
-  /** Its task was stopped: a render still waiting for the hello is dropped (it never ran) and ends now. */
+  /**
+   * Its task was stopped before the render started: one waiting for the hello is dropped; one asked for but not
+   * acknowledged is closed (the helper kills it if it forked it: it never exec'd). Either way it ends now.
+   */
   private cancel(id: number, render: HelperRender): boolean {
+    if (render.acked || !this.renders.has(id)) return false;
     const at = this.waiting.indexOf(id);
-    if (at < 0) return false;
-    this.waiting.splice(at, 1);
+    if (at >= 0) this.waiting.splice(at, 1);
+    else if (this.gone === null) this.send('C', id, Buffer.alloc(0));
     this.renders.delete(id);
     render.resolveEnded({ code: null, signal: null, error: null, lost: null, reason: 'stopped before it started' });
     return true;
