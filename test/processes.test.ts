@@ -113,13 +113,21 @@ describe('no render outlives its task', () => {
 /** Live processes whose parent is `pid` (read from /proc: only the process we name). */
 function childrenOf(pid: number): number[] {
   const children: number[] = [];
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
+  let tasks: string[] = [];
+  try {
+    tasks = fs.readdirSync(`/proc/${pid}/task`);
+  } catch { /* gone */ }
+  for (const task of tasks) {
+    let list = '';
     try {
-      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (fields[0] !== 'Z' && Number(fields[1]) === pid) children.push(Number(entry));
+      list = fs.readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8');
     } catch { /* gone */ }
+    for (const child of list.split(/\s+/).filter((c) => c !== '').map(Number)) {
+      try {
+        const stat = fs.readFileSync(`/proc/${child}/stat`, 'utf8');
+        if (stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z') children.push(child);
+      } catch { /* gone */ }
+    }
   }
   return children;
 }

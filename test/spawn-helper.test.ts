@@ -172,14 +172,9 @@ describe('the helper itself', () => {
     await kq.waitJob(await kq.submit('--frames', '1-40', '--', 'true'));
     const id = await kq.submit('--retries', '0', '--', 'sh', '-c', 'echo "helper=$PPID"; sleep 60');
     const helper = Number(await waitFor('the render to report its helper', async () => /helper=(\d+)/.exec(await logText(kq, id))?.[1]));
-    const children = fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e)).map((e) => {
-      try {
-        const stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
-        const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-        return Number(ppid) === helper ? state : null;
-      } catch {
-        return null;
-      }
+    const children = childrenOfPid(helper).map((p) => {
+      const stat = readOr(`/proc/${p}/stat`);
+      return stat ? stat.slice(stat.lastIndexOf(')') + 2)[0] : null;
     }).filter((s) => s !== null);
     expect(children.length).toBe(1); // the running render only: the 40 earlier ones were all reaped
     expect(children).not.toContain('Z');
@@ -193,9 +188,12 @@ describe('the helper itself', () => {
     const agent = startAgent(['--host-name', 'frozen', ...kq.agentArgs()]);
     await waitFor('agent', async () => (await kq.agents()).length === 1);
     const pidFile = path.join(tempDir(), 'render.pid');
-    const id = await kq.submit('--retries', '0', '--', 'sh', '-c', `echo $$ > ${pidFile}; echo "helper=$PPID"; sleep 60`);
+    const childFile = path.join(tempDir(), 'child.pid');
+    const id = await kq.submit('--retries', '0', '--', 'sh', '-c', `sleep 60 & echo $! > ${childFile}; echo $$ > ${pidFile}; echo "helper=$PPID"; sleep 60`);
     const helper = Number(await waitFor('the render to report its helper', async () => /helper=(\d+)/.exec(await logText(kq, id))?.[1]));
     const render = Number(fs.readFileSync(pidFile, 'utf8'));
+    const child = Number(fs.readFileSync(childFile, 'utf8'));
+    escapees.push(child);
     // The agent frozen: neither it nor its guard will end the render; only the helper's death can.
     process.kill(agent.pid!, 'SIGSTOP');
     try {
@@ -204,6 +202,8 @@ describe('the helper itself', () => {
     } finally {
       process.kill(agent.pid!, 'SIGCONT');
     }
+    // Its child (beyond PR_SET_PDEATHSIG's reach): the agent knew the group before the render could run, and ends it.
+    await waitFor('the render\'s child to die too', () => !isRunning(child), 30_000);
   });
 });
 
@@ -416,7 +416,13 @@ describe('the helper and a stalled agent', () => {
     for (const guard of childrenOf(agent.pid!).filter((p) => readOr(`/proc/${p}/comm`) !== 'kq-spawn-helper')) process.kill(guard, 'SIGKILL');
     fs.writeFileSync(path.join(dir, 'go'), '');
     // The render blocks on its full pipe: nobody reads it (the agent is frozen, the helper is full or blocked).
-    await waitFor('the render stalled on its output', () => /pipe_write$/.test(readOr(`/proc/${leader}/wchan`)), 60_000);
+    let lastWchar = -1;
+    await waitFor('the render stalled on its output (what it wrote stops growing)', () => {
+      const wchar = Number(/wchar: (\d+)/.exec(readOr(`/proc/${leader}/io`))?.[1] ?? -1);
+      const stalled = wchar > 1024 * 1024 && wchar === lastWchar;
+      lastWchar = wchar;
+      return stalled;
+    }, 60_000, 500);
     // Its whole group, as kq kills a local agent (killGroup): the helper, in a group of its own, survives it.
     process.kill(-agent.pid!, 'SIGKILL');
     await waitFor('the render group gone', () => !isRunning(leader) && !isRunning(child), 30_000);
@@ -431,14 +437,10 @@ function readOr(file: string): string {
   }
 }
 
-/** Live children of `pid` (read from /proc: only the process we name). */
+/** Live children of `pid` (from its own /proc entry). */
 function childrenOf(pid: number): number[] {
-  const children: number[] = [];
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const stat = readOr(`/proc/${entry}/stat`);
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (fields[0] && fields[0] !== 'Z' && Number(fields[1]) === pid) children.push(Number(entry));
-  }
-  return children;
+  return childrenOfPid(pid).filter((p) => {
+    const stat = readOr(`/proc/${p}/stat`);
+    return stat !== '' && stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  });
 }
