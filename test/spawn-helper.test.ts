@@ -284,6 +284,21 @@ describe('a helper that hangs, lies about pids, or dies on its first request', (
     await waitFor('the deaf helper killed', () => !isRunning(helper), 20_000);
   });
 
+  it('a helper that says hello and then never answers: a stop and a timeout still end the task on the agent', async () => {
+    const dir = tempDir();
+    const fake = fakeHelper(dir, `${HELLO}\nexec cat >/dev/null`);
+    const kq = await Kq.start({ numAgents: 1, env: { KQ_AGENT_SPAWN_HELPER: fake }, args: ['--heartbeat', '250ms'] });
+    kqs.push(kq);
+    const first = await kq.submit('--retries', '0', '--', 'true');
+    await fakeHelperPid(dir);
+    await waitFor('the first task running', async () => (await kq.json('show', String(first))).state === 'Running' || null, 30_000);
+    await kq.ctl('stop', String(first));
+    // The agent is free again (it dropped the render it had asked for): it takes the next task, whose timeout ends it.
+    const second = await kq.waitJob(await kq.submit('--retries', '0', '--timeout', '2s', '--', 'true'));
+    expect(second.state).toBe('Failed');
+    expect(second.taskList[0].reason).toMatch(/timed out/);
+  });
+
   it('a helper that says hello and exits on its first request: the render starts with Node\'s spawn (nothing lost)', async () => {
     const dir = tempDir();
     const fake = fakeHelper(dir, `${HELLO}\nhead -c 9 >/dev/null`);
