@@ -4,7 +4,9 @@
  * Node pays 1.5-3 ms of CPU per child_process.spawn (it forks a large process); this fork is cheap. The
  * agent computes everything (argv, environment, cwd) and asks over stdin; the helper starts the render
  * exactly as Node's spawn with `detached: true` and stdio ['ignore', 'pipe', 'pipe'] would, then relays its
- * output, its start and its end over stdout. It never blocks: render pipes and its stdout are non-blocking,
+ * output, its start and its end over stdout. A forked child waits on a go pipe until its 'S' frame (its pid)
+ * is written, so no render process exists that the agent cannot know of; run requests wait while output is
+ * queued for the agent. It never blocks: render pipes and its stdout are non-blocking,
  * SIGCHLD arrives through a signalfd, children are reaped with WNOHANG; while more than MAX_QUEUED bytes
  * wait for the agent it stops reading renders (they wait on their full pipes). It exits when its stdin
  * closes (the agent is gone), when it cannot write to the agent, or on a bad request; every way out
@@ -17,7 +19,8 @@
  *                               one not reaped yet is SIGKILLed (the agent gave up on it before its 'S'), and
  *                               a run request still queued for it is dropped
  *   helper -> agent  'H' hello (id 0, first frame: it runs on this host; nothing is forked before it)
- *                    'S' started: i32 pid          'F' failed to start: i32 errno
+ *                    'S' started: i32 pid (the child execs only once this frame is written to the agent)
+ *                    'F' failed to start: i32 errno (before 'S' if the set-up failed, after it if exec did)
  *                    'O' / 'E' stdout / stderr bytes   'o' / 'e' end of stdout / stderr
  *                    'X' exited: i32 exit code (-1 if signalled), i32 signal number (0 if exited)
  * Ids are the agent's and never reused, so output of a render whose pipes were closed is never another's.
