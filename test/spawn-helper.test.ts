@@ -225,7 +225,8 @@ describe('a helper that cannot run here, or lies', () => {
     expect(await logText(kq, id)).not.toContain('parent=kq-spawn-helper');
     const said = agentLogs(kq).split('\n').filter((l) => l.includes("renders start with Node's spawn"));
     expect(said).toHaveLength(1);
-    expect(said[0]).toContain('before it could start anything');
+    // Exited before its hello: never again. Could not be started (which may pass): after three tries.
+    expect(said[0]).toMatch(/before it could start anything|3 times in a row/);
   });
 
   it('a helper that sends a malformed frame is a dead helper, not a dead agent; the render it never started runs with Node\'s spawn', async () => {
@@ -355,10 +356,38 @@ function runFrame(id: number, argv: string[], env: string[]): Buffer {
   return Buffer.concat([frame, payload]);
 }
 
+/** A helper frame to it with no payload: 'A' (acknowledged) or 'C' (close). */
+function bareFrame(type: 'A' | 'C', id: number): Buffer {
+  const frame = Buffer.alloc(9);
+  frame.writeUInt8(type.charCodeAt(0), 0);
+  frame.writeUInt32LE(id, 1);
+  return frame;
+}
+
+/** The built helper, driven by the test as its agent: frames read as they come; `ack` answers each 'S' with 'A'. */
+function driveHelper(ack: boolean) {
+  const binary = path.resolve('dist/kq-spawn-helper');
+  expect(fs.existsSync(binary), `${binary} is not built: no C compiler when npm run build ran? (.ci/run installs gcc)`).toBe(true);
+  const helper = spawn(binary, [], { stdio: ['pipe', 'pipe', 'ignore'], detached: true, env: {} });
+  fakeGroups.push(helper.pid!);
+  const frames: Array<{ type: string; id: number; payload: Buffer }> = [];
+  let pending = Buffer.alloc(0);
+  helper.stdout!.on('data', (chunk: Buffer) => {
+    pending = Buffer.concat([pending, chunk]);
+    while (pending.length >= 9 && pending.length >= 9 + pending.readUInt32LE(5)) {
+      const len = pending.readUInt32LE(5);
+      const f = { type: String.fromCharCode(pending[0]!), id: pending.readUInt32LE(1), payload: Buffer.from(pending.subarray(9, 9 + len)) };
+      frames.push(f);
+      if (ack && f.type === 'S') helper.stdin!.write(bareFrame('A', f.id));
+      pending = pending.subarray(9 + len);
+    }
+  });
+  return { helper, frames };
+}
+
 describe('the helper driven directly (the test is its agent)', () => {
   it('a render that enlarges its pipe, fills it and exits: its exit is reported after all its output', async () => {
-    const helper = spawn(path.resolve('dist/kq-spawn-helper'), [], { stdio: ['pipe', 'pipe', 'ignore'], detached: true, env: {} });
-    fakeGroups.push(helper.pid!);
+    const { helper, frames } = driveHelper(true);
     const dir = tempDir();
     // It writes 1 MiB and exits while the helper is stopped: the helper then sees its output and its exit at once.
     const script = 'import fcntl, os, time\nfcntl.fcntl(1, 1031, 1 << 20)\nopen("pid", "w").write(str(os.getpid()))\n' +
@@ -369,40 +398,55 @@ describe('the helper driven directly (the test is its agent)', () => {
     fs.writeFileSync(path.join(dir, 'go'), '');
     await waitFor('the render to exit', () => /^\d+ \(.*\) Z/.test(readOr(`/proc/${render}/stat`)), 30_000);
     process.kill(helper.pid!, 'SIGCONT');
-    let pending = Buffer.alloc(0);
-    let outBytes = 0;
-    const atExit = await new Promise<number>((resolve) => {
-      helper.stdout!.on('data', (chunk: Buffer) => {
-        pending = Buffer.concat([pending, chunk]);
-        while (pending.length >= 9 && pending.length >= 9 + pending.readUInt32LE(5)) {
-          const type = String.fromCharCode(pending[0]!);
-          const len = pending.readUInt32LE(5);
-          if (type === 'O') outBytes += len;
-          if (type === 'X') resolve(outBytes);
-          pending = pending.subarray(9 + len);
-        }
-      });
-    });
+    const exit = await waitFor('its exit', () => frames.findIndex((f) => f.type === 'X') + 1 || null, 30_000) - 1;
     helper.stdin!.end();
-    expect(atExit).toBe(1 << 20);
+    const outBytes = frames.slice(0, exit).filter((f) => f.type === 'O').reduce((n, f) => n + f.payload.length, 0);
+    expect(outBytes).toBe(1 << 20);
   });
 
-  it("a render whose 'S' frame is not written yet (output queued for the agent) runs nothing: the helper killed -9 leaves no process of it", async () => {
+  it("a render runs only once its agent acknowledged its pid ('A', after telling its guard): an agent gone before that leaves no process of it", async () => {
+    const { helper, frames } = driveHelper(false);
     const dir = tempDir();
-    const helper = spawn(path.resolve('dist/kq-spawn-helper'), [], { stdio: ['pipe', 'pipe', 'ignore'], detached: true, env: {} });
-    fakeGroups.push(helper.pid!);
-    helper.stdout!.pause(); // the agent reads nothing: output queues up in the helper
     const env = [`PATH=${process.env.PATH}`];
-    helper.stdin!.write(runFrame(1, ['sh', '-c', 'exec head -c 20000000 /dev/zero'], env));
-    const flood = await waitFor('the flooding render', () => childrenOfPid(helper.pid!)[0] ?? null);
+    // A leader that starts a background child and exits at once: the helper reaps the leader, so only the
+    // agent's guard could end the child, and the guard learns the group only when the agent reads the pid.
+    const render = (n: number) => ['sh', '-c', `sleep 60 & echo $! > ${dir}/child${n}; echo $$ > ${dir}/leader${n}; exit 0`];
+    helper.stdin!.write(runFrame(1, render(1), env));
+    const started = await waitFor("render 1's pid", () => frames.find((f) => f.type === 'S' && f.id === 1)?.payload.readInt32LE(0) ?? null);
+    // Not acknowledged: it does not run. (Before 'A' existed, it ran once its 'S' was written.)
+    await waitFor('render 1 to run, if it does', () => fs.existsSync(`${dir}/leader1`) || null, 2000).catch(() => undefined);
+    expect(fs.existsSync(`${dir}/leader1`)).toBe(false);
+    expect(isRunning(started)).toBe(true); // forked, waiting
+    // Acknowledged, the next one runs (the test can see a render run at all).
+    helper.stdin!.write(runFrame(2, render(2), env));
+    const second = await waitFor("render 2's pid", () => frames.find((f) => f.type === 'S' && f.id === 2)?.payload.readInt32LE(0) ?? null);
+    helper.stdin!.write(bareFrame('A', 2));
+    await waitFor('render 2 to run', () => fs.existsSync(`${dir}/child2`) && readOr(`${dir}/child2`) !== '' || null);
+    escapees.push(Number(readOr(`${dir}/child2`)), second);
+    // The agent dies (end of file on the helper's stdin): the unacknowledged render never ran, nothing of it is left.
+    helper.stdin!.end();
+    await waitFor('render 1 gone', () => !isRunning(started), 20_000);
+    expect(fs.existsSync(`${dir}/leader1`)).toBe(false);
+    expect(fs.existsSync(`${dir}/child1`)).toBe(false);
+  });
+
+  it("a render whose 'S' frame the agent has not read (output queued for it) runs nothing: the helper killed -9 leaves no process of it", async () => {
+    const dir = tempDir();
+    const { helper, frames } = driveHelper(true);
+    const env = [`PATH=${process.env.PATH}`];
+    helper.stdin!.write(runFrame(1, ['sh', '-c', `cd ${dir}; while [ ! -e go ]; do sleep 0.05; done; exec head -c 20000000 /dev/zero`], env));
+    const flood = await waitFor('the flooding render acknowledged', () => frames.find((f) => f.type === 'S' && f.id === 1)?.payload.readInt32LE(0) ?? null);
+    helper.stdout!.pause(); // from now on the agent reads nothing: output queues up in the helper
+    fs.writeFileSync(path.join(dir, 'go'), '');
     // More than the pipes and Node's buffer hold: the rest is queued in the helper now, and stays.
     await waitFor('the flood queued', () => Number(/wchar: (\d+)/.exec(readOr(`/proc/${flood}/io`))?.[1] ?? 0) > 768 * 1024, 30_000);
     const pids = path.join(dir, 'pids');
     helper.stdin!.write(runFrame(2, ['sh', '-c', `sleep 60 & echo $! >> ${pids}; echo $$ >> ${pids}; wait`], env));
-    // Before the fix it is forked and runs at once; with it, it waits for the queue (nothing to wait for then).
+    // It is forked; its 'S' waits behind the flood, so the agent cannot acknowledge it, and it may not exec.
     await waitFor('the second render to run, if it does', () => fs.existsSync(pids) && readOr(pids).split('\n').length >= 2, 3000).catch(() => undefined);
     const started = fs.existsSync(pids) ? readOr(pids).split('\n').filter((l) => /^\d+$/.test(l)).map(Number) : [];
     escapees.push(...started);
+    expect(started).toEqual([]);
     process.kill(helper.pid!, 'SIGKILL');
     await waitFor('the flooding render gone', () => !isRunning(flood), 20_000);
     await waitFor('no process of the second render left', () => started.every((p) => !isRunning(p)), 10_000);

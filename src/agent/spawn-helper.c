@@ -4,9 +4,9 @@
  * Node pays 1.5-3 ms of CPU per child_process.spawn (it forks a large process); this fork is cheap. The
  * agent computes everything (argv, environment, cwd) and asks over stdin; the helper starts the render
  * exactly as Node's spawn with `detached: true` and stdio ['ignore', 'pipe', 'pipe'] would, then relays its
- * output, its start and its end over stdout. A forked child waits on a go pipe until its 'S' frame (its pid)
- * is written, so no render process exists that the agent cannot know of; run requests wait while output is
- * queued for the agent. It never blocks: render pipes and its stdout are non-blocking,
+ * output, its start and its end over stdout. A forked child waits on a go pipe until the agent acknowledges
+ * its 'S' frame (its pid) with 'A', sent once the agent's render guard knows the group: no render process
+ * ever runs that nobody would end if the agent died. It never blocks: render pipes and its stdout are non-blocking,
  * SIGCHLD arrives through a signalfd, children are reaped with WNOHANG; while more than MAX_QUEUED bytes
  * wait for the agent it stops reading renders (they wait on their full pipes). It exits when its stdin
  * closes (the agent is gone), when it cannot write to the agent, or on a bad request; every way out
@@ -15,11 +15,11 @@
  *
  * Frames, both ways: u8 type, u32 id (little endian), u32 payload length, payload.
  *   agent -> helper  'R' run:   u32 argc, u32 envc, u8 hasCwd, then NUL-terminated strings: [cwd], argv..., env...
+ *                    'A' acknowledged: the agent knows this render's pid (its guard does): it may exec now
  *                    'C' close: stop relaying this render's output (its pipes are closed; later output is dropped);
- *                               one not reaped yet is SIGKILLed (the agent gave up on it before its 'S'), and
- *                               a run request still queued for it is dropped
+ *                               one not reaped yet is SIGKILLed (the agent gave up on it before its 'S')
  *   helper -> agent  'H' hello (id 0, first frame: it runs on this host; nothing is forked before it)
- *                    'S' started: i32 pid (the child execs only once this frame is written to the agent)
+ *                    'S' started: i32 pid (the child execs only once the agent answers with 'A')
  *                    'F' failed to start: i32 errno (before 'S' if the set-up failed, after it if exec did)
  *                    'O' / 'E' stdout / stderr bytes   'o' / 'e' end of stdout / stderr
  *                    'X' exited: i32 exit code (-1 if signalled), i32 signal number (0 if exited)
@@ -53,8 +53,7 @@ struct render {
   pid_t pid;    /* 0 once reaped */
   int fd[2];    /* stdout, stderr read ends; -1 once at end of file or closed */
   int errfd;    /* carries errno if its exec fails; -1 once reaped */
-  int gofd;     /* one byte lets it exec, once its 'S' frame is written to the agent; -1 once sent */
-  uint64_t s_end; /* where its 'S' frame ends in the output stream */
+  int gofd;     /* one byte lets it exec, once the agent acknowledged its 'S'; -1 once sent */
   int exited;   /* reaped, its 'X' not framed yet (its pipes are drained first) */
   int status;
 };
@@ -65,13 +64,11 @@ static int devnull = -1;
 
 static unsigned char *out;
 static size_t outlen, outcap;
-/* Bytes ever framed / ever written to the agent: a render may exec once its 'S' frame is written. */
-static uint64_t framed, written;
 
 /*
- * Every way out goes through here. The agent may not have read a render's 'S' frame (its pid) yet, so
- * neither it nor its guard could end that render: SIGKILL the groups of the renders not reaped yet. Only
- * those: a reaped leader's group number may be another process's by now.
+ * Every way out goes through here. A render not acknowledged yet never exec'd (its go pipe ends and it
+ * exits); one acknowledged is known to the agent's guard. SIGKILL the groups of the renders not reaped yet
+ * anyway, the sooner gone the better. Only those: a reaped leader's group number may be another's by now.
  */
 static void leave(int code) {
   for (size_t i = 0; i < nrenders; i++) if (renders[i].pid) kill(-renders[i].pid, SIGKILL);
@@ -113,7 +110,6 @@ static unsigned char *frame(char type, uint32_t id, uint32_t len) {
   put_u32(p + 1, id);
   put_u32(p + 5, len);
   outlen += 9 + len;
-  framed += 9 + len;
   return p + 9;
 }
 
@@ -136,7 +132,6 @@ static void flush_out(void) {
     if (n <= 0) leave(0);
     done += (size_t)n;
   }
-  written += done;
   memmove(out, out + done, outlen - done);
   outlen -= done;
 }
@@ -212,8 +207,8 @@ static void child(int errpipe, int gor, int gow, int outw, int errw, pid_t helpe
   /* Set up (its own group exists): the helper may now tell the agent its pid. */
   int ready = 0;
   while (write(errpipe, &ready, sizeof ready) < 0 && errno == EINTR) {}
-  /* Nothing runs until the agent can know this group: the helper sends the go byte once the 'S' frame (the
-   * pid) is written to the agent's pipe. End of file: the helper died first; nobody would know the group. */
+  /* Nothing runs until the agent's guard knows this group: the helper sends the go byte when the agent
+   * acknowledges the pid. End of file: the helper died first, or the agent gave up on it; it never runs. */
   char go;
   ssize_t g;
   do g = read(gor, &go, 1); while (g < 0 && errno == EINTR);
@@ -287,7 +282,7 @@ static void run(uint32_t id, const unsigned char *p, uint32_t len) {
     renders = grow(renders, caprenders * sizeof *renders);
   }
   frame_ints('S', id, pid, 0, 1);
-  renders[nrenders++] = (struct render){ .id = id, .pid = pid, .fd = { pp[2][0], pp[3][0] }, .errfd = pp[0][0], .gofd = pp[1][1], .s_end = framed };
+  renders[nrenders++] = (struct render){ .id = id, .pid = pid, .fd = { pp[2][0], pp[3][0] }, .errfd = pp[0][0], .gofd = pp[1][1] };
 done:
   free(envp);
   free(strs);
@@ -299,6 +294,7 @@ static void close_fd(int *fd) {
 }
 
 static struct render *find_id(uint32_t id) {
+  if (id == 0) return NULL; /* the id of every render closed by the agent */
   for (size_t i = 0; i < nrenders; i++) if (renders[i].id == id) return &renders[i];
   return NULL;
 }
@@ -341,7 +337,7 @@ static void reap(void) {
       close_fd(&r->errfd);
       if (r->id == 0) break; /* closed by the agent: nobody listens */
       if (n == (ssize_t)sizeof childerr) {
-        /* exec failed (after its 'S': it may only exec once the agent can know it): it wrote nothing. */
+        /* exec failed (after its 'S': it may only exec once the agent knows it): it wrote nothing. */
         close_fd(&r->fd[0]);
         close_fd(&r->fd[1]);
         frame_ints('F', r->id, childerr, 0, 1);
@@ -392,32 +388,16 @@ static void report_exits(void) {
   }
 }
 
-/* Let each render whose 'S' frame is now written to the agent exec. */
-static void send_go(void) {
-  for (size_t i = 0; i < nrenders; i++) {
-    struct render *r = &renders[i];
-    if (r->gofd < 0 || r->s_end > written) continue;
-    char go = 1;
-    while (write(r->gofd, &go, 1) < 0 && errno == EINTR) {}
-    close_fd(&r->gofd);
-  }
+/* The agent knows this render's pid (its guard does): let it exec. Closed or reaped meanwhile: nothing to do. */
+static void send_go(uint32_t id) {
+  struct render *r = find_id(id);
+  if (!r || r->gofd < 0) return;
+  char go = 1;
+  while (write(r->gofd, &go, 1) < 0 && errno == EINTR) {}
+  close_fd(&r->gofd);
 }
 
-/* A 'C' for this id among the complete requests after `off`. */
-static int closed_later(const unsigned char *in, size_t off, size_t inlen, uint32_t id) {
-  while (inlen - off >= 9) {
-    uint32_t len = get_u32(in + off + 5);
-    if (len > MAX_FRAME || inlen - off < 9 + (size_t)len) return 0;
-    if (in[off] == 'C' && get_u32(in + off + 1) == id) return 1;
-    off += 9 + (size_t)len;
-  }
-  return 0;
-}
-
-/*
- * Handle the agent's requests. A run request waits while output is queued for the agent: its 'S' would sit
- * behind that output, and the render cannot exec before its 'S' is written.
- */
+/* Handle the agent's requests. */
 static void handle_requests(unsigned char *in, size_t *inlen) {
   size_t off = 0;
   while (*inlen - off >= 9) {
@@ -426,12 +406,11 @@ static void handle_requests(unsigned char *in, size_t *inlen) {
     if (*inlen - off < 9 + (size_t)len) break;
     unsigned char type = in[off];
     if (type == 'R') {
-      if (outlen && !closed_later(in, off + 9 + (size_t)len, *inlen, id)) break;
-      if (outlen) { off += 9 + (size_t)len; continue; } /* given up on before it ran: dropped */
+      if (id == 0 || find_id(id)) bad_request("run request with an id in use");
       run(id, in + off + 9, len);
       flush_out();
-      send_go();
-    } else if (type == 'C') close_render(id);
+    } else if (type == 'A') send_go(id);
+    else if (type == 'C') close_render(id);
     else bad_request("unknown request");
     off += 9 + (size_t)len;
   }
@@ -517,7 +496,6 @@ int main(void) {
     }
     report_exits();
     if (outlen) flush_out();
-    send_go();
     if (inlen) handle_requests(in, &inlen);
     sweep();
   }

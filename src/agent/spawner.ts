@@ -21,8 +21,11 @@ export const HELPER_PATH_ENV = 'KQ_AGENT_SPAWN_HELPER';
 const HELPER_CANDIDATES = ['../../kq-spawn-helper', '../../dist/kq-spawn-helper'].map((p) => fileURLToPath(new URL(p, import.meta.url)));
 /** This many helper deaths in a row with no render completed between them and the agent goes back to Node's spawn for good. */
 const MAX_DEATHS_IN_A_ROW = 3;
-/** A helper silent this long after its start never ran here (or hangs): it is killed, as a death before hello. */
-const HELLO_TIMEOUT_MS = 2000;
+/**
+ * A helper silent this long after its start hangs: it is killed, its waiting renders start with Node's spawn.
+ * Long, because what it costs is only that wait, once; its hello comes in milliseconds even on a loaded machine.
+ */
+const HELLO_TIMEOUT_MS = 10_000;
 /** After its stdin ends, how long the helper has to leave (killing its renders) before its group is SIGKILLed. */
 const CLOSE_GRACE_MS = 1000;
 const HEADER = 9;
@@ -56,12 +59,13 @@ export class Spawner {
     if (!this.helper) {
       try {
         this.helper = new SpawnHelper(this.binary, {
-          died: (why, helloSeen) => this.helperDied(why, helloSeen),
+          died: (why, how) => this.helperDied(why, how),
           renderEnded: () => { this.deathsInARow = 0; },
         });
       } catch (err) {
-        // Like a helper that dies before its hello: nothing was forked; this render starts with Node's spawn.
-        this.helperDied(`could not be started (${(err as Error).message})`, false);
+        // Nothing was forked; this render starts with Node's spawn. (Perhaps for now only: out of processes or
+        // descriptors, or the binary being rebuilt. A file that cannot be run at all throws every time.)
+        this.helperDied(`could not be started (${(err as Error).message})`, 'no-hello');
         return spawnWithNode(spec, output);
       }
     }
@@ -75,19 +79,20 @@ export class Spawner {
     await helper?.close();
   }
 
-  private helperDied(why: string, helloSeen: boolean): void {
+  private helperDied(why: string, how: HelperDeath): void {
     this.helper = null;
-    if (!helloSeen) {
-      // It never ran here (wrong CPU or C library on a shared install, a broken file): it forked nothing, and
-      // the renders waiting for it start with Node's spawn (the SpawnHelper hands them over).
+    if (how === 'cannot-run') {
+      // It exited before its hello: it cannot run here (wrong CPU or C library on a shared install, a broken
+      // file). It forked nothing, and the renders waiting for it start with Node's spawn (handed over).
       this.binary = null;
       this.fallBack(`kq-spawn-helper ${this.binaryName()}${why} before it could start anything`);
       return;
     }
-    this.log.error(`kq-spawn-helper ${why}; renders running through it are failed, the next starts another`);
+    if (how === 'no-hello') this.log.error(`kq-spawn-helper ${this.binaryName()}${why}; the renders waiting for it start with Node's spawn, the next starts another helper`);
+    else this.log.error(`kq-spawn-helper ${why}; renders running through it are failed, the next starts another`);
     if (++this.deathsInARow >= MAX_DEATHS_IN_A_ROW) {
       this.binary = null;
-      this.fallBack(`kq-spawn-helper died ${MAX_DEATHS_IN_A_ROW} times in a row with no render ending between`);
+      this.fallBack(`kq-spawn-helper ${this.binaryName()}died ${MAX_DEATHS_IN_A_ROW} times in a row with no render ending between (last: ${why})`);
     }
   }
 
@@ -129,14 +134,19 @@ interface HelperRender {
   onDrained: (() => void) | null;
   /** Started with Node's spawn instead: the helper died before its hello. */
   instead: RenderProcess | null;
-  /** Its 'S' or 'F' arrived: the helper took it. Until then it never ran (the helper forks and execs only after
-   * its 'S' frame is written), so if the helper dies it starts with Node's spawn instead. */
+  /** Its 'S' or 'F' arrived: the helper took it. Until then it never ran (its child execs only once the agent
+   * answers its 'S' with 'A'), so if the helper dies it starts with Node's spawn instead. */
   acked: boolean;
 }
 
+/**
+ * How a helper ended: it exited before its hello (it cannot run here: never again), it hung or could not be
+ * started (before its hello: waiting renders went to Node's spawn), or it died after its hello.
+ */
+type HelperDeath = 'cannot-run' | 'no-hello' | 'after-hello';
+
 interface HelperEvents {
-  /** It is gone; `helloSeen` false: it never ran, nothing was forked (waiting renders went to Node's spawn). */
-  died(why: string, helloSeen: boolean): void;
+  died(why: string, how: HelperDeath): void;
   /** A render it started ended (the helper works). */
   renderEnded(): void;
 }
@@ -163,10 +173,14 @@ class SpawnHelper {
     for (const s of [this.child.stdin, this.child.stdout] as const) (s as unknown as { unref?(): void }).unref?.();
     this.child.stdin!.on('error', () => undefined); // it died: its close handler says so
     this.child.stdout!.on('data', (chunk: Buffer) => this.receive(chunk));
-    this.child.on('error', (err) => this.die(`could not run (${err.message})`));
+    this.child.on('error', (err) => this.die(`could not be started (${err.message})`, 'no-hello'));
     // 'close', not 'exit': the frames it wrote before dying are read first.
-    this.child.on('close', (code, signal) => this.die(signal ? `was killed by ${signal}` : `exited with code ${code}`));
-    this.helloTimer = setTimeout(() => this.kill(`said nothing within ${HELLO_TIMEOUT_MS / 1000} s`), HELLO_TIMEOUT_MS);
+    this.child.on('close', (code, signal) => this.die(signal ? `was killed by ${signal}` : `exited with code ${code}`, this.helloSeen ? 'after-hello' : 'cannot-run'));
+    // Checked after one more turn of the event loop: an agent that was itself stalled reads the hello waiting
+    // in the pipe first.
+    this.helloTimer = setTimeout(() => setImmediate(() => {
+      if (!this.helloSeen && this.gone === null) this.kill(`said nothing within ${HELLO_TIMEOUT_MS / 1000} s`, 'no-hello');
+    }), HELLO_TIMEOUT_MS);
     this.helloTimer.unref();
   }
 
@@ -248,7 +262,21 @@ class SpawnHelper {
     });
   }
 
-  private send(type: 'R' | 'C', id: number, payload: Buffer): void {
+  /**
+   * Is `pid` this helper's child, as far as /proc can tell? (The child waits for its 'A', so it is there,
+   * unless something killed it and the helper reaped it already: no process, nothing to signal by mistake.)
+   */
+  private isChild(pid: number): boolean {
+    let stat: string;
+    try {
+      stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    } catch {
+      return true;
+    }
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === this.child.pid;
+  }
+
+  private send(type: 'R' | 'A' | 'C', id: number, payload: Buffer): void {
     const header = Buffer.allocUnsafe(HEADER);
     header.writeUInt8(type.charCodeAt(0), 0);
     header.writeUInt32LE(id, 1);
@@ -268,7 +296,7 @@ class SpawnHelper {
       const fits = PAYLOAD_LENGTH[type];
       const firstIsHello = this.helloSeen === (type !== 'H');
       if (!fits || !fits(len) || !firstIsHello) {
-        this.kill(`sent a malformed frame (type ${buf[off]}, ${len} bytes)`);
+        this.kill(`sent a malformed frame (type ${buf[off]}, ${len} bytes)`, this.helloSeen ? 'after-hello' : 'cannot-run');
         return;
       }
       if (buf.length - off < HEADER + len) break;
@@ -282,9 +310,9 @@ class SpawnHelper {
   }
 
   /** It misbehaves or hangs: it is ended with its group (its renders die with it, PR_SET_PDEATHSIG) and counted as a death. */
-  private kill(why: string): void {
+  private kill(why: string, how: HelperDeath): void {
     this.killGroup();
-    this.die(why);
+    this.die(why, how);
   }
 
   private frame(type: string, id: number, payload: Buffer): void {
@@ -302,15 +330,18 @@ class SpawnHelper {
     if (!render) return; // its pipes were closed: late output is dropped, never someone else's
     switch (type) {
       case 'S': {
-        // Once, for a render it was asked for, and a pid that is a group of its own: 0 or 1 would have the agent
-        // signal its own group (kill(0)) or every process of the user (kill(-1)).
+        // Once, for a render it was asked for, and a pid that is its own child: 0 or 1 would have the agent signal
+        // its own group (kill(0)) or every process of the user (kill(-1)), another pid someone else's group.
         const pid = payload.readInt32LE(0);
-        if (pid < 2 || render.acked || this.waiting.includes(id)) {
-          this.kill(`sent a bad 'started' frame (pid ${pid} for render ${id})`);
+        if (pid < 2 || pid === process.pid || render.acked || this.waiting.includes(id) || !this.isChild(pid)) {
+          this.kill(`sent a bad 'started' frame (pid ${pid} for render ${id})`, 'after-hello');
           return;
         }
         render.acked = true;
+        // The guard learns the group here (the runner tells it), before the render may exec: whenever this
+        // agent dies, someone ends the group.
         render.output.onStarted(pid);
+        if (this.gone === null) this.send('A', id, Buffer.alloc(0));
         return;
       }
       case 'F': {
@@ -343,13 +374,13 @@ class SpawnHelper {
     }
   }
 
-  private die(why: string): void {
+  private die(why: string, how: HelperDeath): void {
     if (this.gone !== null) return;
     this.gone = why;
     if (this.helloTimer) clearTimeout(this.helloTimer);
     if (!this.helloSeen && !this.closing) {
       // It never ran: nothing was forked. The renders waiting for it start with Node's spawn, as if it never was.
-      this.events.died(why, false);
+      this.events.died(why, how);
       for (const render of this.renders.values()) startWithNode(render);
       this.renders.clear();
       this.waiting = [];
@@ -357,7 +388,7 @@ class SpawnHelper {
     }
     const end = this.lost();
     for (const render of this.renders.values()) {
-      // Never acknowledged: it was never exec'd (the helper holds each child until its 'S' is written).
+      // Never acknowledged: it was never exec'd (the helper holds each child until the agent's 'A').
       if (!render.acked && !this.closing) {
         startWithNode(render);
         continue;
@@ -366,7 +397,7 @@ class SpawnHelper {
       render.onDrained?.();
     }
     this.renders.clear();
-    if (!this.closing) this.events.died(why, true);
+    if (!this.closing) this.events.died(why, how);
   }
 
   private lost(): RenderEnd {
