@@ -334,6 +334,89 @@ describe('a helper that hangs, lies about pids, or dies on its first request', (
   });
 });
 
+/** What an agent started by the test writes (its log). */
+function outputOf(agent: ReturnType<typeof startAgent>): string[] {
+  const chunks: string[] = [];
+  agent.all!.on('data', (c: Buffer) => chunks.push(c.toString()));
+  return chunks;
+}
+
+/**
+ * A fake helper in Python that says hello and, for each run request, does `onRun` (Python, with `i` the
+ * request's id and `frame(type, id, payload)`), then reads and ignores everything else the agent sends.
+ */
+function pythonHelper(dir: string, onRun: string): string {
+  const file = path.join(dir, 'kq-spawn-helper');
+  fs.writeFileSync(file, `#!/usr/bin/env python3
+import os, struct, sys
+inp, out = sys.stdin.buffer, sys.stdout.buffer
+open(${JSON.stringify(path.join(dir, 'helper.pid'))}, 'w').write(str(os.getpid()))
+def frame(t, i, payload=b''):
+    out.write(t + struct.pack('<II', i, len(payload)) + payload)
+    out.flush()
+frame(b'H', 0)
+while True:
+    head = inp.read(9)
+    if len(head) < 9:
+        sys.exit(0)
+    i, n = struct.unpack('<II', head[1:])
+    inp.read(n)
+    if head[:1] != b'R':
+        continue
+${onRun.split('\n').map((l) => `    ${l}`).join('\n')}
+`, { mode: 0o755 });
+  return file;
+}
+
+describe('a helper that lies about a real pid, or hangs once a render runs', () => {
+  // The agent's own pid (its group) or a bystander's: with the timeout, an agent that believed it would end that group.
+  it.each(['the agent', 'a bystander'])("a helper that says a render started as %s: a liar, nothing outside is signalled, the task runs with Node's spawn", async (whose) => {
+    const dir = tempDir();
+    const sentinel = spawn('sleep', ['1000'], { detached: true, stdio: 'ignore' });
+    fakeGroups.push(sentinel.pid!);
+    const pid = whose === 'the agent' ? 'os.getppid()' : String(sentinel.pid);
+    const fake = pythonHelper(dir, `frame(b'S', i, struct.pack('<i', ${pid}))`);
+    const kq = await Kq.start({ numAgents: 0, args: ['--heartbeat', '250ms'] });
+    kqs.push(kq);
+    const agent = startAgent(['--host-name', 'lied-to-pid', ...kq.agentArgs()], { KQ_AGENT_SPAWN_HELPER: fake });
+    const said = outputOf(agent);
+    await waitFor('agent', async () => (await kq.agents()).length === 1);
+    const id = await kq.submit('--retries', '0', '--timeout', '3s', '--', 'sh', '-c', 'echo "parent=$(cat /proc/$PPID/comm)"');
+    await fakeHelperPid(dir);
+    const job = await kq.waitJob(id);
+    expect(job.state).toBe('Completed');
+    expect(await logText(kq, id)).not.toContain('parent=kq-spawn-helper');
+    expect(isRunning(agent.pid!)).toBe(true);
+    expect(isRunning(sentinel.pid!)).toBe(true);
+    expect(said.join('')).toMatch(/sent a bad 'started' frame/);
+  });
+
+  it('a helper that hangs once its render runs (no exit ever reported, nothing reaped): the timeout still ends the task', async () => {
+    const dir = tempDir();
+    // Its child really is its own (and in its own session), so the agent takes it; then the helper goes silent.
+    const fake = pythonHelper(dir, `pid = os.fork()
+if pid == 0:
+    os.setsid()
+    os.execvp('sleep', ['sleep', '1000'])
+open(${JSON.stringify(path.join(dir, 'render.pid'))}, 'w').write(str(pid))
+frame(b'S', i, struct.pack('<i', pid))`);
+    const kq = await Kq.start({ numAgents: 0, args: ['--heartbeat', '250ms'] });
+    kqs.push(kq);
+    const said = outputOf(startAgent(['--host-name', 'hung-helper', '--kill-grace', '1s', ...kq.agentArgs()], { KQ_AGENT_SPAWN_HELPER: fake }));
+    await waitFor('agent', async () => (await kq.agents()).length === 1);
+    const id = await kq.submit('--retries', '0', '--timeout', '2s', '--', 'true');
+    await fakeHelperPid(dir);
+    const render = Number(await waitFor('the render', () => readOr(path.join(dir, 'render.pid')) || null));
+    escapees.push(render);
+    const job = await kq.waitJob(id);
+    expect(job.state).toBe('Failed');
+    expect(job.taskList[0].reason).toMatch(/timed out/);
+    expect(said.join('')).toMatch(/did not report the end of a render/);
+    // And the agent is free: the next task runs (with a new helper, which hangs the same way: the timeout again).
+    expect((await kq.waitJob(await kq.submit('--retries', '0', '--timeout', '2s', '--', 'true'))).taskList[0].reason).toMatch(/timed out/);
+  });
+});
+
 /** Children of `pid`, from its own /proc entry. */
 function childrenOfPid(pid: number): number[] {
   const out: number[] = [];
@@ -415,6 +498,7 @@ describe('the helper driven directly (the test is its agent)', () => {
     const started = await waitFor("render 1's pid", () => frames.find((f) => f.type === 'S' && f.id === 1)?.payload.readInt32LE(0) ?? null);
     // Not acknowledged: it does not run. (Before 'A' existed, it ran once its 'S' was written.)
     await waitFor('render 1 to run, if it does', () => fs.existsSync(`${dir}/leader1`) || null, 2000).catch(() => undefined);
+    if (readOr(`${dir}/child1`)) escapees.push(Number(readOr(`${dir}/child1`))); // it ran: the test fails, and leaves nothing
     expect(fs.existsSync(`${dir}/leader1`)).toBe(false);
     expect(isRunning(started)).toBe(true); // forked, waiting
     // Acknowledged, the next one runs (the test can see a render run at all).

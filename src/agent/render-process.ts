@@ -37,6 +37,8 @@ export interface RenderProcess {
   drained(graceMs: number): Promise<void>;
   /** Its task is stopped before it was started (still waiting for its starter): drop it, and it ends now. */
   cancel?(): boolean;
+  /** Its group is gone but its starter never reported its end (a hung helper): give up on it, it ends now (lost). */
+  abandon?(why: string): void;
 }
 
 /** Start a render with Node's child_process.spawn; throws as spawn does (a NUL byte, a cwd that is a file…). */

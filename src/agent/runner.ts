@@ -40,6 +40,8 @@ const MAX_LINE = 64 * 1024;
 const PENDING_CR_MS = 30;
 /** After the render's group is gone, how long its pipes may stay open (a process that left the group holds them). */
 const DRAIN_MS = 200;
+/** After its group was ended, how long the render's starter has to report its end before it is given up on. */
+const END_REPORT_MS = 10_000;
 
 export class TaskRun {
   private endReason: string | null = null;
@@ -48,6 +50,8 @@ export class TaskRun {
   private timeoutTimer: NodeJS.Timeout | null = null;
   /** The command asked for but not started yet (its starter has no pid for it): a stop drops it. */
   private unstarted: RenderProcess | null = null;
+  /** The command running, until its end is known. */
+  private current: { render: RenderProcess; ended: boolean } | null = null;
   private readonly stderr = new StderrTail();
   readonly done: Promise<RunResult>;
 
@@ -67,9 +71,19 @@ export class TaskRun {
   private endGroup(group: { pgid: number; ending: Promise<boolean> | null }): Promise<boolean> {
     group.ending ??= terminateGroup(group.pgid, this.o.killGraceMs).then((empty) => {
       if (empty) this.o.onGroup(group.pgid, false);
+      this.abandonIfSilent();
       return empty;
     });
     return group.ending;
+  }
+
+  /** The group was ended: a starter that still does not report the render's end (a hung helper) would hold the task forever. */
+  private abandonIfSilent(): void {
+    const current = this.current;
+    if (!current?.render.abandon) return;
+    setTimeout(() => {
+      if (!current.ended) current.render.abandon!(`did not report the end of a render within ${END_REPORT_MS / 1000} s of its group being ended`);
+    }, END_REPORT_MS).unref();
   }
 
   private async run(): Promise<RunResult> {
@@ -112,7 +126,11 @@ export class TaskRun {
       return { exitCode: null, signal: null, durationMs: Date.now() - started, reason: this.cannotStart(command, err as NodeJS.ErrnoException) };
     }
     if (!running.group) this.unstarted = render;
+    const current = { render, ended: false };
+    this.current = current;
     const ended: RenderEnd = await render.ended;
+    current.ended = true;
+    this.current = null;
     this.unstarted = null;
     // The leader is gone; whatever it left in its group (background children) goes too, before reporting.
     if (running.group) await this.endGroup(running.group);

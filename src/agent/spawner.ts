@@ -200,6 +200,8 @@ class SpawnHelper {
       ended,
       drained: (graceMs) => render.instead ? render.instead.drained(graceMs) : this.drained(id, render, graceMs),
       cancel: () => this.cancel(id, render),
+      // It hangs: killed with its group (counted as a death); this render, and any other through it, end as lost.
+      abandon: (why) => { if (this.renders.get(id) === render && !render.instead) this.kill(why, 'after-hello'); },
     };
   }
 
