@@ -88,7 +88,12 @@ export class Agent {
   endCause: AgentEndCause = 'stopped';
   /** Called once the agent has stopped, whatever stopped it. */
   onEnd: (() => void) | null = null;
-  /** The last finished report, kept until kq has surely stored it (it assigned new work, or acked a register). */
+  /**
+   * The last finished report, kept until kq has surely stored it (it acked a register) or a later one replaces
+   * it. Not dropped when new work comes: with prefetch kq may assign to this agent, idle by then, a task it
+   * claimed while it still counted the agent busy, before it read that task's `finished` (a kill -9 of kq
+   * then lost the outcome and the task ran twice). A repeat costs kq nothing: it ignores the last two it took.
+   */
   private lastOutcome: TaskOutcome | null = null;
   /** The report before the last, kept as long: with a prefetched task the agent can end two while kq is away. */
   private priorOutcome: TaskOutcome | null = null;
@@ -353,7 +358,6 @@ export class Agent {
       void this.send({ type: 'refused', taskId: task.taskId, attempt: task.attempt, running: { taskId: this.current.task.taskId, attempt: this.current.task.attempt } });
       return;
     }
-    this.lastOutcome = this.priorOutcome = null; // kq only assigns to an idle agent whose last tasks it has recorded
     this.startRun(task);
   }
 
