@@ -10,7 +10,7 @@ import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { pino, type Logger } from 'pino';
 import * as zmq from 'zeromq';
-import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION, RequestSchema, Topics, UpdateSchema, decode, encode, type ErrorCode } from '../protocol/index.js';
+import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION, RequestSchema, Topics, UpdateSchema, decode, encode, type ErrorCode, type Update } from '../protocol/index.js';
 import { dataFiles, type DaemonInfo } from '../common/paths.js';
 import { LOCAL_AGENT_PROOF_ENV } from '../protocol/constants.js';
 import { isLoopback } from '../common/endpoint.js';
@@ -46,6 +46,8 @@ const GONE_AGENTS_KEPT = 500;
 const FORGET_AGENTS_EVERY_MS = 60_000;
 /** How long one socket's backlog may hold the event loop before the others get a turn. */
 const FAIR_SLICE_MS = 10;
+/** At most this many updates already queued are gathered into one group (one transaction, see UpdateHandler.handleGroup). */
+const MAX_UPDATE_GROUP = 256;
 
 export type Lifecycle = 'starting' | 'running' | 'stopping' | 'stopped';
 
@@ -198,7 +200,10 @@ export class Daemon {
       killLocalAgent: (pid) => this.agents?.kill(pid),
       ownsLocalAgent: (pid) => this.agents?.owns(pid) ?? false,
     });
-    this.updates = new UpdateHandler({ store, logs, progress, log, epoch, heartbeatMs: this.o.heartbeatMs, publisher: this.publisher, scheduler: this.scheduler });
+    this.updates = new UpdateHandler({ store, logs, progress, log, epoch, heartbeatMs: this.o.heartbeatMs, publisher: this.publisher, scheduler: this.scheduler,
+      reportError: (err) => {
+        if (!this.disk.failed(err, 'job table (kq.db)')) this.log.error({ err: (err as Error).stack }, 'update handler failed');
+      } });
     this.requests = new RequestHandler({
       store, logs, log, epoch, publisher: this.publisher, scheduler: this.scheduler, heartbeatMs: this.o.heartbeatMs,
       agentTimeoutMs: this.o.agentTimeoutMs, security: () => ({ curve: this.curve !== null, insecure: this.insecure }),
@@ -418,27 +423,49 @@ export class Daemon {
   /**
    * Every message of one of kq's sockets, through `handle`. The loop ends when its socket closes: for good
    * when kq stops; after a revoke kq renews its sockets, and the loop goes on with the new one once bound.
+   * With `group`, `handle` only gathers: while more messages are already queued (up to `group.max`) the loop
+   * takes them too, then `group.run(untilMs)` handles what was gathered, one slice at a time, until it says
+   * nothing is left.
    */
-  private async receiveFrom(pick: () => zmq.Router | zmq.Pull, name: string, handle: (frames: Buffer[]) => Promise<void> | void): Promise<void> {
+  private async receiveFrom(pick: () => zmq.Router | zmq.Pull, name: string, handle: (frames: Buffer[]) => Promise<void> | void,
+    group?: { max: number; run(untilMs: number): number }): Promise<void> {
+    // With a backlog, receive() resolves without going back to the event loop: one busy socket would
+    // starve the others, and the ZAP handler that admits new connections (kqctl could not connect
+    // during an update flood). After FAIR_SLICE_MS of work, hand the loop over once.
+    let busyMs = 0;
+    const fairTurn = async (since: number) => {
+      busyMs += performance.now() - since;
+      if (busyMs > FAIR_SLICE_MS) {
+        busyMs = 0;
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+    };
+    const runGroup = async () => {
+      for (let left = 1; group && left > 0;) {
+        const started = performance.now();
+        left = group.run(started + FAIR_SLICE_MS);
+        await fairTurn(started);
+      }
+    };
     for (;;) {
       const socket = pick();
       try {
-        let busyMs = 0;
+        let gathered = 0;
         for await (const frames of socket) {
           const started = performance.now();
           await handle(frames);
-          // With a backlog, receive() resolves without going back to the event loop: one busy socket would
-          // starve the others, and the ZAP handler that admits new connections (kqctl could not connect
-          // during an update flood). After FAIR_SLICE_MS of work, hand the loop over once.
-          busyMs += performance.now() - started;
-          if (busyMs > FAIR_SLICE_MS) {
-            busyMs = 0;
-            await new Promise<void>((resolve) => setImmediate(resolve));
+          if (group && ++gathered < group.max && socket.readable) {
+            busyMs += performance.now() - started;
+            continue; // another message is already there: same group
           }
+          gathered = 0;
+          await fairTurn(started);
+          await runGroup();
         }
       } catch (err) {
         if (this.state === 'running' && socket === pick()) this.log.error({ err: (err as Error).message }, `${name} socket failed`);
       }
+      if (this.state === 'running') await runGroup(); // what was gathered when the socket closed (renewed)
       await this.sockets.bound();
       if (socket === pick() || this.state !== 'running') return;
     }
@@ -480,6 +507,9 @@ export class Daemon {
       .catch((err: Error) => this.log.debug({ err: err.message }, 'reply not delivered (peer gone)'));
   }
 
+  /** Updates gathered from the update socket, not handled yet (see receiveFrom's `group`). */
+  private readonly gatheredUpdates: Update[] = [];
+
   private receiveUpdates(): Promise<void> {
     return this.receiveFrom(() => this.sockets.pull, 'update', (frames) => {
       const decoded = decode(UpdateSchema, frames.length === 1 ? frames[0] : undefined);
@@ -487,11 +517,13 @@ export class Daemon {
         this.dropped.warn('update', decoded.error);
         return;
       }
-      try {
-        this.updates.handle(decoded.value);
-      } catch (err) {
-        if (!this.disk.failed(err, 'job table (kq.db)')) this.log.error({ err: (err as Error).stack }, 'update handler failed');
-      }
+      this.gatheredUpdates.push(decoded.value);
+    }, {
+      max: MAX_UPDATE_GROUP,
+      run: (untilMs) => {
+        if (this.gatheredUpdates.length > 0) this.gatheredUpdates.splice(0, this.updates.handleGroup(this.gatheredUpdates, untilMs));
+        return this.gatheredUpdates.length;
+      },
     });
   }
 }

@@ -13,6 +13,7 @@ import type { JobLogs } from './job-logs.js';
 import type { Store } from './store.js';
 import { isDiskFull } from './disk.js';
 import { LogSubscriptions } from './log-subscriptions.js';
+import { AfterCommit } from './after-commit.js';
 
 type JobBroadcast = Extract<Broadcast, { type: 'job' }>;
 
@@ -37,7 +38,15 @@ export class Publisher {
   private readonly pendingJobs = new Map<number, JobBroadcast>();
   private flushScheduled = false;
 
-  constructor(private readonly d: PublisherDeps) {}
+  /**
+   * Holds what kq tells the world (here, and the scheduler's assignments) while a group of updates shares one
+   * transaction (see after-commit.ts); outside a group, effects happen at once.
+   */
+  readonly afterCommit: AfterCommit;
+
+  constructor(private readonly d: PublisherDeps) {
+    this.afterCommit = new AfterCommit((err) => d.log.error({ err: (err as Error).stack }, 'effect after a group commit failed'));
+  }
 
   /** Read the broadcast socket's subscription messages (an XPUB; `current()` gives the socket in use, `bound()` waits for a renew) until it closes. */
   trackSubscriptions(current: () => AsyncIterable<Buffer[]>, bound: () => Promise<void>): Promise<void> {
@@ -46,9 +55,11 @@ export class Publisher {
 
   /** Any broadcast but `log` (publishLog) and `job` (announceJob); job broadcasts due go out first, keeping their order with it. */
   publish(topic: string, msg: Broadcast): void {
-    if (this.pendingJobs.size > 0) this.flushJobs();
-    this.emitLocal(topic, msg);
-    this.send(topic, msg);
+    this.afterCommit.run(() => {
+      if (this.pendingJobs.size > 0) this.flushJobs();
+      this.emitLocal(topic, msg);
+      this.send(topic, msg);
+    });
   }
 
   private emitLocal(topic: string, msg: Broadcast): void {
@@ -69,6 +80,11 @@ export class Publisher {
    * one broadcast, not two); a terminal state is never replaced unsent by a later one.
    */
   announceJob(jobId: number): void {
+    // Read once committed: a group's rolled-back state is never announced.
+    this.afterCommit.run(() => this.announceJobNow(jobId));
+  }
+
+  private announceJobNow(jobId: number): void {
     const job = this.d.store.jobStatus(jobId);
     if (!job) return;
     const before = this.lastState.get(jobId);
@@ -78,7 +94,7 @@ export class Publisher {
       if (this.lastState.size > 10_000) this.lastState.clear();
       this.lastState.set(jobId, job.state);
       this.d.log.info({ job: jobId, state: job.state }, 'job ended');
-      this.appendLog(jobId, `[kq] job ${job.state}: ${jobEnding(job)}\n`);
+      this.appendLogNow(jobId, `[kq] job ${job.state}: ${jobEnding(job)}\n`);
     }
     const msg: JobBroadcast = { v: PROTOCOL_VERSION, type: 'job', jobId, state: job.state, framesDone: job.frames_done, framesTotal: job.frames_total };
     const pending = this.pendingJobs.get(jobId);
@@ -110,6 +126,10 @@ export class Publisher {
    * escaped, line breaks kept.
    */
   appendLog(jobId: number, text: string): void {
+    this.afterCommit.run(() => this.appendLogNow(jobId, text));
+  }
+
+  private appendLogNow(jobId: number, text: string): void {
     const safe = printableLines(text);
     let offset: number;
     try {
@@ -119,11 +139,15 @@ export class Publisher {
       if (!isDiskFull(err)) this.d.log.error({ job: jobId, err: (err as Error).message }, 'job log line not written');
       return;
     }
-    this.publishLog(jobId, offset, safe);
+    this.publishLogNow(jobId, offset, safe);
   }
 
   /** Log text to in-process followers (the page), and over ZeroMQ only if someone subscribes to it. */
   publishLog(jobId: number, offset: number, text: string): void {
+    this.afterCommit.run(() => this.publishLogNow(jobId, offset, text));
+  }
+
+  private publishLogNow(jobId: number, offset: number, text: string): void {
     const wanted = this.logSubscriptions.wantsLog(jobId);
     if (!wanted && this.broadcasts.listenerCount('message') === 0) return;
     const topic = Topics.log(jobId);

@@ -89,13 +89,15 @@ export class Scheduler {
       this.afterChange([jobId]);
       return true;
     }
-    // To the connection that registered (a kq-made routing id), never to whoever claims the agent's id.
-    this.routerQueue!.send([Buffer.from(route, 'hex'), frame]).catch((err: Error) => {
+    // To the connection that registered (a kq-made routing id), never to whoever claims the agent's id; only
+    // once the claim is committed (inside a group transaction it could still be rolled back).
+    const routerQueue = this.routerQueue!;
+    this.d.publisher.afterCommit.run(() => void routerQueue.send([Buffer.from(route, 'hex'), frame]).catch((err: Error) => {
       this.d.log.warn({ agent: agentId, task: task.taskId, err: err.message }, 'assignment not delivered; requeued');
       // A busy agent keeps its render; it registers again (its new connection) and, its session proven, keeps it.
       if (this.d.store.unassign(ref, route)) this.d.publisher.publish(Topics.agent(agentId), { v: PROTOCOL_VERSION, type: 'reregister' });
       this.afterChange([task.jobId]);
-    });
+    }));
     this.d.publisher.announceJob(task.jobId);
     return true;
   }
@@ -222,8 +224,11 @@ export class Scheduler {
 
   /** An attempt's output is over: a redrawn line still held back is written (and followers get it). */
   private endAttemptLog(key: string): void {
-    const last = this.d.logs.endTask(key);
-    if (last) this.d.publisher.publishLog(last.jobId, last.offset, last.text);
+    // A file write: after the commit, in order with the attempt's other log lines.
+    this.d.publisher.afterCommit.run(() => {
+      const last = this.d.logs.endTask(key);
+      if (last) this.d.publisher.publishLog(last.jobId, last.offset, last.text);
+    });
   }
 
   /** Agents silent past the timeout are lost: their tasks are requeued; a local one is killed and replaced. */

@@ -1076,6 +1076,19 @@ export class Store {
   }
 
   /**
+   * `work` in one write transaction: the transitions it makes commit together (one WAL write instead of one
+   * each). Called inside such a transaction, it is a SAVEPOINT instead: a transition of the group that throws
+   * is undone alone, the others stand. SQLite may roll a whole transaction back by itself (disk full, I/O
+   * error): `inTransaction` is then false, and the group must stop (what follows would commit one by one).
+   */
+  readonly atomically = this.txn((work: () => void): void => work());
+
+  /** A write transaction is open (false again after SQLite rolled one back by itself). */
+  get inTransaction(): boolean {
+    return this.db.inTransaction;
+  }
+
+  /**
    * A store transition: `fn` runs in one IMMEDIATE transaction (the write lock taken up front, so it
    * never fails half-way for a lock). better-sqlite3's transaction wrapper is built once, on first use
    * (the database is opened after the fields are set), not on every call.
