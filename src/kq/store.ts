@@ -918,7 +918,9 @@ export class Store {
       const agent = this.stmt.agent.get(h.agentId) as AgentRow | undefined;
       if (!agent || agent.epoch !== h.epoch || agent.state === 'lost' || agent.state === 'offline') return { ...result, reregister: true };
       this.stmt.seen.run(Date.now(), h.agentId);
-      this.seenAt.delete(h.agentId);
+      // Kept in memory too: were this transaction rolled back (a failed group commit, a full disk), the agent
+      // was heard all the same, and its older time in the table must not have it judged silent.
+      this.seenAt.set(h.agentId, Date.now());
       if (agent.confirmed !== 1) {
         this.cached(`UPDATE agents SET confirmed = 1 WHERE id = ?`).run(h.agentId);
         result.dispatch = true;
