@@ -37,6 +37,28 @@ function fill(): void {
 const unfill = () => fs.rmSync(path.join(mount, 'filler'), { force: true });
 
 describe('group commit', () => {
+  it('kill -9 of kq three times while six agents finish short tasks (updates arriving in groups): every frame runs exactly once', { timeout: 240_000 }, async () => {
+    // What a group did is committed whole or not at all, and nothing of it was told before: after a crash the
+    // agents' re-registrations and heartbeats (running, queued, last outcomes) bring back every outcome.
+    const kq = new Kq({ numAgents: 6, args: ['--heartbeat', '250ms', '--agent-timeout', '5s', '--kill-grace', '1s'] });
+    kqs.push(kq);
+    await kq.start();
+    const dir = tempDir('kq-group-commit-frames-');
+    const id = await kq.submit('--frames', '1-300', '--cwd', dir, '--', 'sh', '-c', 'echo {frame} >> results');
+    for (const atDone of [50, 140, 220]) {
+      await waitFor(`${atDone} frames done`, async () => (await kq.json('show', String(id))).framesDone >= atDone, 120_000, 20);
+      await kq.kill9();
+      await kq.start();
+    }
+    const job = await kq.waitJob(id, 120_000);
+    expect(job.state).toBe('Completed');
+    expect(job.framesDone).toBe(300);
+    const ran = fs.readFileSync(path.join(dir, 'results'), 'utf8').trim().split('\n').map(Number).sort((a, b) => a - b);
+    expect(ran).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
+    expect(await kq.stop()).toBe(0);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
   it('a group whose commit fails sends no assignment for the task it claimed: nothing runs meanwhile, and every task runs once', { timeout: 180_000 }, async () => {
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', mount]);
     mounted = true;
