@@ -1,7 +1,7 @@
 /**
  * Group commit (UpdateHandler.handleGroup): updates already queued share one write transaction, and what
- * other processes see of them waits for its commit. Real kq, a real agent, a real tmpfs whose space runs
- * out so that the group's commit truly fails (SQLITE_FULL).
+ * other processes see of them waits for its commit. Real kq and agents; kill -9 of kq while updates come
+ * in groups; a real tmpfs whose space runs out so that a group's commit truly fails (SQLITE_FULL).
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
