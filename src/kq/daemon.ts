@@ -46,6 +46,8 @@ const GONE_AGENTS_KEPT = 500;
 const FORGET_AGENTS_EVERY_MS = 60_000;
 /** How long one socket's backlog may hold the event loop before the others get a turn. */
 const FAIR_SLICE_MS = 10;
+/** A group of updates gathers at most this many bytes of messages (each decoded before it is handled). */
+const GROUP_MAX_BYTES = 4 * 1024 * 1024;
 /** At most this many updates already queued are gathered into one group (one transaction, see UpdateHandler.handleGroup). */
 const MAX_UPDATE_GROUP = 256;
 
@@ -451,14 +453,20 @@ export class Daemon {
       const socket = pick();
       try {
         let gathered = 0;
+        let gatheredBytes = 0;
         for await (const frames of socket) {
           const started = performance.now();
           await handle(frames);
-          if (group && ++gathered < group.max && socket.readable) {
-            busyMs += performance.now() - started;
-            continue; // another message is already there: same group
+          // Another message is already there: same group, while gathering stays within the slice and the byte
+          // cap (decoding a flood of big updates must not hold the event loop longer than handling them would).
+          for (const f of frames) gatheredBytes += f.length;
+          const spent = performance.now() - started;
+          if (group && ++gathered < group.max && gatheredBytes < GROUP_MAX_BYTES && busyMs + spent < FAIR_SLICE_MS && socket.readable) {
+            busyMs += spent;
+            continue;
           }
           gathered = 0;
+          gatheredBytes = 0;
           await fairTurn(started);
           await runGroup();
         }

@@ -80,12 +80,14 @@ export class Publisher {
    * one broadcast, not two); a terminal state is never replaced unsent by a later one.
    */
   announceJob(jobId: number): void {
-    // Read once committed: a group's rolled-back state is never announced.
-    this.afterCommit.run(() => this.announceJobNow(jobId));
+    // The state as of now (inside a group: its transaction's), told in order with the effects held before
+    // and after it, and only once committed: a group's rolled-back state is never announced. (Read at
+    // release, a job's ending would be written before the last task lines of the same group.)
+    const job = this.d.store.jobStatus(jobId);
+    this.afterCommit.run(() => this.announceJobNow(jobId, job));
   }
 
-  private announceJobNow(jobId: number): void {
-    const job = this.d.store.jobStatus(jobId);
+  private announceJobNow(jobId: number, job: ReturnType<Store['jobStatus']>): void {
     if (!job) return;
     const before = this.lastState.get(jobId);
     this.lastState.set(jobId, job.state);

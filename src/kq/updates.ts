@@ -66,7 +66,13 @@ export class UpdateHandler {
       });
     } catch (err) {
       afterCommit.discard();
-      this.d.reportError(err);
+      // SQLite rolled the transaction back by itself inside a step that reports its own errors (dispatch):
+      // the savepoint or commit that follows then fails for want of a transaction. That says nothing new.
+      if (!store.inTransaction && /no such savepoint|no transaction is active/.test((err as Error).message)) {
+        this.d.log.warn('a group of updates was rolled back by SQLite (its cause is reported above); agents repeat what matters');
+      } else {
+        this.d.reportError(err);
+      }
       return taken;
     }
     afterCommit.release();
