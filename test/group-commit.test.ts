@@ -4,38 +4,18 @@
  * that a group's commit truly fails (SQLITE_FULL). (kq killed -9 while updates come in groups:
  * test/crash-once.test.ts.)
  */
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Kq, cleanupAll, tempDir, waitFor } from './helpers/kq.js';
+import { Tmpfs } from './helpers/tmpfs.js';
 
 const kqs: Kq[] = [];
-const mount = tempDir('kq-group-commit-tmpfs-');
-let mounted = false;
+const disk = new Tmpfs('kq-group-commit-tmpfs-');
 afterAll(async () => {
   await cleanupAll(kqs);
-  if (mounted) execFileSync('umount', ['-l', mount]);
-  fs.rmSync(mount, { recursive: true, force: true });
+  disk.cleanup();
 });
-
-const free = () => {
-  const s = fs.statfsSync(mount);
-  return s.bavail * s.bsize;
-};
-/** Take every free byte of the tmpfs. */
-function fill(): void {
-  const fd = fs.openSync(path.join(mount, 'filler'), 'a');
-  const block = Buffer.alloc(64 * 1024);
-  try {
-    for (;;) fs.writeSync(fd, block, 0, Math.min(block.length, Math.max(4096, free())));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-const unfill = () => fs.rmSync(path.join(mount, 'filler'), { force: true });
 
 describe('group commit', () => {
   it("a job's log ends with its ending, even when its last tasks finish in one group", { timeout: 180_000 }, async () => {
@@ -63,10 +43,9 @@ describe('group commit', () => {
   });
 
   it('a group whose commit fails sends no assignment for the task it claimed: nothing runs meanwhile, and every task runs once', { timeout: 180_000 }, async () => {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', mount]);
-    mounted = true;
+    disk.mount('16m');
     // One agent, no prefetch: the second task is claimed in the same group as the first one's `finished`.
-    const kq = new Kq({ dataRoot: path.join(mount, 'data'), numAgents: 1, args: ['--heartbeat', '250ms', '--agent-timeout', '10s', '--no-prefetch'] });
+    const kq = new Kq({ dataRoot: path.join(disk.dir, 'data'), numAgents: 1, args: ['--heartbeat', '250ms', '--agent-timeout', '10s', '--no-prefetch'] });
     kqs.push(kq);
     await kq.start();
     const out = tempDir('kq-group-commit-out-'); // on another disk: what ran is recorded whatever kq's disk says
@@ -78,7 +57,7 @@ describe('group commit', () => {
     await waitFor('task 1 started (its pid recorded)', async () => (await kq.json('show', String(job))).taskList[0].pid > 0, 30_000, 100);
 
     // kq's disk is full: the group holding task 1's `finished` and the claim of task 2 cannot commit.
-    fill();
+    disk.fill();
     fs.writeFileSync(go, '');
     await waitFor('kq to say its disk is full', async () => (await kq.ctl('agents')).stderr.includes('disk is full'), 60_000, 100);
     await waitFor('task 1 to end', () => fs.existsSync(ran), 30_000, 50);
@@ -89,7 +68,7 @@ describe('group commit', () => {
     expect(during.taskList.map((t: { state: string }) => t.state)).toEqual(['running', 'waiting']); // nothing of the group was kept
 
     // Room again: the agent's heartbeat brings task 1's outcome back; task 2 runs, once.
-    unfill();
+    disk.unfill();
     const done = await kq.waitJob(job, 60_000);
     expect(done.state).toBe('Completed');
     expect(done.taskList.map((t: { attempts: number }) => t.attempts)).toEqual([1, 1]);

@@ -2,7 +2,6 @@
  * kq's lifecycle under stress: a start that fails, a full disk, a huge job. Real kq, agents and kqctl;
  * a real tmpfs for the full disk; the job table read straight from kq.db while kq is down.
  */
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -10,6 +9,7 @@ import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Kq, cleanupAll, isRunning, tempDir, waitFor } from './helpers/kq.js';
 import { launchBrowser, openPage } from './helpers/browser.js';
+import { Tmpfs } from './helpers/tmpfs.js';
 
 const FAST = ['--heartbeat', '250ms', '--agent-timeout', '2s', '--kill-grace', '1s'];
 const kqs: Kq[] = [];
@@ -184,40 +184,19 @@ describe('effects after a commit', () => {
 });
 
 describe('a full disk', () => {
-  const mount = tempDir('kq-tmpfs-');
-  let mounted = false;
+  const disk = new Tmpfs('kq-tmpfs-');
   afterAll(async () => {
     await cleanupAll(kqs);
-    if (mounted) execFileSync('umount', ['-l', mount]);
-    fs.rmSync(mount, { recursive: true, force: true });
+    disk.cleanup();
   });
-
-  const free = () => {
-    const s = fs.statfsSync(mount);
-    return s.bavail * s.bsize;
-  };
-  /** Grow the filler until only `leave` bytes are free (0: until the disk refuses more). */
-  function fill(leave: number): void {
-    const fd = fs.openSync(path.join(mount, 'filler'), 'a');
-    const block = Buffer.alloc(64 * 1024);
-    try {
-      for (let want = free() - leave; want > 0; want -= block.length) fs.writeSync(fd, block, 0, Math.min(block.length, want));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
-    } finally {
-      fs.closeSync(fd);
-    }
-  }
-  const unfill = () => fs.rmSync(path.join(mount, 'filler'), { force: true });
   /** SIGTERM and the exit code, or 'hung' if kq is still there after a generous while. */
   const stopWithin = (kq: Kq, ms: number) => Promise.race([kq.stop(), new Promise<string>((r) => setTimeout(() => r('hung'), ms))]);
 
   it('kq keeps answering, fails the chatty task with a clear reason, says the disk is full, resumes when there is room, and stops on SIGTERM', { timeout: 300_000 }, async () => {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', mount]);
-    mounted = true;
-    const kq = await start({ dataRoot: path.join(mount, 'data') });
+    disk.mount('16m');
+    const kq = await start({ dataRoot: path.join(disk.dir, 'data') });
     const RESERVE = 4 * 1024 * 1024; // what kq keeps free for its table and log (src/kq/disk.ts)
-    fill(RESERVE + 2 * 1024 * 1024);
+    disk.fill(RESERVE + 2 * 1024 * 1024);
 
     // A job that writes without end: kq stops it short of its reserve and fails it, without retry.
     const chatty = await kq.submit('--name', 'chatty', '--', 'sh', '-c', 'while :; do echo "chatter chatter chatter chatter chatter chatter"; done');
@@ -238,31 +217,31 @@ describe('a full disk', () => {
       await page.waitForFunction(() => !document.getElementById('banner')!.hidden && document.getElementById('banner')!.textContent!.includes('disk is full'), undefined, { timeout: 20_000 });
 
       // Room again: kq resumes by itself, and the page says so.
-      unfill();
+      disk.unfill();
       await page.waitForFunction(() => document.getElementById('banner')!.hidden, undefined, { timeout: 30_000 });
-      fill(RESERVE + 2 * 1024 * 1024);
+      disk.fill(RESERVE + 2 * 1024 * 1024);
     } finally {
       await browser.close();
     }
 
     // Truly full: kq's own log and its table cannot grow. It still answers, clearly.
-    fill(0);
+    disk.fill(0);
     const list = await kq.ctl('list');
     expect(list.exitCode, list.stderr).toBe(0);
     const during = await kq.ctl('submit', '--frames', '1-2', '--', 'true');
     if (during.exitCode !== 0) expect(during.stderr).toMatch(/disk is full/);
 
     // Room again: kq resumes by itself; new work runs.
-    unfill();
+    disk.unfill();
     await waitFor('kq to resume', async () => !(await kq.ctl('agents')).stderr.includes('disk is full'), 30_000, 250);
     const after = await kq.submit('--frames', '1-3', '--', 'sh', '-c', 'echo frame {frame}');
     expect((await kq.waitJob(after)).state).toBe('Completed');
     if (during.exitCode === 0) expect((await kq.waitJob(Number(during.stdout.trim()))).state).toBe('Completed');
 
     // Full again, SIGTERM: kq exits cleanly instead of hanging on its log.
-    fill(0);
+    disk.fill(0);
     expect(await stopWithin(kq, 30_000)).toBe(0);
-    unfill();
+    disk.unfill();
 
     // The table is intact: the next kq has every job, and does not run the chatty one again.
     await kq.start();
