@@ -16,11 +16,6 @@ export class AfterCommit {
     else effect();
   }
 
-  /** Inside a group: effects are being held. */
-  get holding(): boolean {
-    return this.held !== null;
-  }
-
   /** Start holding effects (a group transaction begins). */
   hold(): void {
     this.held = [];

@@ -30,8 +30,9 @@ export class UpdateHandler {
    * of about three per task (claim, `started`'s pid, finish) was the largest single cost of a busy farm.
    * Each update runs in its own savepoint (one that throws is undone alone, its effects dropped); everything
    * another process can see waits for the commit (Publisher.afterCommit), so a group rolled back, or lost to a
-   * crash, is as if kq had never read its updates: agents repeat what matters (a heartbeat carries their
-   * running and queued tasks and their last two outcomes). Stops taking updates once performance.now()
+   * crash, is as if kq had never read its updates: agents repeat what decides a task (a heartbeat carries
+   * their running and queued tasks and their last two outcomes; output lines and a started pid are lost,
+   * docs/DESIGN.md "Group commit"). Stops taking updates once performance.now()
    * passes `untilMs`, so the request port gets its turn. Returns how many were taken (the rest are the
    * caller's to hand in again); never throws.
    */
@@ -69,7 +70,7 @@ export class UpdateHandler {
       // SQLite rolled the transaction back by itself inside a step that reports its own errors (dispatch):
       // the savepoint or commit that follows then fails for want of a transaction. That says nothing new.
       if (!store.inTransaction && /no such savepoint|no transaction is active/.test((err as Error).message)) {
-        this.d.log.warn('a group of updates was rolled back by SQLite (its cause is reported above); agents repeat what matters');
+        this.d.log.warn('a group of updates was rolled back by SQLite (its cause is reported above); agents repeat what decides a task');
       } else {
         this.d.reportError(err);
       }
