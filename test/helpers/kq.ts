@@ -78,8 +78,12 @@ export class Kq {
     started.add(this.proc.pid!);
     this.proc.all?.on('data', (d: Buffer) => { this.output += d.toString(); });
     const exited = this.proc.then((r) => r);
+    // Generous: on a machine loaded far beyond its cores a start can take many seconds; if it never comes, what
+    // kq said (and its log) tells why.
+    const ready = waitFor('kq.json', () => fs.lstatSync(infoFile, { throwIfNoEntry: false })?.isFile() && JSON.parse(fs.readFileSync(infoFile, 'utf8')).pid === this.proc!.pid, 60_000)
+      .catch((err: Error) => { throw new Error(`${err.message}; kq said: ${this.output.slice(-2000) || '(nothing)'}; kq.log: ${tail(path.join(this.dataRoot, 'logs', 'kq.log'))}`); });
     await Promise.race([
-      waitFor('kq.json', () => fs.lstatSync(infoFile, { throwIfNoEntry: false })?.isFile() && JSON.parse(fs.readFileSync(infoFile, 'utf8')).pid === this.proc!.pid),
+      ready,
       exited.then((r) => { throw new Error(`kq exited (${r.exitCode}) before it was ready: ${this.output}`); }),
     ]);
     this.info = JSON.parse(fs.readFileSync(infoFile, 'utf8')) as DaemonInfo;
@@ -211,4 +215,14 @@ export function kqStarter(defaultArgs: string[] = []): (o?: KqOptions) => Promis
     kqs.push(kq);
     return kq;
   };
+}
+
+/** The last lines of a file, or why there are none. */
+function tail(file: string, bytes = 2000): string {
+  try {
+    const text = fs.readFileSync(file, 'utf8');
+    return text.slice(-bytes) || '(empty)';
+  } catch (err) {
+    return `(${(err as NodeJS.ErrnoException).code ?? 'unreadable'})`;
+  }
 }
