@@ -48,10 +48,8 @@ export class TaskRun {
   /** The running command's process group, and its ending once begun (one per command). */
   private group: { pgid: number; ending: Promise<boolean> | null } | null = null;
   private timeoutTimer: NodeJS.Timeout | null = null;
-  /** The command asked for but not started yet (its starter has no pid for it): a stop drops it. */
-  private unstarted: RenderProcess | null = null;
-  /** The command running, until its end is known. */
-  private current: { render: RenderProcess; ended: boolean } | null = null;
+  /** The command asked for, until its end is known; not `started` while its starter has no pid for it (a stop drops it). */
+  private current: { render: RenderProcess; started: boolean } | null = null;
   private readonly stderr = new StderrTail();
   readonly done: Promise<RunResult>;
 
@@ -64,7 +62,7 @@ export class TaskRun {
   stop(reason: string): void {
     if (this.endReason !== null) return;
     this.endReason = reason;
-    if (this.unstarted) this.unstarted.cancel?.();
+    if (this.current && !this.current.started) this.current.render.cancel?.();
     else if (this.group) void this.endGroup(this.group);
   }
 
@@ -82,7 +80,7 @@ export class TaskRun {
     const current = this.current;
     if (!current?.render.abandon) return;
     setTimeout(() => {
-      if (!current.ended) current.render.abandon!(`did not report the end of a render within ${END_REPORT_MS / 1000} s of its group being ended`);
+      if (this.current === current) current.render.abandon!(`did not report the end of a render within ${END_REPORT_MS / 1000} s of its group being ended`);
     }, END_REPORT_MS).unref();
   }
 
@@ -113,7 +111,7 @@ export class TaskRun {
     const onStarted = (pid: number) => {
       const group = { pgid: pid, ending: null };
       running.group = this.group = group;
-      this.unstarted = null;
+      if (this.current) this.current.started = true;
       this.o.onGroup(group.pgid, true);
       this.o.onStarted(group.pgid);
       if (this.endReason !== null) void this.endGroup(group); // stopped while it was being started
@@ -125,13 +123,9 @@ export class TaskRun {
       // A NUL byte, an environment too big for exec, a cwd that is a file: spawn throws. The task fails.
       return { exitCode: null, signal: null, durationMs: Date.now() - started, reason: this.cannotStart(command, err as NodeJS.ErrnoException) };
     }
-    if (!running.group) this.unstarted = render;
-    const current = { render, ended: false };
-    this.current = current;
+    this.current = { render, started: running.group !== null };
     const ended: RenderEnd = await render.ended;
-    current.ended = true;
     this.current = null;
-    this.unstarted = null;
     // The leader is gone; whatever it left in its group (background children) goes too, before reporting.
     if (running.group) await this.endGroup(running.group);
     await render.drained(DRAIN_MS);
